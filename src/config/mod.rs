@@ -1,0 +1,515 @@
+//! Settings: defaults < config file < `$FERRICORN_CMD_ARGS` < command line.
+//!
+//! The result is validated as a whole before anything is bound; every refusal
+//! is one line naming the setting, the value and what is allowed.
+
+pub mod bind;
+mod layer;
+mod pyfile;
+mod values;
+
+pub use bind::BindAddr;
+pub use layer::Layer;
+pub use values::{Umask, WorkerClass};
+
+use clap::Parser;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::log::Level;
+
+/// The command line: a settings layer plus actions that only make sense there.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "ferricorn",
+    version,
+    about = "A pre-fork HTTP server for Python WSGI apps, built for systemd.",
+    long_about = "A pre-fork HTTP server for Python WSGI apps, built for systemd.\n\n\
+        Options keep gunicorn's names and defaults. Settings are layered: defaults < \
+        config file (-c) < $FERRICORN_CMD_ARGS < command line.",
+    after_help = "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload, TTIN/TTOU one worker more/less, USR1 reopen logs.\nSee ferricorn(1) and ferricorn.toml(5)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub layer: Layer,
+
+    /// Read settings from this file: TOML (gunicorn's setting names, plus `app`) or a gunicorn *.py config.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        help_heading = "Configuration"
+    )]
+    pub config: Option<PathBuf>,
+    /// Check the configuration and that the app imports, then exit (0 when it does).
+    #[arg(long = "check-config", help_heading = "Configuration")]
+    pub check_config: bool,
+    /// Print the effective settings and where each came from, then exit.
+    #[arg(long = "print-config", help_heading = "Configuration")]
+    pub print_config: bool,
+}
+
+/// Where a setting's value came from, for `--print-config`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Default,
+    Env(&'static str),
+    File(PathBuf),
+    CmdArgsEnv,
+    CommandLine,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Env(var) => write!(f, "${var}"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::CmdArgsEnv => f.write_str("$FERRICORN_CMD_ARGS"),
+            Source::CommandLine => f.write_str("command line"),
+        }
+    }
+}
+
+/// Every setting with its effective value.
+#[derive(Serialize, Clone, Debug)]
+pub struct Settings {
+    pub app: String,
+    pub bind: Vec<String>,
+    pub backlog: u32,
+    pub workers: u32,
+    pub worker_class: WorkerClass,
+    pub threads: u32,
+    pub worker_connections: u32,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    pub timeout: u64,
+    pub graceful_timeout: u64,
+    pub keepalive: u64,
+    pub preload_app: bool,
+    pub limit_request_line: u32,
+    pub limit_request_fields: u32,
+    pub limit_request_field_size: u32,
+    pub header_timeout: u64,
+    pub forwarded_allow_ips: Vec<String>,
+    pub chdir: PathBuf,
+    pub raw_env: Vec<String>,
+    pub pythonpath: Option<String>,
+    pub virtualenv: Option<PathBuf>,
+    pub proc_name: Option<String>,
+    pub pidfile: Option<PathBuf>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub umask: Umask,
+    pub initgroups: bool,
+    pub accesslog: Option<String>,
+    pub access_log_format: String,
+    pub errorlog: String,
+    pub loglevel: String,
+}
+
+/// Calls `$m!` with every setting name, so each list of settings is written once.
+macro_rules! with_settings {
+    ($m:ident, $($args:tt)*) => {
+        $m!($($args)*; app, bind, backlog, workers, worker_class, threads, worker_connections,
+            max_requests, max_requests_jitter, timeout, graceful_timeout, keepalive, preload_app,
+            limit_request_line, limit_request_fields, limit_request_field_size, header_timeout,
+            forwarded_allow_ips, chdir, raw_env, pythonpath, virtualenv, proc_name, pidfile, user,
+            group, umask, initgroups, accesslog, access_log_format, errorlog, loglevel)
+    };
+}
+
+macro_rules! apply_layer {
+    ($s:expr, $sources:expr, $layer:expr, $source:expr; $($f:ident),*) => {
+        $(
+            if let Some(v) = $layer.$f.clone() {
+                $s.$f = v.into();
+                $sources.insert(stringify!($f), $source.clone());
+            }
+        )*
+    };
+}
+
+macro_rules! print_settings {
+    ($s:expr, $sources:expr, $out:expr; $($f:ident),*) => {
+        $(
+            let value = serde_json::to_string(&$s.$f).unwrap_or_default();
+            let source = $sources.get(stringify!($f)).cloned().unwrap_or(Source::Default);
+            if value == "null" {
+                $out.push_str(&format!("# {} is unset{:>w$}# {}\n", stringify!($f), "", source, w = 30usize.saturating_sub(stringify!($f).len() + 9)));
+            } else {
+                let line = format!("{} = {}", stringify!($f), value);
+                $out.push_str(&format!("{:<40} # {}\n", line, source));
+            }
+        )*
+    };
+}
+
+/// Names a gunicorn `*.py` config may set that we read.
+pub const SETTING_NAMES: &[&str] = &[
+    "wsgi_app",
+    "app",
+    "bind",
+    "backlog",
+    "workers",
+    "worker_class",
+    "threads",
+    "worker_connections",
+    "max_requests",
+    "max_requests_jitter",
+    "timeout",
+    "graceful_timeout",
+    "keepalive",
+    "preload_app",
+    "limit_request_line",
+    "limit_request_fields",
+    "limit_request_field_size",
+    "header_timeout",
+    "forwarded_allow_ips",
+    "chdir",
+    "raw_env",
+    "pythonpath",
+    "virtualenv",
+    "proc_name",
+    "pidfile",
+    "user",
+    "group",
+    "umask",
+    "initgroups",
+    "accesslog",
+    "access_log_format",
+    "errorlog",
+    "loglevel",
+];
+
+/// A refusal: one line, naming what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(setting: &str, value: impl fmt::Display, allowed: &str) -> ConfigError {
+    ConfigError(format!(
+        "setting `{setting}`: {value} is not allowed ({allowed})"
+    ))
+}
+
+/// Settings after validation, with the values derived from them.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub settings: Settings,
+    pub sources: BTreeMap<&'static str, Source>,
+    pub binds: Vec<BindAddr>,
+    pub log_level: Level,
+    pub worker_class: WorkerClass,
+    pub uid: Option<libc::uid_t>,
+    pub gid: Option<libc::gid_t>,
+    pub env: Vec<(String, String)>,
+    pub forwarded_allow_all: bool,
+    pub forwarded_allow: Vec<std::net::IpAddr>,
+    /// The name in process titles: `--name`, else the app.
+    pub proc_name: String,
+}
+
+impl Settings {
+    fn defaults() -> (Settings, BTreeMap<&'static str, Source>) {
+        let mut sources = BTreeMap::new();
+        let workers = match std::env::var("WEB_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            Some(n) if n >= 1 => {
+                sources.insert("workers", Source::Env("WEB_CONCURRENCY"));
+                n
+            }
+            _ => 1,
+        };
+        let bind = match std::env::var("PORT") {
+            Ok(port) if !port.is_empty() => {
+                sources.insert("bind", Source::Env("PORT"));
+                format!("0.0.0.0:{port}")
+            }
+            _ => "127.0.0.1:8000".to_string(),
+        };
+        let virtualenv = std::env::var_os("VIRTUAL_ENV")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        if virtualenv.is_some() {
+            sources.insert("virtualenv", Source::Env("VIRTUAL_ENV"));
+        }
+        let settings = Settings {
+            app: String::new(),
+            bind: vec![bind],
+            backlog: 2048,
+            workers,
+            worker_class: WorkerClass::Sync,
+            threads: 1,
+            worker_connections: 1000,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            timeout: 30,
+            graceful_timeout: 30,
+            keepalive: 2,
+            preload_app: false,
+            limit_request_line: 4094,
+            limit_request_fields: 100,
+            limit_request_field_size: 8190,
+            header_timeout: 10,
+            forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+            chdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            raw_env: Vec::new(),
+            pythonpath: None,
+            virtualenv,
+            proc_name: None,
+            pidfile: None,
+            user: None,
+            group: None,
+            umask: Umask(0),
+            initgroups: false,
+            accesslog: None,
+            access_log_format: crate::log::access::DEFAULT_FORMAT.to_string(),
+            errorlog: "-".into(),
+            loglevel: "info".into(),
+        };
+        (settings, sources)
+    }
+}
+
+/// Build the configuration from the command line, the environment and the config file.
+pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    let (mut s, mut sources) = Settings::defaults();
+
+    let env_cli = match std::env::var("FERRICORN_CMD_ARGS") {
+        Ok(raw) if !raw.trim().is_empty() => {
+            let words = shell_words::split(&raw)
+                .map_err(|e| ConfigError(format!("$FERRICORN_CMD_ARGS: {e}")))?;
+            let parsed = Cli::try_parse_from(std::iter::once("ferricorn".to_string()).chain(words))
+                .map_err(|e| {
+                    ConfigError(format!(
+                        "$FERRICORN_CMD_ARGS: {}",
+                        first_line(&e.to_string())
+                    ))
+                })?;
+            Some(parsed)
+        }
+        _ => None,
+    };
+
+    let config_file = cli
+        .config
+        .clone()
+        .or_else(|| env_cli.as_ref().and_then(|c| c.config.clone()));
+    if let Some(path) = &config_file {
+        let layer = read_file(path)?;
+        let src = Source::File(path.clone());
+        with_settings!(apply_layer, s, sources, layer, src);
+    }
+    if let Some(env_cli) = &env_cli {
+        with_settings!(apply_layer, s, sources, env_cli.layer, Source::CmdArgsEnv);
+    }
+    with_settings!(apply_layer, s, sources, cli.layer, Source::CommandLine);
+
+    validate(s, sources)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// Read a config file into a layer; `.py` files are gunicorn configs.
+fn read_file(path: &Path) -> Result<Layer, ConfigError> {
+    let shown = path.display();
+    if path.extension().is_some_and(|e| e == "py") {
+        let map =
+            pyfile::read(path).map_err(|e| ConfigError(format!("config file {shown}: {e}")))?;
+        return layer_from_map(map, &shown.to_string());
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("config file {shown}: {e}")))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        ConfigError(format!("config file {shown}: {}", first_line(e.message())))
+    })?;
+    let map: serde_json::Map<String, serde_json::Value> = table
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or_default()))
+        .collect();
+    layer_from_map(map, &shown.to_string())
+}
+
+/// Deserialize a layer key by key, so an error names the setting it is about.
+fn layer_from_map(
+    map: serde_json::Map<String, serde_json::Value>,
+    file: &str,
+) -> Result<Layer, ConfigError> {
+    for (key, value) in &map {
+        let one = serde_json::Value::Object([(key.clone(), value.clone())].into_iter().collect());
+        if let Err(e) = serde_json::from_value::<Layer>(one) {
+            let msg = e.to_string();
+            return Err(if msg.starts_with("unknown field") {
+                ConfigError(format!(
+                    "config file {file}: unknown setting `{key}` (see ferricorn.toml(5) for the names)"
+                ))
+            } else {
+                ConfigError(format!(
+                    "config file {file}: setting `{key}`: {value} is not allowed ({msg})"
+                ))
+            });
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| ConfigError(format!("config file {file}: {e}")))
+}
+
+fn validate(
+    mut s: Settings,
+    sources: BTreeMap<&'static str, Source>,
+) -> Result<Config, ConfigError> {
+    if s.app.trim().is_empty() {
+        return Err(ConfigError(
+            "no application given: pass APP_MODULE (e.g. `ferricorn myapp:app`) or set `app` in the config file".into(),
+        ));
+    }
+    for (name, v) in [
+        ("workers", s.workers),
+        ("threads", s.threads),
+        ("worker_connections", s.worker_connections),
+        ("backlog", s.backlog),
+    ] {
+        if v == 0 {
+            return Err(bad(name, v, "must be at least 1"));
+        }
+    }
+    if s.limit_request_line == 0 {
+        s.limit_request_line = 8190;
+    }
+    if s.limit_request_line > 8190 {
+        return Err(bad("limit_request_line", s.limit_request_line, "0 to 8190"));
+    }
+    if s.limit_request_fields == 0 {
+        s.limit_request_fields = 32768;
+    }
+    if s.limit_request_fields > 32768 {
+        return Err(bad(
+            "limit_request_fields",
+            s.limit_request_fields,
+            "0 to 32768",
+        ));
+    }
+    if s.limit_request_field_size == 0 {
+        s.limit_request_field_size = u32::MAX;
+    }
+    if s.header_timeout == 0 {
+        return Err(bad("header_timeout", 0, "must be at least 1 second"));
+    }
+    let log_level = Level::parse(&s.loglevel).ok_or_else(|| {
+        bad(
+            "loglevel",
+            &s.loglevel,
+            "debug, info, warning, error or critical",
+        )
+    })?;
+    crate::log::access::Format::compile(&s.access_log_format)
+        .map_err(|e| ConfigError(format!("setting `access_log_format`: {e}")))?;
+
+    let mut binds = Vec::new();
+    for b in &s.bind {
+        binds.push(bind::parse(b).map_err(|e| bad("bind", format!("{b:?}"), &e))?);
+    }
+
+    // gunicorn: the sync class with threads is gthread.
+    let worker_class = if s.worker_class == WorkerClass::Sync && s.threads > 1 {
+        WorkerClass::Gthread
+    } else {
+        s.worker_class
+    };
+
+    if !s.chdir.is_dir() {
+        return Err(bad(
+            "chdir",
+            s.chdir.display(),
+            "must be an existing directory",
+        ));
+    }
+    s.chdir = s.chdir.canonicalize().unwrap_or(s.chdir);
+
+    if let Some(venv) = &s.virtualenv {
+        crate::python::check_virtualenv(venv)
+            .map_err(|e| ConfigError(format!("setting `virtualenv`: {e}")))?;
+    }
+
+    let mut env = Vec::new();
+    for kv in &s.raw_env {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
+            _ => return Err(bad("raw_env", format!("{kv:?}"), "expected KEY=VALUE")),
+        }
+    }
+
+    let uid = s
+        .user
+        .as_deref()
+        .map(crate::worker::privileges::lookup_user)
+        .transpose()
+        .map_err(|e| bad("user", s.user.as_deref().unwrap_or(""), &e))?;
+    let gid = match s.group.as_deref() {
+        Some(g) => {
+            Some(crate::worker::privileges::lookup_group(g).map_err(|e| bad("group", g, &e))?)
+        }
+        None => match uid {
+            Some(uid) => crate::worker::privileges::primary_group(uid),
+            None => None,
+        },
+    };
+
+    let mut forwarded_allow_all = false;
+    let mut forwarded_allow = Vec::new();
+    let mut expanded = Vec::new();
+    for item in s
+        .forwarded_allow_ips
+        .iter()
+        .flat_map(|i| layer::split_commas(i))
+    {
+        if item == "*" {
+            forwarded_allow_all = true;
+        } else {
+            forwarded_allow.push(item.parse().map_err(|_| {
+                bad(
+                    "forwarded_allow_ips",
+                    format!("{item:?}"),
+                    "IP addresses separated by commas, or *",
+                )
+            })?);
+        }
+        expanded.push(item);
+    }
+    s.forwarded_allow_ips = expanded;
+
+    let proc_name = s.proc_name.clone().unwrap_or_else(|| s.app.clone());
+    Ok(Config {
+        settings: s,
+        sources,
+        binds,
+        log_level,
+        worker_class,
+        uid,
+        gid,
+        env,
+        forwarded_allow_all,
+        forwarded_allow,
+        proc_name,
+    })
+}
+
+impl Config {
+    /// `--print-config`: every setting, its value, and where it came from.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        with_settings!(print_settings, self.settings, self.sources, out);
+        out
+    }
+}

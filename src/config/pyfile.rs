@@ -1,0 +1,80 @@
+//! gunicorn `*.py` config files, read by a short-lived embedded interpreter in a
+//! child process, so the master itself never starts Python.
+
+use std::io::Read;
+
+use std::path::Path;
+
+use super::SETTING_NAMES;
+use crate::python::{self, Startup, Support};
+use pyo3::prelude::*;
+
+pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let path = path.canonicalize().map_err(|e| format!("{e}"))?;
+    let (rd, wr) = crate::sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the master is single-threaded here (no runtime, no Python), so
+    // the child may run arbitrary code; it leaves only through _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(rd);
+        let out = child(&path);
+        let (code, text) = match out {
+            Ok(json) => (0, json),
+            Err(e) => (1, e),
+        };
+        let mut f = std::fs::File::from(wr);
+        let _ = std::io::Write::write_all(&mut f, text.as_bytes());
+        // SAFETY: leave the forked child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    drop(wr);
+    let mut text = String::new();
+    let _ = std::fs::File::from(rd).read_to_string(&mut text);
+    let status = crate::sys::wait_pid(pid);
+    if status != Some(0) {
+        return Err(text
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("could not run it")
+            .to_string());
+    }
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    if let Some(hooks) = value.get("hooks").and_then(|h| h.as_array())
+        && !hooks.is_empty()
+    {
+        let names: Vec<&str> = hooks.iter().filter_map(|h| h.as_str()).collect();
+        crate::warning!(
+            "{}: server hooks are not supported and will not run: {}",
+            path.display(),
+            names.join(", ")
+        );
+    }
+    Ok(value
+        .get("settings")
+        .and_then(|s| s.as_object())
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn child(path: &Path) -> Result<String, String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    python::init(&Startup {
+        virtualenv: None,
+        chdir: dir,
+        pythonpath: None,
+    })?;
+    Python::attach(|py| {
+        let run = || -> PyResult<String> {
+            let support = Support::load(py)?;
+            support
+                .attr(py, "read_gunicorn_config")?
+                .call1((path.to_string_lossy().as_ref(), SETTING_NAMES.to_vec()))?
+                .extract()
+        };
+        run().map_err(|e| python::traceback_text(py, &e))
+    })
+}

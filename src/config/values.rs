@@ -1,0 +1,103 @@
+//! Typed setting values and their parsers, shared by the command line and config files.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// How a worker runs the app (shared/DESIGN.md, "Worker classes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerClass {
+    /// One request at a time, `Connection: close`; a long request is a silent worker.
+    Sync,
+    /// Connections on tokio, app calls on `threads` Python threads, keep-alive.
+    Gthread,
+}
+
+impl WorkerClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerClass::Sync => "sync",
+            WorkerClass::Gthread => "gthread",
+        }
+    }
+}
+
+/// A file mode creation mask, written in octal (`0o022`, `022`), hex or decimal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Umask(pub u32);
+
+impl fmt::Display for Umask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0o{:03o}", self.0)
+    }
+}
+
+impl Serialize for Umask {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u32),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) if n <= 0o777 => Ok(Umask(n)),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!(
+                "{n} is not a file mode mask (0 to 0o777)"
+            ))),
+            Raw::Str(s) => parse_umask(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+pub fn parse_umask(s: &str) -> Result<Umask, String> {
+    let t = s.trim();
+    let parsed = if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        u32::from_str_radix(o, 8)
+    } else if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u32::from_str_radix(h, 16)
+    } else if t.len() > 1 && t.starts_with('0') {
+        u32::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse()
+    };
+    match parsed {
+        Ok(n) if n <= 0o777 => Ok(Umask(n)),
+        _ => Err("expected a file mode mask from 0 to 0o777, e.g. 0o022".into()),
+    }
+}
+
+pub fn parse_positive(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number of at least 1".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn umask_forms() {
+        assert_eq!(parse_umask("0o022"), Ok(Umask(0o22)));
+        assert_eq!(parse_umask("022"), Ok(Umask(0o22)));
+        assert_eq!(parse_umask("18"), Ok(Umask(18)));
+        assert_eq!(parse_umask("0x12"), Ok(Umask(18)));
+        assert!(parse_umask("0o1777").is_err());
+        assert!(parse_umask("abc").is_err());
+    }
+
+    #[test]
+    fn positive() {
+        assert_eq!(parse_positive("4"), Ok(4));
+        assert!(parse_positive("0").is_err());
+        assert!(parse_positive("notanumber").is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Closing connections that sit idle between requests (`--keep-alive`).
+//!
+//! hyper has no idle timeout of its own for HTTP/1, so the socket is wrapped:
+//! while no request is in progress on the connection, a read that stays
+//! pending past the idle limit ends as EOF and hyper closes the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Shared by a connection's socket wrapper and the requests on it.
+#[derive(Default)]
+pub struct ConnState {
+    pub busy: AtomicU32,
+}
+
+pub struct IdleIo<S> {
+    inner: S,
+    state: Arc<ConnState>,
+    limit: Duration,
+    last: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl<S> IdleIo<S> {
+    pub fn new(inner: S, state: Arc<ConnState>, limit: Duration) -> IdleIo<S> {
+        let now = Instant::now();
+        IdleIo {
+            inner,
+            state,
+            limit,
+            last: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.last = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if this.state.busy.load(Ordering::Relaxed) == 0 {
+                    let deadline = this.last + this.limit;
+                    if this.sleep.deadline() != deadline {
+                        this.sleep.as_mut().reset(deadline);
+                    }
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        // Idle too long: report EOF so hyper closes the connection.
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(_))) {
+            self.last = Instant::now();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(_))) {
+            self.last = Instant::now();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

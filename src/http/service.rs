@@ -1,0 +1,123 @@
+//! The per-request service: enforce gunicorn's limits, then hand the request
+//! to an app thread and wait for its response head.
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::{Body, Incoming};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+use super::body::{BusyGuard, ResponseBody};
+use super::idle::ConnState;
+use crate::worker::Stats;
+use crate::wsgi::{Job, Local, Peer};
+
+/// gunicorn's request limits, resolved from the settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub request_line: usize,
+    pub fields: usize,
+    pub field_size: usize,
+}
+
+/// What every connection of a worker shares.
+pub struct Shared {
+    pub jobs: crossbeam_channel::Sender<Job>,
+    pub limits: Limits,
+    pub stats: Arc<Stats>,
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnState>,
+    peer: Peer,
+    local: Arc<Local>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    if let Some((status, why)) = check_limits(&shared.limits, &req) {
+        crate::warning!("Invalid request from {}: {why}", peer.ip_string());
+        return Ok(error_response(status, &why));
+    }
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = (!body.is_end_stream()).then_some(body);
+    let (reply, response) = oneshot::channel();
+    shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let job = Job {
+        parts,
+        body,
+        peer,
+        local,
+        reply,
+        busy: BusyGuard::new(conn),
+        started,
+    };
+    if shared.jobs.send(job).is_err() {
+        return Ok(error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "worker is stopping",
+        ));
+    }
+    Ok(response.await.unwrap_or_else(|_| {
+        error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    }))
+}
+
+/// The request line and header limits hyper does not enforce itself.
+fn check_limits(limits: &Limits, req: &Request<Incoming>) -> Option<(StatusCode, String)> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path().len(), |pq| pq.as_str().len());
+    let line = req.method().as_str().len() + 1 + target + 1 + "HTTP/1.1".len();
+    if line > limits.request_line {
+        return Some((
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "Request Line is too large ({line} > {})",
+                limits.request_line
+            ),
+        ));
+    }
+    if req.headers().len() > limits.fields {
+        return Some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "Too many header fields ({} > {})",
+                req.headers().len(),
+                limits.fields
+            ),
+        ));
+    }
+    for (name, value) in req.headers() {
+        let size = name.as_str().len() + 2 + value.len();
+        if size > limits.field_size {
+            return Some((
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "Header field {} is too large ({size} > {})",
+                    name, limits.field_size
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// A plain-text error page that also closes the connection.
+pub fn error_response(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(bytes::Bytes::from(format!(
+        "{message}\n"
+    ))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(header::SERVER, crate::wsgi::SERVER_HEADER.clone());
+    resp
+}

@@ -1,0 +1,124 @@
+//! Listening sockets: bound by the master (or adopted), shared by every worker.
+
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use crate::config::BindAddr;
+
+#[derive(Debug)]
+pub struct Listener {
+    pub addr: BindAddr,
+    pub fd: OwnedFd,
+    /// A unix socket file we created and so remove on exit.
+    pub owned_path: Option<PathBuf>,
+}
+
+impl Listener {
+    pub fn is_unix(&self) -> bool {
+        matches!(self.addr, BindAddr::Unix(_))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: BindAddr,
+        source: std::io::Error,
+    },
+    #[error("fd://{fd} is not a listening socket: {reason}")]
+    NotASocket { fd: RawFd, reason: String },
+}
+
+/// Bind every configured address.
+pub fn bind_all(binds: &[BindAddr], backlog: u32) -> Result<Vec<Listener>, ListenError> {
+    binds.iter().map(|b| bind_one(b, backlog)).collect()
+}
+
+fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
+    let err = |source| ListenError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let backlog = backlog.min(i32::MAX as u32) as i32;
+    match addr {
+        BindAddr::Tcp(sa) => {
+            let sock =
+                Socket::new(Domain::for_address(*sa), Type::STREAM.cloexec(), None).map_err(err)?;
+            sock.set_reuse_address(true).map_err(err)?;
+            if sa.is_ipv6() {
+                sock.set_only_v6(true).map_err(err)?;
+            }
+            sock.bind(&SockAddr::from(*sa)).map_err(err)?;
+            sock.listen(backlog).map_err(err)?;
+            // Port 0 asks the kernel for one; report the real address.
+            let local = sock
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .unwrap_or(*sa);
+            Ok(Listener {
+                addr: BindAddr::Tcp(local),
+                fd: sock.into(),
+                owned_path: None,
+            })
+        }
+        BindAddr::Unix(path) => {
+            // A stale socket file from an earlier run would make bind fail.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::FileTypeExt;
+                if meta.file_type().is_socket() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            let sock = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(err)?;
+            sock.bind(&SockAddr::unix(path).map_err(err)?)
+                .map_err(err)?;
+            sock.listen(backlog).map_err(err)?;
+            Ok(Listener {
+                addr: addr.clone(),
+                fd: sock.into(),
+                owned_path: Some(path.clone()),
+            })
+        }
+        BindAddr::Fd(n) => adopt_fd(*n),
+    }
+}
+
+/// Use an inherited, already listening socket as it is.
+pub fn adopt_fd(fd: RawFd) -> Result<Listener, ListenError> {
+    let not = |reason: String| ListenError::NotASocket { fd, reason };
+    // SAFETY: we take ownership of an inherited fd number that nothing else in
+    // this process uses; ManuallyDrop avoids closing it if it is not a socket.
+    let sock = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+    let local = sock.local_addr().map_err(|e| not(e.to_string()))?;
+    let listening = sock.is_listener().map_err(|e| not(e.to_string()))?;
+    if !listening {
+        return Err(not("it is not listening".into()));
+    }
+    // SAFETY: the fd is a socket (local_addr succeeded) we now own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = crate::sys::set_cloexec(fd, true);
+    let addr = if let Some(sa) = local.as_socket() {
+        BindAddr::Tcp(sa)
+    } else if let Some(p) = local.as_pathname() {
+        BindAddr::Unix(p.to_path_buf())
+    } else {
+        BindAddr::Fd(fd)
+    };
+    Ok(Listener {
+        addr,
+        fd: owned,
+        owned_path: None,
+    })
+}
+
+/// Remove the unix socket files we created.
+pub fn cleanup(listeners: &[Listener]) {
+    for l in listeners {
+        if let Some(p) = &l.owned_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! ferricorn: parse the command line, load the configuration, run the master.
+
+mod config;
+mod http;
+mod listen;
+mod log;
+mod master;
+mod proctitle;
+mod proto;
+mod python;
+mod sys;
+mod systemd;
+mod util;
+mod worker;
+mod wsgi;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use config::Cli;
+
+/// Exit code for a configuration the user must fix.
+const USAGE_ERROR: i32 = 2;
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("ferricorn: error: {msg}");
+    std::process::exit(USAGE_ERROR);
+}
+
+fn main() {
+    // Read argv before anything rewrites it for the process title.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            eprintln!("ferricorn: error: {line}");
+            eprintln!("Try 'ferricorn --help' for more information.");
+            std::process::exit(USAGE_ERROR);
+        }
+    };
+    let cfg = match config::load(&cli) {
+        Ok(cfg) => cfg,
+        Err(e) => fail(e),
+    };
+    if cli.print_config {
+        print!("{}", cfg.render());
+        return;
+    }
+    if let Err(e) = log::init(log::Sink::parse(&cfg.settings.errorlog), cfg.log_level) {
+        fail(format_args!(
+            "setting `errorlog`: cannot open {}: {e}",
+            cfg.settings.errorlog
+        ));
+    }
+
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(cfg.settings.umask.0 as libc::mode_t) };
+    if let Err(e) = std::env::set_current_dir(&cfg.settings.chdir) {
+        fail(format_args!(
+            "setting `chdir`: {}: {e}",
+            cfg.settings.chdir.display()
+        ));
+    }
+    for (k, v) in &cfg.env {
+        // SAFETY: still single-threaded; workers inherit the environment at fork.
+        unsafe { std::env::set_var(k, v) };
+    }
+
+    if cli.check_config {
+        std::process::exit(check_config(&cfg));
+    }
+
+    let notifier = systemd::notify::Notifier::from_env();
+    let listeners = match listen::bind_all(&cfg.binds, cfg.settings.backlog) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let master = match master::Master::new(cli, cfg, listeners, notifier) {
+        Ok(m) => m,
+        Err(e) => {
+            error!("{e:#}");
+            std::process::exit(1);
+        }
+    };
+    std::process::exit(master.run());
+}
+
+/// `--check-config`: the settings are valid (or we would not be here); import
+/// the app in a child so the master stays free of Python.
+fn check_config(cfg: &config::Config) -> i32 {
+    // SAFETY: single-threaded; the child only boots Python and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        error!("fork: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    if pid == 0 {
+        let code = match worker::boot(cfg) {
+            Ok(_) => 0,
+            Err(code) => code,
+        };
+        worker::exit(code);
+    }
+    match sys::wait_pid(pid) {
+        Some(0) => {
+            println!("Configuration OK: {} loads.", cfg.settings.app);
+            0
+        }
+        Some(code) => code,
+        None => master::WORKER_BOOT_ERROR,
+    }
+}

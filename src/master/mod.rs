@@ -1,0 +1,522 @@
+//! The master: a single-threaded poll loop over the signal pipe and the
+//! workers' status pipes. It forks, reaps, times out and replaces workers,
+//! and never runs Python or an async runtime, so forking stays safe.
+
+mod pidfile;
+pub mod signals;
+mod spawn;
+
+pub use pidfile::PidFile;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::config::{Cli, Config};
+use crate::listen::Listener;
+use crate::proto::{Kind, MSG_LEN, Msg};
+use crate::sys::{self, Exit};
+use crate::systemd::notify::{self, Notifier};
+use crate::{critical, error, info, warning};
+use signals::SignalPipe;
+
+/// gunicorn's exit codes for a worker that could not start.
+pub const WORKER_BOOT_ERROR: i32 = 3;
+pub const APP_LOAD_ERROR: i32 = 4;
+
+/// How long a worker gets between SIGABRT and SIGKILL after a timeout.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// How often STATUS= may change.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Worker {
+    pid: i32,
+    pipe: OwnedFd,
+    partial: Vec<u8>,
+    generation: u64,
+    last_seen: Instant,
+    booted: bool,
+    requests: u64,
+    in_flight: u32,
+    /// Sent TERM (retired by HUP, TTOU or shutdown); killed at this deadline.
+    retire_deadline: Option<Instant>,
+    aborted_at: Option<Instant>,
+}
+
+enum Stop {
+    Graceful,
+    Quick,
+}
+
+pub struct Master {
+    cli: Cli,
+    cfg: Config,
+    listeners: Vec<Listener>,
+    signals: SignalPipe,
+    notifier: Notifier,
+    pidfile: Option<PidFile>,
+    workers: Vec<Worker>,
+    target: u32,
+    generation: u64,
+    /// A HUP is in progress: the new generation boots before the old retires.
+    reloading: bool,
+    /// The first generation has booted (READY was sent).
+    ready: bool,
+    stopping: Option<(Stop, Instant)>,
+    halt: Option<i32>,
+    requests_done: u64,
+    last_status: Option<(Instant, String)>,
+}
+
+impl Master {
+    pub fn new(
+        cli: Cli,
+        cfg: Config,
+        listeners: Vec<Listener>,
+        notifier: Notifier,
+    ) -> anyhow::Result<Master> {
+        let signals = SignalPipe::install()?;
+        let pidfile = match &cfg.settings.pidfile {
+            Some(p) => Some(PidFile::create(p)?),
+            None => None,
+        };
+        Ok(Master {
+            target: cfg.settings.workers,
+            cli,
+            cfg,
+            listeners,
+            signals,
+            notifier,
+            pidfile,
+            workers: Vec::new(),
+            generation: 1,
+            reloading: false,
+            ready: false,
+            stopping: None,
+            halt: None,
+            requests_done: 0,
+            last_status: None,
+        })
+    }
+
+    /// Run until stopped; returns the process exit code.
+    pub fn run(mut self) -> i32 {
+        crate::proctitle::set(&format!("ferricorn: master [{}]", self.cfg.proc_name));
+        info!("Starting ferricorn {}", env!("CARGO_PKG_VERSION"));
+        for l in &self.listeners {
+            info!("Listening at: {} ({})", l.addr, std::process::id());
+        }
+        info!("Using worker: {}", self.cfg.worker_class.name());
+
+        let code = loop {
+            self.wait_for_events();
+            for sig in self.signals.drain() {
+                self.handle_signal(sig);
+            }
+            self.reap();
+            self.check_timeouts();
+            if let Some(code) = self.halt {
+                self.stop_now();
+                break code;
+            }
+            if let Some((_, deadline)) = &self.stopping {
+                if self.workers.is_empty() {
+                    break 0;
+                }
+                if Instant::now() >= *deadline {
+                    for w in &self.workers {
+                        warning!("Killing worker (pid:{}) after graceful_timeout", w.pid);
+                        sys::kill(w.pid, libc::SIGKILL);
+                    }
+                }
+                continue;
+            }
+            self.manage_workers();
+            self.update_status();
+        };
+        self.shutdown();
+        code
+    }
+
+    fn wait_for_events(&mut self) {
+        let mut fds = Vec::with_capacity(self.workers.len() + 1);
+        fds.push(libc::pollfd {
+            fd: self.signals.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for w in &self.workers {
+            fds.push(libc::pollfd {
+                fd: w.pipe.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let timeout_ms = if self.stopping.is_some() { 100 } else { 500 };
+        // SAFETY: poll on a vector of pollfds we own, sized correctly.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n <= 0 {
+            return;
+        }
+        for (i, pfd) in fds.iter().enumerate().skip(1) {
+            if pfd.revents != 0 {
+                self.read_worker(i - 1);
+            }
+        }
+    }
+
+    fn read_worker(&mut self, idx: usize) {
+        let now = Instant::now();
+        let w = &mut self.workers[idx];
+        let mut buf = [0u8; MSG_LEN * 32];
+        loop {
+            // SAFETY: read into a local buffer from the worker's non-blocking pipe.
+            let n = unsafe {
+                libc::read(
+                    w.pipe.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            w.partial.extend_from_slice(&buf[..n as usize]);
+        }
+        let whole = w.partial.len() / MSG_LEN * MSG_LEN;
+        let mut newly_booted = false;
+        for chunk in w.partial[..whole].chunks(MSG_LEN) {
+            let Some(msg) = Msg::decode(chunk) else {
+                continue;
+            };
+            w.last_seen = now;
+            w.in_flight = msg.in_flight;
+            if msg.requests > w.requests {
+                self.requests_done += msg.requests - w.requests;
+                w.requests = msg.requests;
+            }
+            if msg.kind == Kind::Booted && !w.booted {
+                w.booted = true;
+                newly_booted = true;
+            }
+        }
+        w.partial.drain(..whole);
+        if newly_booted {
+            crate::debug!("Worker (pid:{}) booted", w.pid);
+        }
+    }
+
+    fn handle_signal(&mut self, sig: libc::c_int) {
+        if sig == libc::SIGCHLD {
+            return;
+        }
+        info!("Handling signal: {}", signals::name(sig));
+        match sig {
+            libc::SIGTERM => self.begin_stop(Stop::Graceful),
+            libc::SIGINT | libc::SIGQUIT => self.begin_stop(Stop::Quick),
+            libc::SIGHUP => self.reload(),
+            libc::SIGTTIN => {
+                self.target += 1;
+                info!("Number of workers: {}", self.target);
+            }
+            libc::SIGTTOU => {
+                if self.target > 1 {
+                    self.target -= 1;
+                }
+                info!("Number of workers: {}", self.target);
+            }
+            libc::SIGUSR1 => {
+                crate::log::reopen();
+                for w in &self.workers {
+                    sys::kill(w.pid, libc::SIGUSR1);
+                }
+            }
+            libc::SIGUSR2 => {
+                warning!("USR2 (binary upgrade) is not supported by this version; ignoring")
+            }
+            _ => {}
+        }
+    }
+
+    fn begin_stop(&mut self, how: Stop) {
+        if self.stopping.is_some() {
+            if matches!(how, Stop::Quick) {
+                for w in &self.workers {
+                    sys::kill(w.pid, libc::SIGQUIT);
+                }
+            }
+            return;
+        }
+        self.notifier.send("STOPPING=1");
+        // Close our copies of the listeners: workers close theirs as they stop
+        // accepting, so once they are gone nothing accepts connections we
+        // could not serve. (A systemd-owned socket stays open in systemd.)
+        crate::listen::cleanup(&self.listeners);
+        self.listeners.clear();
+        let graceful = Duration::from_secs(self.cfg.settings.graceful_timeout);
+        let sig = match how {
+            Stop::Graceful => libc::SIGTERM,
+            Stop::Quick => libc::SIGQUIT,
+        };
+        for w in &self.workers {
+            sys::kill(w.pid, sig);
+        }
+        if matches!(how, Stop::Graceful) {
+            self.notifier.send(&format!(
+                "EXTEND_TIMEOUT_USEC={}",
+                (graceful + Duration::from_secs(5)).as_micros()
+            ));
+        }
+        self.stopping = Some((how, Instant::now() + graceful));
+    }
+
+    fn reload(&mut self) {
+        let cfg = match crate::config::load(&self.cli) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                error!("Reload refused, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        self.notifier.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            notify::monotonic_usec()
+        ));
+        if cfg.binds != self.cfg.binds {
+            warning!(
+                "Changed bind addresses take effect on restart; keeping the current listeners"
+            );
+        }
+        crate::log::set_level(cfg.log_level);
+        self.target = cfg.settings.workers;
+        self.cfg = cfg;
+        self.generation += 1;
+        self.reloading = true;
+        info!("Reloading: starting {} new workers", self.target);
+    }
+
+    fn reap(&mut self) {
+        while let Some((pid, exit)) = sys::try_reap() {
+            let Some(idx) = self.workers.iter().position(|w| w.pid == pid) else {
+                continue;
+            };
+            let w = self.workers.remove(idx);
+            let expected = w.retire_deadline.is_some() || self.stopping.is_some();
+            match exit {
+                Exit::Code(0) if expected => info!("Worker exiting (pid: {pid})"),
+                Exit::Code(code) => error!("Worker (pid:{pid}) exited with code {code}"),
+                Exit::Signal(libc::SIGKILL) => {
+                    error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
+                }
+                Exit::Signal(sig) => {
+                    error!("Worker (pid:{pid}) was sent {}!", sys::signal_name(sig))
+                }
+            }
+            if !w.booted && !expected && w.aborted_at.is_none() {
+                self.boot_failed(&w, exit);
+            }
+        }
+    }
+
+    /// A worker died before it booted: never respawn in a loop.
+    fn boot_failed(&mut self, w: &Worker, exit: Exit) {
+        let code = match exit {
+            Exit::Code(APP_LOAD_ERROR) => APP_LOAD_ERROR,
+            _ => WORKER_BOOT_ERROR,
+        };
+        let old_generation_serving = self
+            .workers
+            .iter()
+            .any(|o| o.generation < w.generation && o.booted && o.retire_deadline.is_none());
+        if self.reloading && old_generation_serving {
+            error!(
+                "Reload failed: the new workers could not start (exit {code}); the running workers keep serving"
+            );
+            self.abort_reload();
+            return;
+        }
+        let reason = if code == APP_LOAD_ERROR {
+            "App failed to load."
+        } else {
+            "Worker failed to boot."
+        };
+        error!("Shutting down: Master");
+        error!("Reason: {reason}");
+        self.halt = Some(code);
+    }
+
+    fn abort_reload(&mut self) {
+        let now = Instant::now();
+        let graceful = Duration::from_secs(self.cfg.settings.graceful_timeout);
+        let current = self.generation;
+        for w in self.workers.iter_mut().filter(|w| w.generation == current) {
+            sys::kill(w.pid, libc::SIGTERM);
+            w.retire_deadline = Some(now + graceful);
+        }
+        // The previous generation becomes current again.
+        self.generation = self
+            .workers
+            .iter()
+            .filter(|w| w.retire_deadline.is_none())
+            .map(|w| w.generation)
+            .max()
+            .unwrap_or(current);
+        self.reloading = false;
+        self.notifier
+            .send("READY=1\nSTATUS=reload failed; previous workers serving");
+    }
+
+    fn check_timeouts(&mut self) {
+        let now = Instant::now();
+        let timeout = self.cfg.settings.timeout;
+        for w in &mut self.workers {
+            if let Some(at) = w.aborted_at {
+                if now.duration_since(at) >= ABORT_GRACE {
+                    sys::kill(w.pid, libc::SIGKILL);
+                }
+                continue;
+            }
+            if let Some(deadline) = w.retire_deadline
+                && now >= deadline
+            {
+                sys::kill(w.pid, libc::SIGKILL);
+                continue;
+            }
+            if timeout > 0 && now.duration_since(w.last_seen) > Duration::from_secs(timeout) {
+                critical!("WORKER TIMEOUT (pid:{})", w.pid);
+                sys::kill(w.pid, libc::SIGABRT);
+                w.aborted_at = Some(now);
+            }
+        }
+    }
+
+    fn manage_workers(&mut self) {
+        let now = Instant::now();
+        let graceful = Duration::from_secs(self.cfg.settings.graceful_timeout);
+        let current: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| {
+                let w = &self.workers[i];
+                w.generation == self.generation
+                    && w.retire_deadline.is_none()
+                    && w.aborted_at.is_none()
+            })
+            .collect();
+        let have = current.len() as u32;
+        if have > self.target {
+            // Retire the oldest first, as gunicorn does for TTOU.
+            for &i in current.iter().take((have - self.target) as usize) {
+                let w = &mut self.workers[i];
+                sys::kill(w.pid, libc::SIGTERM);
+                w.retire_deadline = Some(now + graceful);
+            }
+        }
+        for _ in have..self.target {
+            if let Err(e) = self.spawn_worker() {
+                error!("Could not start a worker: {e:#}");
+                self.halt = Some(WORKER_BOOT_ERROR);
+                return;
+            }
+        }
+
+        let all_booted = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == self.generation && w.retire_deadline.is_none())
+            .filter(|w| w.booted)
+            .count() as u32
+            >= self.target;
+        if all_booted && self.reloading {
+            for w in self
+                .workers
+                .iter_mut()
+                .filter(|w| w.generation < self.generation && w.retire_deadline.is_none())
+            {
+                sys::kill(w.pid, libc::SIGTERM);
+                w.retire_deadline = Some(now + graceful);
+            }
+            self.reloading = false;
+            info!(
+                "Reload complete: {} workers of generation {}",
+                self.target, self.generation
+            );
+            self.notifier.send("READY=1");
+        }
+        if all_booted && !self.ready {
+            self.ready = true;
+            self.notifier.send("READY=1");
+        }
+    }
+
+    fn spawn_worker(&mut self) -> anyhow::Result<()> {
+        let close_in_child: Vec<i32> = self
+            .workers
+            .iter()
+            .map(|w| w.pipe.as_raw_fd())
+            .chain(self.signals.fds())
+            .collect();
+        let (pid, pipe) = spawn::fork_worker(&self.cfg, &self.listeners, &close_in_child)?;
+        info!("Booting worker with pid: {pid}");
+        self.workers.push(Worker {
+            pid,
+            pipe,
+            partial: Vec::new(),
+            generation: self.generation,
+            last_seen: Instant::now(),
+            booted: false,
+            requests: 0,
+            in_flight: 0,
+            retire_deadline: None,
+            aborted_at: None,
+        });
+        Ok(())
+    }
+
+    fn update_status(&mut self) {
+        if !self.notifier.enabled() {
+            return;
+        }
+        let booted = self
+            .workers
+            .iter()
+            .filter(|w| w.booted && w.retire_deadline.is_none())
+            .count();
+        let in_flight: u32 = self.workers.iter().map(|w| w.in_flight).sum();
+        let status = format!(
+            "{booted}/{} workers ready, {} requests served, {in_flight} in flight",
+            self.target, self.requests_done
+        );
+        let now = Instant::now();
+        let due = match &self.last_status {
+            Some((at, last)) => *last != status && now.duration_since(*at) >= STATUS_INTERVAL,
+            None => true,
+        };
+        if due {
+            self.notifier.send(&format!("STATUS={status}"));
+            self.last_status = Some((now, status));
+        }
+    }
+
+    /// Halting after a boot failure: stop whatever else is running, quickly.
+    fn stop_now(&mut self) {
+        for w in &self.workers {
+            sys::kill(w.pid, libc::SIGQUIT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.workers.is_empty() && Instant::now() < deadline {
+            while let Some((pid, _)) = sys::try_reap() {
+                self.workers.retain(|w| w.pid != pid);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for w in &self.workers {
+            sys::kill(w.pid, libc::SIGKILL);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        crate::listen::cleanup(&self.listeners);
+        if let Some(p) = self.pidfile.take() {
+            p.remove();
+        }
+        info!("Shutting down: Master");
+    }
+}

@@ -1,0 +1,50 @@
+//! Forking one worker.
+
+use anyhow::Context;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::signals;
+use crate::config::Config;
+use crate::listen::Listener;
+
+/// Fork a worker; returns its pid and the read end of its status pipe.
+pub fn fork_worker(
+    cfg: &Config,
+    listeners: &[Listener],
+    close_in_child: &[i32],
+) -> anyhow::Result<(i32, OwnedFd)> {
+    let (read, write) = crate::sys::pipe().context("creating a worker status pipe")?;
+    let master_pid = std::process::id() as i32;
+    // Signals stay blocked across fork so the child never runs the master's
+    // handler (which would write into the master's signal pipe).
+    let mask = signals::block_all();
+    // SAFETY: the master is single-threaded (no runtime, no Python threads),
+    // so the child starts with consistent locks and allocator state.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        signals::restore(&mask);
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    if pid == 0 {
+        signals::reset_in_child();
+        signals::restore(&mask);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
+        // SAFETY: getppid has no side effects.
+        if unsafe { libc::getppid() } != master_pid {
+            // The master died between fork and prctl.
+            // SAFETY: leave at once without running the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        drop(read);
+        for &fd in close_in_child {
+            crate::sys::close_fd(fd);
+        }
+        crate::worker::run(cfg, listeners, write)
+    }
+    signals::restore(&mask);
+    drop(write);
+    crate::sys::set_nonblocking(&read, true)?;
+    let _ = read.as_raw_fd();
+    Ok((pid, read))
+}

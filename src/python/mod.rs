@@ -1,0 +1,149 @@
+//! The embedded CPython: interpreter start-up in a worker, the virtualenv, app loading.
+
+mod support;
+
+pub use support::{Support, traceback_text};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+
+/// The libpython version we are linked against (e.g. "3.11"), readable before initialisation.
+pub fn linked_version() -> String {
+    // SAFETY: Py_GetVersion returns a static string and may be called before Py_Initialize.
+    let full = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
+    let ver = full.split_whitespace().next().unwrap_or("");
+    let mut parts = ver.split('.');
+    format!(
+        "{}.{}",
+        parts.next().unwrap_or("?"),
+        parts.next().unwrap_or("?")
+    )
+}
+
+/// A virtualenv is usable only if it was made from the Python we link.
+pub fn check_virtualenv(venv: &Path) -> Result<(), String> {
+    let cfg = venv.join("pyvenv.cfg");
+    let text = std::fs::read_to_string(&cfg).map_err(|e| {
+        format!(
+            "{} is not a virtualenv ({}: {e}); create one with `/usr/bin/python3 -m venv {}`",
+            venv.display(),
+            cfg.display(),
+            venv.display()
+        )
+    })?;
+    let version = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| matches!(k.trim(), "version" | "version_info"))
+        .map(|(_, v)| v.trim().to_string());
+    let linked = linked_version();
+    if let Some(v) = version {
+        let mm: Vec<&str> = v.split('.').take(2).collect();
+        if mm.join(".") != linked {
+            return Err(format!(
+                "{} was made with Python {v}, but ferricorn runs Python {linked}; recreate it with python{linked} -m venv",
+                venv.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the interpreter needs to know before it starts.
+pub struct Startup<'a> {
+    pub virtualenv: Option<&'a Path>,
+    pub chdir: &'a Path,
+    pub pythonpath: Option<&'a str>,
+}
+
+/// Start CPython in this process (a worker after fork, or a short-lived child)
+/// and leave the GIL released so any thread can attach.
+pub fn init(startup: &Startup<'_>) -> Result<(), String> {
+    // SAFETY: we own the PyConfig until PyConfig_Clear; every string we hand
+    // it is a NUL-terminated C string that outlives the call.
+    unsafe {
+        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let mut config = config.assume_init();
+        // ferricorn owns the signals; Python must not install its handlers.
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        if let Some(venv) = startup.virtualenv {
+            // With program_name inside the venv, CPython finds pyvenv.cfg and
+            // makes the venv sys.prefix, so its site-packages import.
+            let program: PathBuf = venv.join("bin").join("python");
+            let c =
+                CString::new(program.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+            let status =
+                ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, c.as_ptr());
+            if ffi::PyStatus_Exception(status) != 0 {
+                ffi::PyConfig_Clear(&mut config);
+                return Err("could not set the virtualenv's program name".into());
+            }
+        }
+        let status = ffi::Py_InitializeFromConfig(&config);
+        ffi::PyConfig_Clear(&mut config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            let msg = if status.err_msg.is_null() {
+                "unknown error".to_string()
+            } else {
+                CStr::from_ptr(status.err_msg)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            return Err(format!("Python failed to start: {msg}"));
+        }
+        // Release the GIL taken by initialisation; threads attach as they need it.
+        ffi::PyEval_SaveThread();
+    }
+    Python::attach(|py| -> PyResult<()> {
+        let sys = py.import("sys")?;
+        let path = sys.getattr("path")?;
+        // gunicorn puts the app's directory first, then --pythonpath entries before it.
+        path.call_method1("insert", (0, startup.chdir.to_string_lossy().as_ref()))?;
+        if let Some(pp) = startup.pythonpath {
+            for dir in pp.split(',').map(str::trim).filter(|d| !d.is_empty()).rev() {
+                path.call_method1("insert", (0, dir))?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("could not set sys.path: {e}"))
+}
+
+/// An imported app and the support module it was loaded with.
+pub struct LoadedApp {
+    pub app: Py<PyAny>,
+    pub support: Support,
+}
+
+/// Import the app named by `spec`; the error is the text to log (a traceback).
+pub fn load_app(py: Python<'_>, support: &Support, spec: &str) -> Result<Py<PyAny>, String> {
+    let emit = pyo3::wrap_pyfunction!(emit_log, py).map_err(|e| e.to_string())?;
+    support
+        .attr(py, "install_logging")
+        .and_then(|f| f.call1((emit,)))
+        .map_err(|e| traceback_text(py, &e))?;
+    support
+        .attr(py, "load_app")
+        .and_then(|f| f.call1((spec,)))
+        .map(Bound::unbind)
+        .map_err(|e| {
+            let is_spec_error = support
+                .attr(py, "AppImportError")
+                .is_ok_and(|cls| e.get_type(py).is(&cls));
+            if is_spec_error {
+                e.value(py).to_string()
+            } else {
+                traceback_text(py, &e)
+            }
+        })
+}
+
+/// Python's `logging` and `wsgi.errors` land here: the error log, with this worker's pid.
+#[pyfunction]
+pub fn emit_log(levelno: i64, msg: &str) {
+    crate::log::log_line(crate::log::Level::from_python(levelno), msg);
+}

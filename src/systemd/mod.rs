@@ -1,0 +1,3 @@
+//! Talking to systemd: sd_notify messages from the master.
+
+pub mod notify;

@@ -1,0 +1,52 @@
+//! sd_notify over `$NOTIFY_SOCKET`. Silent and free when the variable is unset.
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+pub struct Notifier {
+    target: Option<(UnixDatagram, SocketAddr)>,
+}
+
+impl Notifier {
+    /// Take `NOTIFY_SOCKET` out of the environment (workers must never notify)
+    /// and open a socket to it.
+    pub fn from_env() -> Notifier {
+        let path = std::env::var_os("NOTIFY_SOCKET");
+        // SAFETY: the master is single-threaded when this runs at start-up.
+        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+        let target = path.and_then(|p| {
+            let bytes = p.as_encoded_bytes();
+            let addr = if let Some(name) = bytes.strip_prefix(b"@") {
+                SocketAddr::from_abstract_name(name).ok()?
+            } else {
+                SocketAddr::from_pathname(std::path::Path::new(&p)).ok()?
+            };
+            let sock = UnixDatagram::unbound().ok()?;
+            Some((sock, addr))
+        });
+        Notifier { target }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.target.is_some()
+    }
+
+    pub fn send(&self, msg: &str) {
+        if let Some((sock, addr)) = &self.target
+            && let Err(e) = sock.send_to_addr(msg.as_bytes(), addr)
+        {
+            crate::debug!("sd_notify failed: {e}");
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, for `RELOADING=1` + `MONOTONIC_USEC=`.
+pub fn monotonic_usec() -> u64 {
+    // SAFETY: clock_gettime writes into a local timespec.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        ts
+    };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}

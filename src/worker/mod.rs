@@ -1,0 +1,73 @@
+//! A worker's life after fork: title, privileges, Python, the app, then serving.
+
+mod pool;
+pub mod privileges;
+mod reporter;
+mod serve;
+
+pub use reporter::{Reporter, Stats};
+
+use pyo3::prelude::*;
+use std::os::fd::OwnedFd;
+
+use crate::config::Config;
+use crate::listen::Listener;
+use crate::master::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+use crate::python::{self, Startup, Support};
+use crate::{error, info};
+
+/// Runs in the forked child; never returns.
+pub fn run(cfg: &Config, listeners: &[Listener], pipe: OwnedFd) -> ! {
+    crate::proctitle::set(&format!("ferricorn: worker [{}]", cfg.proc_name));
+    let _ = crate::sys::set_nonblocking(&pipe, true);
+    let code = match boot(cfg) {
+        Ok(app) => serve::serve(cfg, listeners, Reporter::new(pipe), app),
+        Err(code) => code,
+    };
+    exit(code)
+}
+
+/// Leave the worker without Python finalisation (app threads may hold the GIL).
+pub fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process at once; every line we logged is already written.
+    unsafe { libc::_exit(code) }
+}
+
+/// Everything up to an imported app; an Err is the exit code.
+pub fn boot(cfg: &Config) -> Result<python::LoadedApp, i32> {
+    let s = &cfg.settings;
+    if let Err(e) = privileges::drop_to(cfg.uid, cfg.gid, s.initgroups) {
+        error!("Could not drop privileges: {e}");
+        return Err(WORKER_BOOT_ERROR);
+    }
+    if let Err(e) = python::init(&Startup {
+        virtualenv: s.virtualenv.as_deref(),
+        chdir: &s.chdir,
+        pythonpath: s.pythonpath.as_deref(),
+    }) {
+        error!("{e}");
+        return Err(WORKER_BOOT_ERROR);
+    }
+    Python::attach(|py| {
+        let support = match Support::load(py) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(
+                    "Could not load ferricorn's Python support: {}",
+                    python::traceback_text(py, &e)
+                );
+                return Err(WORKER_BOOT_ERROR);
+            }
+        };
+        match python::load_app(py, &support, &s.app) {
+            Ok(app) => {
+                info!("Worker (pid:{}) loaded {}", std::process::id(), s.app);
+                Ok(python::LoadedApp { app, support })
+            }
+            Err(e) => {
+                error!("Exception in worker process\n{e}");
+                Err(APP_LOAD_ERROR)
+            }
+        }
+    })
+}

@@ -1,0 +1,379 @@
+//! Serving: a current-thread tokio runtime does all network I/O with hyper;
+//! app calls run on the app threads. The worker accepts only while it has
+//! capacity (sync: one connection; gthread: `worker_connections`).
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use pyo3::prelude::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, watch};
+
+use super::{Reporter, Stats, pool};
+use crate::config::{BindAddr, Config, WorkerClass};
+use crate::http::idle::{ConnState, IdleIo};
+use crate::http::service::{self, Limits, Shared};
+use crate::listen::Listener;
+use crate::log::access::AccessLog;
+use crate::proto::Kind;
+use crate::python::LoadedApp;
+use crate::wsgi::{Forwarded, Local, Options, Peer, WsgiApp};
+use crate::{error, info};
+
+extern "C" fn on_abort(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe. gunicorn's worker exits 1 on SIGABRT
+    // (sent on timeout) instead of dumping core.
+    unsafe { libc::_exit(1) };
+}
+
+struct Conf {
+    class: WorkerClass,
+    capacity: usize,
+    idle: Duration,
+    keep_alive: bool,
+    header_timeout: Duration,
+    graceful: Duration,
+    heartbeat: Duration,
+    max_fields: usize,
+}
+
+pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: LoadedApp) -> i32 {
+    // SAFETY: installing an async-signal-safe handler before any thread starts.
+    unsafe { libc::signal(libc::SIGABRT, on_abort as *const () as libc::sighandler_t) };
+    let s = &cfg.settings;
+    let class = cfg.worker_class;
+    let conf = Conf {
+        class,
+        capacity: match class {
+            WorkerClass::Sync => 1,
+            WorkerClass::Gthread => s.worker_connections as usize,
+        },
+        keep_alive: class == WorkerClass::Gthread && s.keepalive > 0,
+        idle: Duration::from_secs(match class {
+            WorkerClass::Gthread if s.keepalive > 0 => s.keepalive,
+            _ => s.header_timeout,
+        }),
+        header_timeout: Duration::from_secs(s.header_timeout),
+        graceful: Duration::from_secs(s.graceful_timeout),
+        heartbeat: if s.timeout == 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis((s.timeout * 1000 / 4).clamp(100, 1000))
+        },
+        max_fields: s.limit_request_fields as usize,
+    };
+    let threads = match class {
+        WorkerClass::Sync => 1,
+        WorkerClass::Gthread => s.threads,
+    };
+
+    let stats = Arc::new(Stats::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+
+    let access = match &s.accesslog {
+        Some(target) => match AccessLog::open(target, &s.access_log_format) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                error!("{e}");
+                return crate::master::WORKER_BOOT_ERROR;
+            }
+        },
+        None => None,
+    };
+    let max_requests = if s.max_requests > 0 {
+        s.max_requests + jitter(s.max_requests_jitter)
+    } else {
+        0
+    };
+    let app = Python::attach(|py| {
+        let trigger = shutdown_tx.clone();
+        WsgiApp::new(
+            py,
+            loaded.app,
+            &loaded.support,
+            Options {
+                multithread: class == WorkerClass::Gthread,
+                multiprocess: s.workers > 1,
+                forwarded: Forwarded {
+                    allow_all: cfg.forwarded_allow_all,
+                    allow: cfg.forwarded_allow.clone(),
+                },
+                access,
+                access_wants_headers: s.access_log_format.contains("}o)"),
+                max_requests,
+            },
+            stats.clone(),
+            Box::new(move || {
+                let _ = trigger.send(true);
+            }),
+        )
+    });
+    let app = match app {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            error!("Could not prepare the WSGI environment: {e}");
+            return crate::master::WORKER_BOOT_ERROR;
+        }
+    };
+
+    let (job_tx, job_rx) = crossbeam_channel::unbounded();
+    pool::start(threads, job_rx, app.clone());
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("Could not start the I/O runtime: {e}");
+            return crate::master::WORKER_BOOT_ERROR;
+        }
+    };
+    let shared = Arc::new(Shared {
+        jobs: job_tx,
+        limits: Limits {
+            request_line: s.limit_request_line as usize,
+            fields: conf.max_fields,
+            field_size: s.limit_request_field_size as usize,
+        },
+        stats: stats.clone(),
+    });
+    let conf = Arc::new(conf);
+    rt.block_on(run(
+        listeners,
+        reporter,
+        shared,
+        conf,
+        stats,
+        app,
+        shutdown_tx,
+        shutdown_rx,
+    ))
+}
+
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom fills our local buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    u64::from_le_bytes(b) % (max + 1)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    listeners: &[Listener],
+    reporter: Reporter,
+    shared: Arc<Shared>,
+    conf: Arc<Conf>,
+    stats: Arc<Stats>,
+    app: Arc<WsgiApp>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
+    shutdown_rx: watch::Receiver<bool>,
+) -> i32 {
+    let slots = Arc::new(Semaphore::new(conf.capacity));
+    for l in listeners {
+        let fd = match l.fd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                error!("Could not use listener {}: {e}", l.addr);
+                return crate::master::WORKER_BOOT_ERROR;
+            }
+        };
+        let _ = crate::sys::set_nonblocking(&fd, true);
+        let (host, port) = match &l.addr {
+            BindAddr::Tcp(sa) => (sa.ip().to_string(), sa.port().to_string()),
+            _ => ("localhost".to_string(), "".to_string()),
+        };
+        let local = Arc::new(Local { host, port });
+        let accept = Acceptor {
+            slots: slots.clone(),
+            shutdown: shutdown_rx.clone(),
+            shared: shared.clone(),
+            conf: conf.clone(),
+            local,
+        };
+        if l.is_unix() {
+            match UnixListener::from_std(std::os::unix::net::UnixListener::from(fd)) {
+                Ok(ul) => {
+                    tokio::spawn(accept.unix(ul));
+                }
+                Err(e) => error!("Could not use listener {}: {e}", l.addr),
+            }
+        } else {
+            match TcpListener::from_std(std::net::TcpListener::from(fd)) {
+                Ok(tl) => {
+                    tokio::spawn(accept.tcp(tl));
+                }
+                Err(e) => error!("Could not use listener {}: {e}", l.addr),
+            }
+        }
+    }
+
+    // TERM: graceful; INT/QUIT: now; USR1: reopen logs.
+    let graceful_tx = shutdown_tx.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::user_defined1()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { let _ = graceful_tx.send(true); }
+                _ = int.recv() => super::exit(0),
+                _ = quit.recv() => super::exit(0),
+                _ = usr1.recv() => { crate::log::reopen(); app.reopen_logs(); }
+            }
+        }
+    });
+
+    reporter.send(Kind::Booted, &stats);
+    let master = std::os::unix::process::parent_id();
+    let mut beat = tokio::time::interval(conf.heartbeat);
+    let mut shutdown = shutdown_rx.clone();
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                if std::os::unix::process::parent_id() != master {
+                    info!("Parent changed, shutting down: {}", std::process::id());
+                    return 0;
+                }
+                // sync: a worker busy in the app is silent, so a request longer
+                // than --timeout gets it killed (gunicorn's semantics).
+                let silent = conf.class == WorkerClass::Sync && stats.in_flight.load(Ordering::Relaxed) > 0;
+                if !silent && !reporter.send(Kind::Heartbeat, &stats) {
+                    return 0;
+                }
+            }
+            _ = stopping(&mut shutdown) => break,
+        }
+    }
+
+    // Drain: acceptors have stopped; wait for every connection slot to come back.
+    let drained =
+        tokio::time::timeout(conf.graceful, slots.acquire_many(conf.capacity as u32)).await;
+    if drained.is_err() {
+        info!(
+            "Worker (pid:{}) graceful timeout reached with connections open",
+            std::process::id()
+        );
+    }
+    reporter.send(Kind::Heartbeat, &stats);
+    0
+}
+
+struct Acceptor {
+    slots: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    conf: Arc<Conf>,
+    local: Arc<Local>,
+}
+
+macro_rules! accept_loop {
+    ($self:ident, $listener:ident, $peer:expr) => {{
+        let mut shutdown = $self.shutdown.clone();
+        loop {
+            let permit = tokio::select! {
+                p = $self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stopping(&mut shutdown) => break,
+            };
+            let accepted = tokio::select! {
+                r = $listener.accept() => r,
+                _ = stopping(&mut shutdown) => break,
+            };
+            match accepted {
+                Ok((stream, addr)) => {
+                    let peer = $peer(addr);
+                    let conn = connection(
+                        stream,
+                        peer,
+                        $self.shared.clone(),
+                        $self.conf.clone(),
+                        $self.local.clone(),
+                        $self.shutdown.clone(),
+                    );
+                    tokio::spawn(async move {
+                        conn.await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }};
+}
+
+impl Acceptor {
+    async fn tcp(self, listener: TcpListener) {
+        accept_loop!(self, listener, |addr| Peer::Tcp(addr));
+    }
+
+    async fn unix(self, listener: UnixListener) {
+        accept_loop!(self, listener, |_addr| Peer::Unix);
+    }
+}
+
+async fn connection<S>(
+    stream: S,
+    peer: Peer,
+    shared: Arc<Shared>,
+    conf: Arc<Conf>,
+    local: Arc<Local>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let state = Arc::new(ConnState::default());
+    let io = TokioIo::new(IdleIo::new(stream, state.clone(), conf.idle));
+    let svc = service_fn(move |req| {
+        service::handle(shared.clone(), state.clone(), peer, local.clone(), req)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(conf.keep_alive)
+        .header_read_timeout(conf.header_timeout)
+        .max_headers(conf.max_fields.max(1));
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let finished = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = stopping(&mut shutdown) => None,
+    };
+    let result = match finished {
+        Some(r) => r,
+        None => {
+            // Idle keep-alive connections close now; a request in progress finishes first.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        if e.is_parse() || e.is_parse_status() || e.is_timeout() {
+            crate::warning!("Invalid request from {}: {e}", peer.ip_string());
+        } else if !e.is_incomplete_message() && !e.is_closed() && !e.is_canceled() {
+            crate::debug!("connection from {} ended: {e}", peer.ip_string());
+        }
+    }
+}
+
+/// Resolves once the worker is stopping (the watch guard is not held across awaits).
+async fn stopping(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

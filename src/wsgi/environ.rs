@@ -1,0 +1,379 @@
+//! Building the WSGI environ: interned keys, a per-worker template, and the
+//! per-request values gunicorn sets.
+
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, Method, Version};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::{Local, Peer};
+
+/// Request headers common enough to keep their `HTTP_*` key interned.
+const COMMON_HEADERS: &[&str] = &[
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "accept-charset",
+    "connection",
+    "cookie",
+    "referer",
+    "origin",
+    "cache-control",
+    "pragma",
+    "authorization",
+    "upgrade-insecure-requests",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "x-forwarded-protocol",
+    "x-real-ip",
+    "x-requested-with",
+    "x-request-id",
+    "x-csrftoken",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "range",
+    "dnt",
+    "te",
+    "expect",
+    "transfer-encoding",
+    "content-encoding",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "upgrade",
+    "via",
+    "forwarded",
+];
+
+/// Interned keys and constant values, made once per worker.
+pub struct Keys {
+    request_method: Py<PyString>,
+    path_info: Py<PyString>,
+    query_string: Py<PyString>,
+    raw_uri: Py<PyString>,
+    server_protocol: Py<PyString>,
+    server_name: Py<PyString>,
+    server_port: Py<PyString>,
+    remote_addr: Py<PyString>,
+    remote_port: Py<PyString>,
+    content_type: Py<PyString>,
+    content_length: Py<PyString>,
+    wsgi_input: Py<PyString>,
+    wsgi_url_scheme: Py<PyString>,
+    http: Py<PyString>,
+    https: Py<PyString>,
+    http10: Py<PyString>,
+    http11: Py<PyString>,
+    empty: Py<PyString>,
+    methods: Vec<(Method, Py<PyString>)>,
+    headers: HashMap<HeaderName, Py<PyString>>,
+    script_name: String,
+}
+
+/// Who may tell us the original scheme through `X-Forwarded-*` headers.
+pub struct Forwarded {
+    pub allow_all: bool,
+    pub allow: Vec<IpAddr>,
+}
+
+impl Keys {
+    pub fn new(py: Python<'_>) -> Keys {
+        let i = |s: &str| PyString::intern(py, s).unbind();
+        let methods = [
+            Method::GET,
+            Method::POST,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ]
+        .into_iter()
+        .map(|m| {
+            let s = i(m.as_str());
+            (m, s)
+        })
+        .collect();
+        let headers = COMMON_HEADERS
+            .iter()
+            .filter_map(|h| {
+                let name = HeaderName::from_static(h);
+                let key = header_key_string(h)?;
+                Some((name, i(&key)))
+            })
+            .collect();
+        Keys {
+            request_method: i("REQUEST_METHOD"),
+            path_info: i("PATH_INFO"),
+            query_string: i("QUERY_STRING"),
+            raw_uri: i("RAW_URI"),
+            server_protocol: i("SERVER_PROTOCOL"),
+            server_name: i("SERVER_NAME"),
+            server_port: i("SERVER_PORT"),
+            remote_addr: i("REMOTE_ADDR"),
+            remote_port: i("REMOTE_PORT"),
+            content_type: i("CONTENT_TYPE"),
+            content_length: i("CONTENT_LENGTH"),
+            wsgi_input: i("wsgi.input"),
+            wsgi_url_scheme: i("wsgi.url_scheme"),
+            http: i("http"),
+            https: i("https"),
+            http10: i("HTTP/1.0"),
+            http11: i("HTTP/1.1"),
+            empty: i(""),
+            methods,
+            headers,
+            script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
+        }
+    }
+
+    pub fn script_name(&self) -> &str {
+        &self.script_name
+    }
+}
+
+/// `content-type` → None (it has its own key); `x-a_b` → None (gunicorn drops `_` names).
+fn header_key_string(name: &str) -> Option<String> {
+    if name.contains('_') || name == "content-type" || name == "content-length" {
+        return None;
+    }
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    key.extend(name.chars().map(|c| match c {
+        '-' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    Some(key)
+}
+
+/// Bytes as a Python str, one code point per byte (PEP 3333's latin-1 rule).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    // SAFETY: PyUnicode_DecodeLatin1 reads exactly `len` bytes from a valid
+    // slice and returns a new reference (latin-1 decoding cannot fail except
+    // on memory exhaustion, which pyo3 turns into a panic here).
+    unsafe {
+        let ptr = pyo3::ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr() as *const std::ffi::c_char,
+            bytes.len() as pyo3::ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+fn percent_decode(path: &str) -> std::borrow::Cow<'_, [u8]> {
+    if !path.contains('%') {
+        return std::borrow::Cow::Borrowed(path.as_bytes());
+    }
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_https(headers: &HeaderMap) -> bool {
+    let eq = |name: &str, want: &str| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(want.as_bytes()))
+    };
+    eq("x-forwarded-proto", "https")
+        || eq("x-forwarded-ssl", "on")
+        || eq("x-forwarded-protocol", "ssl")
+}
+
+/// Fill a copy of the worker's template environ for one request.
+#[allow(clippy::too_many_arguments)]
+pub fn fill<'py>(
+    py: Python<'py>,
+    keys: &Keys,
+    env: &Bound<'py, PyDict>,
+    parts: &Parts,
+    peer: &Peer,
+    local: &Local,
+    forwarded: &Forwarded,
+    input: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let k = |key: &Py<PyString>| key.bind(py).clone();
+    let method = keys
+        .methods
+        .iter()
+        .find(|(m, _)| m == parts.method)
+        .map(|(_, s)| s.bind(py).clone())
+        .unwrap_or_else(|| PyString::new(py, parts.method.as_str()));
+    env.set_item(k(&keys.request_method), method)?;
+
+    let uri = &parts.uri;
+    let path = uri.path();
+    let decoded = percent_decode(path);
+    let script = keys.script_name();
+    let path_info: &[u8] = if !script.is_empty() && decoded.starts_with(script.as_bytes()) {
+        &decoded[script.len()..]
+    } else {
+        &decoded
+    };
+    env.set_item(k(&keys.path_info), latin1(py, path_info))?;
+    match uri.query() {
+        Some(q) => env.set_item(k(&keys.query_string), PyString::new(py, q))?,
+        None => env.set_item(k(&keys.query_string), k(&keys.empty))?,
+    }
+    let raw = match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => PyString::new(py, pq.as_str()),
+        _ => PyString::new(py, &uri.to_string()),
+    };
+    env.set_item(k(&keys.raw_uri), raw)?;
+    let proto = if parts.version == Version::HTTP_10 {
+        &keys.http10
+    } else {
+        &keys.http11
+    };
+    env.set_item(k(&keys.server_protocol), k(proto))?;
+
+    let trusted = match peer {
+        Peer::Unix => true,
+        Peer::Tcp(sa) => forwarded.allow_all || forwarded.allow.contains(&sa.ip()),
+    };
+    let https = trusted && is_https(&parts.headers);
+    env.set_item(
+        k(&keys.wsgi_url_scheme),
+        k(if https { &keys.https } else { &keys.http }),
+    )?;
+
+    let (name, port) = match parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(host) => split_host(host, if https { "443" } else { "80" }),
+        None => (local.host.as_str(), local.port.as_str()),
+    };
+    env.set_item(k(&keys.server_name), PyString::new(py, name))?;
+    env.set_item(k(&keys.server_port), PyString::new(py, port))?;
+
+    match peer {
+        Peer::Tcp(sa) => {
+            env.set_item(
+                k(&keys.remote_addr),
+                PyString::new(py, &sa.ip().to_string()),
+            )?;
+            env.set_item(
+                k(&keys.remote_port),
+                PyString::new(py, &sa.port().to_string()),
+            )?;
+        }
+        Peer::Unix => {
+            env.set_item(k(&keys.remote_addr), k(&keys.empty))?;
+            env.set_item(k(&keys.remote_port), k(&keys.empty))?;
+        }
+    }
+    env.set_item(k(&keys.wsgi_input), input)?;
+
+    for name in parts.headers.keys() {
+        let key = if name == http::header::CONTENT_TYPE {
+            k(&keys.content_type)
+        } else if name == http::header::CONTENT_LENGTH {
+            k(&keys.content_length)
+        } else if let Some(key) = keys.headers.get(name) {
+            k(key)
+        } else {
+            match header_key_string(name.as_str()) {
+                Some(s) => PyString::new(py, &s),
+                None => continue,
+            }
+        };
+        let mut values = parts.headers.get_all(name).iter();
+        let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
+        let value = match values.next() {
+            None => latin1(py, first),
+            Some(second) => {
+                let mut joined = first.to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.push(b',');
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                latin1(py, &joined)
+            }
+        };
+        env.set_item(key, value)?;
+    }
+    Ok(())
+}
+
+fn split_host<'a>(host: &'a str, default_port: &'a str) -> (&'a str, &'a str) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((h, after)) = rest.split_once(']') {
+            return (h, after.strip_prefix(':').unwrap_or(default_port));
+        }
+        return (host, default_port);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) => (h, p),
+        None => (host, default_port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_keys() {
+        assert_eq!(
+            header_key_string("x-request-id").as_deref(),
+            Some("HTTP_X_REQUEST_ID")
+        );
+        assert_eq!(header_key_string("x_bad"), None);
+        assert_eq!(header_key_string("content-type"), None);
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(&*percent_decode("/a%20b/%E2%82%AC"), b"/a b/\xe2\x82\xac");
+        assert_eq!(&*percent_decode("/100%"), b"/100%");
+        assert_eq!(&*percent_decode("/%zz"), b"/%zz");
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            split_host("example.com:8080", "80"),
+            ("example.com", "8080")
+        );
+        assert_eq!(split_host("example.com", "80"), ("example.com", "80"));
+        assert_eq!(split_host("[::1]:81", "80"), ("::1", "81"));
+    }
+}

@@ -1,0 +1,332 @@
+//! PEP 3333 on the app threads: environ, wsgi.input, start_response, the
+//! response iterable, file_wrapper, close(), and the access log line.
+
+mod environ;
+mod input;
+mod response;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
+use hyper::body::Incoming;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+use crate::http::ResponseBody;
+use crate::http::body::BusyGuard;
+use crate::http::service::error_response;
+use crate::log::access::{AccessLog, Record};
+use crate::python::{Support, traceback_text};
+use crate::worker::Stats;
+pub use environ::Forwarded;
+use environ::Keys;
+use input::Input;
+use response::StartResponse;
+
+pub static SERVER_HEADER: LazyLock<HeaderValue> =
+    LazyLock::new(|| HeaderValue::from_static(concat!("ferricorn/", env!("CARGO_PKG_VERSION"))));
+
+/// The other end of a connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl Peer {
+    pub fn ip_string(&self) -> String {
+        match self {
+            Peer::Tcp(sa) => sa.ip().to_string(),
+            Peer::Unix => "unix".into(),
+        }
+    }
+}
+
+/// The listener's own address: SERVER_NAME/SERVER_PORT when there is no Host header.
+pub struct Local {
+    pub host: String,
+    pub port: String,
+}
+
+/// One request handed from the I/O thread to an app thread.
+pub struct Job {
+    pub parts: Parts,
+    pub body: Option<Incoming>,
+    pub peer: Peer,
+    pub local: Arc<Local>,
+    pub reply: oneshot::Sender<Response<ResponseBody>>,
+    pub busy: BusyGuard,
+    pub started: Instant,
+}
+
+/// What a worker's app threads share.
+pub struct WsgiApp {
+    app: Py<PyAny>,
+    keys: Keys,
+    base: Py<PyDict>,
+    file_wrapper: Py<PyAny>,
+    forwarded: Forwarded,
+    access: Option<AccessLog>,
+    access_wants_headers: bool,
+    stats: Arc<Stats>,
+    /// Recycle the worker after this many requests (0: never).
+    max_requests: u64,
+    on_max_requests: Box<dyn Fn() + Send + Sync>,
+}
+
+pub struct Options {
+    pub multithread: bool,
+    pub multiprocess: bool,
+    pub forwarded: Forwarded,
+    pub access: Option<AccessLog>,
+    pub access_wants_headers: bool,
+    pub max_requests: u64,
+}
+
+impl WsgiApp {
+    pub fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        support: &Support,
+        opts: Options,
+        stats: Arc<Stats>,
+        on_max_requests: Box<dyn Fn() + Send + Sync>,
+    ) -> PyResult<WsgiApp> {
+        let keys = Keys::new(py);
+        let emit = pyo3::wrap_pyfunction!(crate::python::emit_log, py)?;
+        let errors = support.attr(py, "ErrorStream")?.call1((emit,))?;
+        let file_wrapper = support.attr(py, "FileWrapper")?;
+        let base = PyDict::new(py);
+        base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
+        base.set_item("wsgi.errors", errors)?;
+        base.set_item("wsgi.multithread", opts.multithread)?;
+        base.set_item("wsgi.multiprocess", opts.multiprocess)?;
+        base.set_item("wsgi.run_once", false)?;
+        base.set_item("wsgi.file_wrapper", &file_wrapper)?;
+        base.set_item("wsgi.input_terminated", true)?;
+        base.set_item(
+            "SERVER_SOFTWARE",
+            SERVER_HEADER.to_str().unwrap_or("ferricorn"),
+        )?;
+        base.set_item("SCRIPT_NAME", keys.script_name())?;
+        Ok(WsgiApp {
+            app,
+            keys,
+            base: base.unbind(),
+            file_wrapper: file_wrapper.unbind(),
+            forwarded: opts.forwarded,
+            access: opts.access,
+            access_wants_headers: opts.access_wants_headers,
+            stats,
+            max_requests: opts.max_requests,
+            on_max_requests,
+        })
+    }
+
+    pub fn reopen_logs(&self) {
+        if let Some(a) = &self.access {
+            a.reopen();
+        }
+    }
+
+    /// Serve one request on this (app) thread, which holds the GIL.
+    pub fn handle(&self, py: Python<'_>, job: Job) {
+        let Job {
+            parts,
+            body,
+            peer,
+            local,
+            reply,
+            busy,
+            started,
+        } = job;
+        let input = Bound::new(py, Input::new(body)).expect("allocating wsgi.input");
+        let sr = Bound::new(
+            py,
+            StartResponse::new(
+                reply,
+                busy,
+                self.access.is_some() && self.access_wants_headers,
+            ),
+        )
+        .expect("allocating start_response");
+
+        let result = self.run(py, &parts, &peer, &local, &input, &sr);
+        let sr_ref = sr.borrow();
+        if let Err(e) = result {
+            let path = parts.uri.path();
+            if input.borrow().client_error.load(Ordering::Relaxed) {
+                crate::warning!("Invalid request from {}: {}", peer.ip_string(), e);
+                if !sr_ref.head_sent() {
+                    sr_ref.fail(error_response(StatusCode::BAD_REQUEST, "Bad Request"));
+                }
+            } else {
+                crate::error!("Error handling request {path}\n{}", traceback_text(py, &e));
+                if sr_ref.head_sent() {
+                    sr_ref.abort();
+                } else {
+                    sr_ref.fail(error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                    ));
+                }
+            }
+        }
+
+        if let Some(access) = &self.access {
+            let outcome = sr_ref.outcome(self.access_wants_headers);
+            let failed_early = !sr_ref.head_sent();
+            let remote = peer.ip_string();
+            access.write(&Record {
+                remote: &remote,
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query().unwrap_or(""),
+                protocol: version_str(parts.version),
+                status: if failed_early { 500 } else { outcome.status },
+                bytes: outcome.bytes,
+                duration: started.elapsed(),
+                request_headers: &parts.headers,
+                response_headers: &outcome.headers,
+            });
+        }
+        drop(sr_ref);
+
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let served = self.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.max_requests > 0 && served == self.max_requests {
+            crate::info!("Autorestarting worker after current request.");
+            (self.on_max_requests)();
+        }
+    }
+
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        parts: &Parts,
+        peer: &Peer,
+        local: &Local,
+        input: &Bound<'py, Input>,
+        sr: &Bound<'py, StartResponse>,
+    ) -> PyResult<()> {
+        let env = self.base.bind(py).copy()?;
+        environ::fill(
+            py,
+            &self.keys,
+            &env,
+            parts,
+            peer,
+            local,
+            &self.forwarded,
+            input.as_any(),
+        )?;
+        let result = self.app.bind(py).call1((env, sr))?;
+        let sr = sr.borrow();
+
+        // The common case: a list with the whole body.
+        if let Ok(list) = result.cast::<PyList>() {
+            match list.len() {
+                0 => return sr.finish(),
+                1 => return sr.finish_with(&list.get_item(0)?),
+                _ => {
+                    for item in list.iter() {
+                        sr.push(py, &item)?;
+                    }
+                    return sr.finish();
+                }
+            }
+        }
+
+        let outcome = if result.is_instance(self.file_wrapper.bind(py))? {
+            self.send_file(py, &result, &sr)
+        } else {
+            self.iterate(py, &result, &sr)
+        };
+        // PEP 3333: close() is called whatever happened, also if the client left.
+        let closed = match result.getattr_opt("close")? {
+            Some(close) => close.call0().map(|_| ()),
+            None => Ok(()),
+        };
+        outcome?;
+        closed?;
+        sr.finish()
+    }
+
+    fn iterate(
+        &self,
+        py: Python<'_>,
+        result: &Bound<'_, PyAny>,
+        sr: &StartResponse,
+    ) -> PyResult<()> {
+        for item in result.try_iter()? {
+            sr.push(py, &item?)?;
+            if sr.client_gone() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// wsgi.file_wrapper over a real file: read it without the GIL.
+    fn send_file(
+        &self,
+        py: Python<'_>,
+        wrapper: &Bound<'_, PyAny>,
+        sr: &StartResponse,
+    ) -> PyResult<()> {
+        let filelike = wrapper.getattr("filelike")?;
+        let fd = filelike
+            .call_method0("fileno")
+            .and_then(|f| f.extract::<i32>())
+            .ok();
+        let Some(fd) = fd else {
+            return self.iterate(py, wrapper, sr);
+        };
+        let offset: u64 = filelike
+            .call_method0("tell")
+            .and_then(|t| t.extract())
+            .unwrap_or(0);
+        let blksize: usize = wrapper.getattr("blksize")?.extract().unwrap_or(8192);
+        // SAFETY: dup() of a descriptor the app's file object owns; we own the copy.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return self.iterate(py, wrapper, sr);
+        }
+        // SAFETY: dup is a fresh descriptor owned by nobody else.
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(dup) });
+        let chunk = blksize.clamp(64 * 1024, 1024 * 1024);
+        let mut pos = offset;
+        loop {
+            let data = py.detach(|| {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; chunk];
+                let n = file.read_at(&mut buf, pos)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>(Bytes::from(buf))
+            })?;
+            if data.is_empty() {
+                break;
+            }
+            pos += data.len() as u64;
+            sr.push_bytes(py, data)?;
+            if sr.client_gone() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn version_str(v: http::Version) -> &'static str {
+    if v == http::Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    }
+}

@@ -1,0 +1,378 @@
+//! `start_response`, `write()`, and the hand-over of the response to hyper.
+//!
+//! Headers go out with the first non-empty body chunk (or at the end), so an
+//! app may call start_response lazily inside its first iteration, and a second
+//! call with `exc_info` can still replace them.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+use std::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::http::ResponseBody;
+use crate::http::body::{Aborted, BusyGuard, Chunk};
+
+/// Below this size a body is copied; above it the Python bytes object itself is handed over.
+const COPY_BELOW: usize = 4096;
+const STREAM_DEPTH: usize = 8;
+
+#[pyclass(module = "ferricorn")]
+pub struct StartResponse {
+    state: Mutex<State>,
+}
+
+struct State {
+    status: Option<StatusCode>,
+    headers: HeaderMap,
+    content_length: Option<u64>,
+    reply: Option<oneshot::Sender<Response<ResponseBody>>>,
+    busy: Option<BusyGuard>,
+    stream: Option<mpsc::Sender<Chunk>>,
+    sent: u64,
+    client_gone: bool,
+    /// The access log shows response headers: keep a copy after sending.
+    keep_headers: bool,
+}
+
+/// How the response ended, for the access log.
+pub struct Outcome {
+    pub status: u16,
+    pub bytes: u64,
+    pub headers: Vec<(String, String)>,
+}
+
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailers"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// A str header field as latin-1 bytes (PEP 3333), refusing what is not.
+fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    let s = s.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "header {what} must be str, not {}",
+            s.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    let text = s.to_cow()?;
+    if text.is_ascii() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    text.chars()
+        .map(|c| u8::try_from(c as u32).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| PyValueError::new_err(format!("header {what} {text:?} is not latin-1")))
+}
+
+impl StartResponse {
+    pub fn new(
+        reply: oneshot::Sender<Response<ResponseBody>>,
+        busy: BusyGuard,
+        keep_headers: bool,
+    ) -> StartResponse {
+        StartResponse {
+            state: Mutex::new(State {
+                status: None,
+                headers: HeaderMap::new(),
+                content_length: None,
+                reply: Some(reply),
+                busy: Some(busy),
+                stream: None,
+                sent: 0,
+                client_gone: false,
+                keep_headers,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn head_sent(&self) -> bool {
+        self.lock().reply.is_none()
+    }
+
+    pub fn client_gone(&self) -> bool {
+        self.lock().client_gone
+    }
+
+    /// Send one body chunk (starting the response if needed).
+    pub fn push(&self, py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.push_bytes(py, to_bytes(chunk)?)
+    }
+
+    pub fn push_bytes(&self, py: Python<'_>, data: Bytes) -> PyResult<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        if st.status.is_none() {
+            return Err(PyAssertionError::new_err(
+                "the app sent body data before calling start_response()",
+            ));
+        }
+        let data = match st.content_length {
+            Some(cl) if st.sent >= cl => return Ok(()),
+            Some(cl) if st.sent + data.len() as u64 > cl => data.slice(..(cl - st.sent) as usize),
+            _ => data,
+        };
+        if st.reply.is_some() {
+            let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+            st.stream = Some(tx);
+            Self::send_head(&mut st, ResponseBody::stream(rx));
+        }
+        st.sent += data.len() as u64;
+        let Some(tx) = st.stream.clone() else {
+            return Ok(());
+        };
+        drop(st);
+        let delivered = match tx.try_send(Ok(data)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                // The client reads slower than the app writes: wait without the GIL.
+                py.detach(|| tx.blocking_send(item)).is_ok()
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if !delivered {
+            self.lock().client_gone = true;
+        }
+        Ok(())
+    }
+
+    fn send_head(st: &mut State, body: ResponseBody) {
+        let Some(reply) = st.reply.take() else { return };
+        let mut body = body;
+        if let Some(busy) = st.busy.take() {
+            body = body.with_busy(busy);
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = st.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.headers_mut() = if st.keep_headers {
+            st.headers.clone()
+        } else {
+            std::mem::take(&mut st.headers)
+        };
+        if reply.send(resp).is_err() {
+            st.client_gone = true;
+        }
+    }
+
+    /// The whole body in one piece (a list of one item): hyper sets Content-Length.
+    pub fn finish_with(&self, chunk: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = to_bytes(chunk)?;
+        let mut st = self.lock();
+        if st.reply.is_none() {
+            drop(st);
+            return self.push(chunk.py(), chunk);
+        }
+        if st.status.is_none() {
+            return Err(PyAssertionError::new_err(
+                "the app returned without calling start_response()",
+            ));
+        }
+        let data = match st.content_length {
+            Some(cl) if (data.len() as u64) > cl => data.slice(..cl as usize),
+            _ => data,
+        };
+        st.sent = data.len() as u64;
+        Self::send_head(&mut st, ResponseBody::full(data));
+        Ok(())
+    }
+
+    /// End of the body: send the head if nothing was sent, close the stream.
+    pub fn finish(&self) -> PyResult<()> {
+        let mut st = self.lock();
+        if st.reply.is_some() {
+            if st.status.is_none() {
+                return Err(PyAssertionError::new_err(
+                    "the app returned without calling start_response()",
+                ));
+            }
+            Self::send_head(&mut st, ResponseBody::empty());
+        }
+        st.stream = None;
+        Ok(())
+    }
+
+    /// The app failed after the head went out: make hyper drop the connection.
+    pub fn abort(&self) {
+        let mut st = self.lock();
+        if let Some(tx) = st.stream.take() {
+            let _ = tx.try_send(Err(Aborted));
+        }
+    }
+
+    /// Answer with an error page instead (nothing was sent yet).
+    pub fn fail(&self, resp: Response<ResponseBody>) -> u16 {
+        let mut st = self.lock();
+        let status = resp.status().as_u16();
+        if let Some(reply) = st.reply.take() {
+            let (parts, body) = resp.into_parts();
+            let body = match st.busy.take() {
+                Some(b) => body.with_busy(b),
+                None => body,
+            };
+            let _ = reply.send(Response::from_parts(parts, body));
+        }
+        status
+    }
+
+    pub fn outcome(&self, want_headers: bool) -> Outcome {
+        let st = self.lock();
+        Outcome {
+            status: st.status.map_or(500, |s| s.as_u16()),
+            bytes: st.sent,
+            headers: if want_headers {
+                st.log_headers()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+impl State {
+    fn log_headers(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A body chunk as Bytes: small ones copied, large ones handed over without a copy.
+fn to_bytes(chunk: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(b) = chunk.cast::<PyBytes>() {
+        let slice = b.as_bytes();
+        if slice.len() < COPY_BELOW {
+            return Ok(Bytes::copy_from_slice(slice));
+        }
+        let backed: PyBackedBytes = chunk.extract()?;
+        return Ok(Bytes::from_owner(backed));
+    }
+    Err(PyTypeError::new_err(format!(
+        "response body items must be bytes, not {}",
+        chunk
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    )))
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.borrow();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let st = this.lock();
+            if let Some(exc) = exc_info {
+                if st.reply.is_none() {
+                    // Too late to change the response: re-raise the app's error (PEP 3333).
+                    let value = exc.cast::<PyTuple>()?.get_item(1)?;
+                    return Err(PyErr::from_value(value));
+                }
+            } else if st.status.is_some() {
+                return Err(PyAssertionError::new_err("Response headers already set!"));
+            }
+        }
+        let status_str: String = status
+            .extract()
+            .map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?;
+        let code = status_str
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|_| status_str.len() == 3 || status_str.as_bytes()[3] == b' ')
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .filter(|c| c.as_u16() >= 100)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("invalid status {status_str:?}: expected '200 OK'"))
+            })?;
+
+        let mut map = HeaderMap::new();
+        let mut content_length = None;
+        for item in headers.try_iter()? {
+            let item = item?;
+            let pair = item.cast::<PyTuple>().map_err(|_| {
+                PyTypeError::new_err("headers must be a list of (name, value) tuples")
+            })?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err(
+                    "headers must be a list of (name, value) tuples",
+                ));
+            }
+            let name = latin1_bytes(&pair.get_item(0)?, "name")?;
+            let value = latin1_bytes(&pair.get_item(1)?, "value")?;
+            let name = HeaderName::from_bytes(&name).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "invalid header name {:?}",
+                    String::from_utf8_lossy(&name)
+                ))
+            })?;
+            let value = HeaderValue::from_bytes(&value).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "invalid value for header {name}: {:?} (CR, LF and NUL are not allowed)",
+                    String::from_utf8_lossy(&value)
+                ))
+            })?;
+            if hop_by_hop(&name) {
+                continue;
+            }
+            if name == header::CONTENT_LENGTH {
+                let n = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!("invalid Content-Length {value:?}"))
+                    })?;
+                content_length = Some(n);
+            }
+            map.append(name, value);
+        }
+        if !map.contains_key(header::SERVER) {
+            map.insert(header::SERVER, super::SERVER_HEADER.clone());
+        }
+        {
+            let mut st = this.lock();
+            st.status = Some(code);
+            st.headers = map;
+            st.content_length = content_length;
+        }
+        slf.getattr("write")
+    }
+
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.push(py, data)
+    }
+}
