@@ -1,0 +1,273 @@
+"""A WSGI app exercising the corners of PEP 3333, one route per corner."""
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from wsgiref.validate import validator
+
+log = logging.getLogger("conformance")
+CLOSED = []
+
+
+def _json(start_response, obj, status="200 OK"):
+    body = json.dumps(obj, sort_keys=True).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class Closing:
+    """An iterable whose close() records that it was called."""
+
+    def __init__(self, chunks, tag, delay=0.0):
+        self.chunks = chunks
+        self.tag = tag
+        self.delay = delay
+
+    def __iter__(self):
+        for c in self.chunks:
+            if self.delay:
+                time.sleep(self.delay)
+            yield c
+
+    def close(self):
+        CLOSED.append(self.tag)
+        with open(os.path.join(tempfile.gettempdir(), "ferricorn-closed-" + self.tag), "w") as f:
+            f.write("closed")
+
+
+def environ_route(environ, start_response):
+    shown = {}
+    for k, v in environ.items():
+        if isinstance(v, (str, bool, int)):
+            shown[k] = v
+        elif k == "wsgi.version":
+            shown[k] = list(v)
+        else:
+            shown[k] = type(v).__name__
+    return _json(start_response, shown)
+
+
+def read_route(environ, start_response):
+    """Read the body the way the query string says, report what each call returned."""
+    inp = environ["wsgi.input"]
+    how = environ.get("QUERY_STRING", "")
+    out = []
+    if how.startswith("read="):
+        n = int(how[5:])
+        while True:
+            b = inp.read(n)
+            out.append(len(b))
+            if not b:
+                break
+    elif how.startswith("readline="):
+        n = int(how[9:])
+        while True:
+            b = inp.readline(n)
+            out.append(b.decode("latin-1"))
+            if not b:
+                break
+    elif how == "readlines":
+        out = [b.decode("latin-1") for b in inp.readlines()]
+    elif how.startswith("readlines="):
+        out = [b.decode("latin-1") for b in inp.readlines(int(how[10:]))]
+    elif how == "iter":
+        out = [b.decode("latin-1") for b in inp]
+    else:
+        data = inp.read()
+        out = {"len": len(data), "sum": sum(data) % 65536}
+    return _json(start_response, out)
+
+
+def stream_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return (("chunk%d\n" % i).encode() for i in range(100))
+
+
+def lazy_route(environ, start_response):
+    # start_response is called inside the first iteration, as PEP 3333 allows.
+    def gen():
+        start_response("201 Created", [("Content-Type", "text/plain"), ("X-Lazy", "yes")])
+        yield b""
+        yield b"lazy body"
+
+    return gen()
+
+
+def write_route(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"written-")
+    write(b"then-")
+    return [b"returned"]
+
+
+def exc_info_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        raise RuntimeError("boom before body")
+    except RuntimeError:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("X-Replaced", "1")], sys.exc_info())
+    return [b"replaced"]
+
+
+def exc_info_late_route(environ, start_response):
+    def gen():
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        try:
+            raise RuntimeError("boom after body")
+        except RuntimeError:
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        yield b"never"
+
+    return gen()
+
+
+def error_route(environ, start_response):
+    raise ValueError("the app failed on purpose")
+
+
+def crlf_route(environ, start_response):
+    start_response("200 OK", [("X-Bad", "a\r\nSet-Cookie: evil=1")])
+    return [b"should not be sent"]
+
+
+def cl_cut_route(environ, start_response):
+    start_response("200 OK", [("Content-Length", "5")])
+    return [b"12345", b"6789"]
+
+
+def no_cl_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return iter([b"abc", b"def"])
+
+
+def hop_route(environ, start_response):
+    start_response(
+        "200 OK",
+        [("Content-Type", "text/plain"), ("Connection", "keep-alive"), ("Keep-Alive", "timeout=99"),
+         ("Transfer-Encoding", "gzip"), ("Upgrade", "h2"), ("X-Kept", "1")],
+    )
+    return [b"hop"]
+
+
+def status_route(environ, start_response):
+    code = environ["QUERY_STRING"] or "204"
+    reasons = {"204": "No Content", "304": "Not Modified", "200": "OK"}
+    start_response("%s %s" % (code, reasons.get(code, "X")), [("Content-Type", "text/plain")])
+    return [b"body that must not be sent"]
+
+
+def close_route(environ, start_response):
+    tag = environ["QUERY_STRING"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Closing([b"a", b"b", b"c"], tag)
+
+
+def close_slow_route(environ, start_response):
+    tag = environ["QUERY_STRING"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Closing([b"x" * 65536] * 400, tag, delay=0.01)
+
+
+def file_route(environ, start_response):
+    path = os.path.join(tempfile.gettempdir(), "ferricorn-file-wrapper.bin")
+    if not os.path.exists(path):
+        with open(path + ".tmp", "wb") as f:
+            f.write(bytes(range(256)) * 4096)
+        os.replace(path + ".tmp", path)
+    f = open(path, "rb")
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(os.path.getsize(path)))])
+    return environ["wsgi.file_wrapper"](f, 32768)
+
+
+def log_route(environ, start_response):
+    log.warning("app log line %s", environ["QUERY_STRING"])
+    environ["wsgi.errors"].write("wsgi.errors line %s\n" % environ["QUERY_STRING"])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"logged"]
+
+
+def sleep_route(environ, start_response):
+    time.sleep(float(environ["QUERY_STRING"] or 1))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"slept"]
+
+
+def spin_route(environ, start_response):
+    end = time.time() + float(environ["QUERY_STRING"] or 10)
+    while time.time() < end:
+        pass
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"spun"]
+
+
+def pid_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+
+
+def plain_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    if environ["REQUEST_METHOD"] == "POST":
+        # wsgiref.validate insists on read(size).
+        return [environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))]
+    return [b"validated"]
+
+
+def validated_stream(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return (b"part%d" % i for i in range(5))
+
+
+VALIDATED = {"/validated": validator(plain_app), "/validated-stream": validator(validated_stream)}
+
+ROUTES = {
+    "/environ": environ_route,
+    "/read": read_route,
+    "/stream": stream_route,
+    "/lazy": lazy_route,
+    "/write": write_route,
+    "/exc-info": exc_info_route,
+    "/exc-info-late": exc_info_late_route,
+    "/error": error_route,
+    "/crlf": crlf_route,
+    "/cl-cut": cl_cut_route,
+    "/no-cl": no_cl_route,
+    "/hop": hop_route,
+    "/status": status_route,
+    "/close": close_route,
+    "/close-slow": close_slow_route,
+    "/file": file_route,
+    "/log": log_route,
+    "/sleep": sleep_route,
+    "/spin": spin_route,
+    "/pid": pid_route,
+}
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path in VALIDATED:
+        return VALIDATED[path](environ, start_response)
+    route = ROUTES.get(path) or (environ_route if path.startswith("/environ/") else None)
+    if route is None:
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"no route " + path.encode("latin-1")]
+    return route(environ, start_response)
+
+
+def make_app(greeting="hi", times=1):
+    """A factory for `module:make_app('hello', times=2)`."""
+
+    def factory_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [(greeting * times).encode()]
+
+    return factory_app
+
+
+application = app

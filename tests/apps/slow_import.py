@@ -1,0 +1,11 @@
+"""An app that takes a while to import (readiness must wait for it)."""
+
+import os
+import time
+
+time.sleep(float(os.environ.get("SLOW_IMPORT_SECONDS", "2")))
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"finally"]

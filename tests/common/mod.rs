@@ -1,0 +1,441 @@
+//! Test harness: start the real binary on real sockets, speak HTTP to it, read its log.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferricorn")
+}
+
+pub fn apps_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
+}
+
+/// A running ferricorn master started by a test; killed (by PID) on drop.
+pub struct Server {
+    pub child: Option<Child>,
+    pub pid: i32,
+    pub log: PathBuf,
+    pub stdout: PathBuf,
+    pub addr: Option<SocketAddr>,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Builder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    wait_workers: usize,
+}
+
+impl Builder {
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn cwd(mut self, p: impl AsRef<Path>) -> Self {
+        self.cwd = p.as_ref().to_path_buf();
+        self
+    }
+    /// Wait for this many "loaded" lines before returning (default 1).
+    pub fn wait_workers(mut self, n: usize) -> Self {
+        self.wait_workers = n;
+        self
+    }
+
+    /// Start without waiting for anything.
+    pub fn spawn(self) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        let stdout = dir.path().join("stdout.log");
+        let mut cmd = Command::new(bin());
+        cmd.args(&self.args)
+            .current_dir(&self.cwd)
+            .env_remove("WEB_CONCURRENCY")
+            .env_remove("PORT")
+            .env_remove("VIRTUAL_ENV")
+            .env_remove("FERRICORN_CMD_ARGS")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).unwrap())
+            .stderr(fs::File::create(&log).unwrap());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start ferricorn");
+        Server {
+            pid: child.id() as i32,
+            child: Some(child),
+            log,
+            stdout,
+            addr: None,
+            dir,
+        }
+    }
+
+    /// Start and wait until the workers have loaded the app.
+    pub fn start(self) -> Server {
+        let n = self.wait_workers;
+        let mut s = self.spawn();
+        let line = s.wait_log("Listening at: ", Duration::from_secs(20));
+        if let Some(rest) = line.split("Listening at: http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            s.addr = Some(addr.parse().unwrap());
+        }
+        s.wait_count("loaded", n, Duration::from_secs(30));
+        s
+    }
+}
+
+/// A server on an ephemeral loopback port running `app` from tests/apps.
+pub fn server(app: &str) -> Builder {
+    Builder {
+        args: vec![
+            "-b".into(),
+            "127.0.0.1:0".into(),
+            "--chdir".into(),
+            apps_dir().display().to_string(),
+            app.into(),
+        ],
+        env: vec![],
+        cwd: apps_dir(),
+        wait_workers: 1,
+    }
+}
+
+/// The bare command, with no default arguments.
+pub fn command() -> Builder {
+    Builder {
+        args: vec![],
+        env: vec![],
+        cwd: apps_dir(),
+        wait_workers: 1,
+    }
+}
+
+impl Server {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("server address")
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Wait for a log line containing `needle`; returns the line.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_count(needle, 1, timeout)
+    }
+
+    /// Wait until `needle` appears `n` times; returns the n-th line.
+    pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+            if lines.len() >= n {
+                return lines[n - 1].to_string();
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {n}x {needle:?}; log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling the child process this test started.
+        unsafe { libc::kill(self.pid, sig) };
+    }
+
+    /// Wait for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("child");
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "server did not exit in {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// PIDs of the master's live worker processes.
+    pub fn workers(&self) -> Vec<i32> {
+        children_of(self.pid)
+    }
+
+    /// Wait until the master has exactly `n` workers.
+    pub fn wait_worker_count(&self, n: usize, timeout: Duration) -> Vec<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let w = self.workers();
+            if w.len() == n {
+                return w;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "expected {n} workers, have {w:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(
+            self.addr(),
+            &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let workers = children_of(self.pid);
+            // SAFETY: killing processes this test started (the master and its workers).
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            for w in workers {
+                // SAFETY: as above.
+                unsafe { libc::kill(w, libc::SIGKILL) };
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let mut pids: Vec<i32> = fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    // Zombies awaiting reaping are not workers.
+    pids.retain(|p| {
+        fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    });
+    pids
+}
+
+pub fn cmdline(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub raw_head: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+/// Send raw bytes on a new connection and read one response (to EOF).
+pub fn request(addr: SocketAddr, raw: &str) -> Response {
+    request_bytes(addr, raw.as_bytes())
+}
+
+pub fn request_bytes(addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut s = connect(addr);
+    s.write_all(raw).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf, false)
+        .unwrap_or_else(|| panic!("bad response: {:?}", String::from_utf8_lossy(&buf)))
+        .0
+}
+
+/// Parse one response from `buf`; returns it and the bytes it used.
+pub fn parse_response(buf: &[u8], head_request: bool) -> Option<(Response, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+        raw_head: head,
+    };
+    let mut pos = end + 4;
+    if head_request || status == 204 || status == 304 || status < 200 {
+        return Some((resp, pos));
+    }
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let line_end = buf[pos..].windows(2).position(|w| w == b"\r\n")? + pos;
+            let size_str = String::from_utf8_lossy(&buf[pos..line_end]).to_string();
+            let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
+            pos = line_end + 2;
+            if size == 0 {
+                pos += 2;
+                break;
+            }
+            resp.body.extend_from_slice(buf.get(pos..pos + size)?);
+            pos += size + 2;
+        }
+    } else if let Some(cl) = resp.header("content-length") {
+        let cl: usize = cl.parse().ok()?;
+        resp.body.extend_from_slice(buf.get(pos..pos + cl)?);
+        pos += cl;
+    } else {
+        resp.body.extend_from_slice(&buf[pos..]);
+        pos = buf.len();
+    }
+    Some((resp, pos))
+}
+
+/// A keep-alive client: several requests on one connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        Conn {
+            stream: connect(addr),
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, raw: &str) {
+        self.stream.write_all(raw.as_bytes()).unwrap();
+    }
+
+    /// Read the next response; None if the server closed the connection.
+    pub fn read_response(&mut self, head_request: bool) -> Option<Response> {
+        loop {
+            if let Some((resp, used)) = parse_response(&self.buf, head_request) {
+                let complete = resp.header("content-length").is_some()
+                    || resp.header("transfer-encoding").is_some()
+                    || head_request
+                    || resp.status == 204
+                    || resp.status == 304
+                    || resp.status < 200;
+                if complete {
+                    self.buf.drain(..used);
+                    return Some(resp);
+                }
+            }
+            let mut tmp = [0u8; 65536];
+            match self.stream.read(&mut tmp) {
+                Ok(0) | Err(_) => {
+                    return parse_response(&self.buf, head_request).map(|(r, used)| {
+                        self.buf.drain(..used);
+                        r
+                    });
+                }
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+    }
+
+    /// True when the server has closed the connection (EOF within `wait`).
+    pub fn closed_within(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut tmp = [0u8; 1];
+        matches!(self.stream.read(&mut tmp), Ok(0))
+    }
+}
+
+/// A virtualenv made from the system Python with Flask and Django, shared by all tests.
+pub fn test_venv() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = Command::new("bash")
+            .arg(root.join("scripts/test-venv.sh"))
+            .status()
+            .expect("run scripts/test-venv.sh");
+        assert!(status.success(), "scripts/test-venv.sh failed");
+        root.join("target/test-venv")
+    })
+    .clone()
+}

@@ -1,0 +1,498 @@
+//! PEP 3333 over the real binary: environ, wsgi.input, start_response, iterables.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::time::Duration;
+
+fn conformance() -> Server {
+    server("conformance:app").start()
+}
+
+#[test]
+fn environ_has_what_gunicorn_sets() {
+    let s = server("conformance:app")
+        .args(["-w", "2"])
+        .wait_workers(2)
+        .start();
+    let r = s.get("/environ?x=1&y=%20z");
+    let r = request(
+        s.addr(),
+        "GET /environ?x=1&y=%20z HTTP/1.1\r\nHost: example.com:8080\r\nX-Multi: a\r\nX-Multi: b\r\nX_Under: dropped\r\nContent-Type: text/x-test\r\nConnection: close\r\n\r\n",
+    )
+    .json()
+    .as_object()
+    .cloned()
+    .map(|m| (r.status, m))
+    .unwrap();
+    let (status, env) = r;
+    assert_eq!(status, 200);
+    let e = |k: &str| {
+        env.get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("{k} missing: {env:?}"))
+    };
+    assert_eq!(e("wsgi.version"), serde_json::json!([1, 0]));
+    assert_eq!(e("wsgi.url_scheme"), "http");
+    assert_eq!(e("wsgi.multiprocess"), true);
+    assert_eq!(e("wsgi.multithread"), false);
+    assert_eq!(e("wsgi.run_once"), false);
+    assert_eq!(e("wsgi.input_terminated"), true);
+    assert_eq!(e("wsgi.input"), "Input");
+    assert_eq!(e("wsgi.errors"), "ErrorStream");
+    assert_eq!(e("wsgi.file_wrapper"), "type");
+    assert_eq!(e("REQUEST_METHOD"), "GET");
+    assert_eq!(e("SCRIPT_NAME"), "");
+    assert_eq!(e("PATH_INFO"), "/environ");
+    assert_eq!(e("QUERY_STRING"), "x=1&y=%20z");
+    assert_eq!(e("RAW_URI"), "/environ?x=1&y=%20z");
+    assert_eq!(e("SERVER_PROTOCOL"), "HTTP/1.1");
+    assert_eq!(e("SERVER_NAME"), "example.com");
+    assert_eq!(e("SERVER_PORT"), "8080");
+    assert_eq!(e("REMOTE_ADDR"), "127.0.0.1");
+    assert!(e("REMOTE_PORT").as_str().unwrap().parse::<u16>().is_ok());
+    assert_eq!(e("CONTENT_TYPE"), "text/x-test");
+    assert_eq!(e("HTTP_X_MULTI"), "a,b");
+    assert_eq!(e("HTTP_HOST"), "example.com:8080");
+    assert!(
+        !env.contains_key("HTTP_X_UNDER"),
+        "names with _ must be dropped"
+    );
+    assert!(
+        e("SERVER_SOFTWARE")
+            .as_str()
+            .unwrap()
+            .starts_with("ferricorn/")
+    );
+}
+
+#[test]
+fn path_info_is_percent_decoded_as_latin1() {
+    let s = conformance();
+    // %E2%82%AC is the UTF-8 euro sign: PEP 3333 wants each byte as one code point.
+    let r = s.get("/environ/%E2%82%AC%20x").json();
+    assert_eq!(r["PATH_INFO"], "/environ/\u{e2}\u{82}\u{ac} x");
+    assert_eq!(r["RAW_URI"], "/environ/%E2%82%AC%20x");
+}
+
+#[test]
+fn url_scheme_is_https_only_from_trusted_proxies() {
+    let s = conformance();
+    let ask = |extra: &str| {
+        request(
+            s.addr(),
+            &format!("GET /environ HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"),
+        )
+        .json()
+    };
+    assert_eq!(
+        ask("X-Forwarded-Proto: https\r\n")["wsgi.url_scheme"],
+        "https"
+    );
+    assert_eq!(ask("X-Forwarded-Ssl: on\r\n")["wsgi.url_scheme"], "https");
+    assert_eq!(ask("")["wsgi.url_scheme"], "http");
+    drop(s);
+    // 127.0.0.1 is not trusted here, so the header is ignored.
+    let s = server("conformance:app")
+        .args(["--forwarded-allow-ips", "10.9.9.9"])
+        .start();
+    let r = request(
+        s.addr(),
+        "GET /environ HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    )
+    .json();
+    assert_eq!(r["wsgi.url_scheme"], "http");
+}
+
+#[test]
+fn gthread_environ_is_multithread() {
+    let s = server("conformance:app")
+        .args(["-k", "gthread", "--threads", "4"])
+        .start();
+    let r = s.get("/environ").json();
+    assert_eq!(r["wsgi.multithread"], true);
+    assert_eq!(r["wsgi.multiprocess"], false);
+}
+
+fn post(s: &Server, path: &str, body: &[u8], chunked: bool) -> Response {
+    let mut raw = Vec::new();
+    if chunked {
+        write!(raw, "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+        for piece in body.chunks(7) {
+            write!(raw, "{:x}\r\n", piece.len()).unwrap();
+            raw.extend_from_slice(piece);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        write!(
+            raw,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        raw.extend_from_slice(body);
+    }
+    request_bytes(s.addr(), &raw)
+}
+
+#[test]
+fn input_read_readline_readlines_and_iteration() {
+    let s = server("conformance:app")
+        .args(["-k", "gthread", "--threads", "2"])
+        .start();
+    let body = b"first line\nsecond\nthird line here\nno newline at end";
+    for chunked in [false, true] {
+        let r = post(&s, "/read?read=10", body, chunked).json();
+        assert_eq!(
+            r,
+            serde_json::json!([10, 10, 10, 10, 10, 1, 0]),
+            "chunked={chunked}"
+        );
+        let r = post(&s, "/read?readline=6", body, chunked).json();
+        assert_eq!(
+            r,
+            serde_json::json!([
+                "first ", "line\n", "second", "\n", "third ", "line h", "ere\n", "no new",
+                "line a", "t end", ""
+            ]),
+            "chunked={chunked}"
+        );
+        let r = post(&s, "/read?readlines", body, chunked).json();
+        assert_eq!(
+            r,
+            serde_json::json!([
+                "first line\n",
+                "second\n",
+                "third line here\n",
+                "no newline at end"
+            ])
+        );
+        let r = post(&s, "/read?readlines=12", body, chunked).json();
+        assert_eq!(
+            r,
+            serde_json::json!(["first line\n", "second\n"]),
+            "readlines(hint) stops once hint is reached"
+        );
+        let r = post(&s, "/read?iter", body, chunked).json();
+        assert_eq!(
+            r,
+            serde_json::json!([
+                "first line\n",
+                "second\n",
+                "third line here\n",
+                "no newline at end"
+            ])
+        );
+    }
+}
+
+#[test]
+fn large_upload_streams_through() {
+    let s = conformance();
+    let body: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|&b| b as u64).sum::<u64>() % 65536;
+    for chunked in [false, true] {
+        let r = post(&s, "/read", &body, chunked).json();
+        assert_eq!(r["len"], body.len());
+        assert_eq!(r["sum"], sum);
+    }
+}
+
+#[test]
+fn expect_100_continue() {
+    let s = conformance();
+    let mut c = Conn::open(s.addr());
+    c.send("POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
+    let interim = c.read_response(false).expect("interim response");
+    assert_eq!(interim.status, 100);
+    c.send("hello");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["len"], 5);
+}
+
+#[test]
+fn validator_wrapped_app_get_post_and_stream() {
+    let s = conformance();
+    let r = s.get("/validated");
+    assert_eq!((r.status, r.text().as_str()), (200, "validated"));
+    let r = post(&s, "/validated", b"posted body", false);
+    assert_eq!((r.status, r.text().as_str()), (200, "posted body"));
+    let r = s.get("/validated-stream");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "part0part1part2part3part4")
+    );
+    assert!(
+        !s.log_text().contains("Error handling request"),
+        "{}",
+        s.log_text()
+    );
+}
+
+#[test]
+fn streaming_response_is_chunked() {
+    let s = conformance();
+    let r = s.get("/stream");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let expected: String = (0..100).map(|i| format!("chunk{i}\n")).collect();
+    assert_eq!(r.text(), expected);
+}
+
+#[test]
+fn lazy_start_response_inside_the_iterable() {
+    let s = conformance();
+    let r = s.get("/lazy");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("x-lazy"), Some("yes"));
+    assert_eq!(r.text(), "lazy body");
+}
+
+#[test]
+fn write_callable_then_iterable() {
+    let s = conformance();
+    let r = s.get("/write");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "written-then-returned")
+    );
+}
+
+#[test]
+fn exc_info_replaces_headers_before_output_and_reraises_after() {
+    let s = conformance();
+    let r = s.get("/exc-info");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-replaced"), Some("1"));
+    assert_eq!(r.text(), "replaced");
+
+    // After the body started, the app's error is re-raised: the connection is
+    // cut instead of ending the chunked body as if it were complete.
+    let mut c = Conn::open(s.addr());
+    c.send("GET /exc-info-late HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c.stream, &mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("partial"));
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "body must not look complete: {text:?}"
+    );
+    s.wait_log("boom after body", Duration::from_secs(5));
+}
+
+#[test]
+fn app_exception_is_500_with_traceback_and_worker_goes_on() {
+    let s = conformance();
+    let pid_before = s.get("/pid").text();
+    let r = s.get("/error");
+    assert_eq!(r.status, 500);
+    let log = s.wait_log("Error handling request /error", Duration::from_secs(5));
+    assert!(log.contains("[ERROR]"), "{log}");
+    let text = s.log_text();
+    assert!(text.contains("Traceback (most recent call last)"), "{text}");
+    assert!(
+        text.contains("ValueError: the app failed on purpose"),
+        "{text}"
+    );
+    assert_eq!(
+        s.get("/pid").text(),
+        pid_before,
+        "the same worker keeps serving"
+    );
+}
+
+#[test]
+fn crlf_in_a_header_value_never_reaches_the_wire() {
+    let s = conformance();
+    let mut c = Conn::open(s.addr());
+    c.send("GET /crlf HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 500);
+    assert!(
+        !r.raw_head.to_ascii_lowercase().contains("evil"),
+        "{}",
+        r.raw_head
+    );
+    assert!(!r.text().contains("should not be sent"));
+    s.wait_log("CR, LF and NUL are not allowed", Duration::from_secs(5));
+}
+
+#[test]
+fn body_is_cut_at_declared_content_length() {
+    let s = conformance();
+    let r = s.get("/cl-cut");
+    assert_eq!(r.header("content-length"), Some("5"));
+    assert_eq!(r.text(), "12345");
+}
+
+#[test]
+fn head_has_no_body_and_204_304_have_none() {
+    let s = server("conformance:app").args(["-k", "gthread"]).start();
+    let mut c = Conn::open(s.addr());
+    c.send("HEAD /cl-cut HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("5"));
+    for code in ["204", "304"] {
+        c.send(&format!("GET /status?{code} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.status.to_string(), code);
+        assert!(r.body.is_empty());
+    }
+    // If any of those had carried a body, it would be read here instead.
+    c.send("GET /status?200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "body that must not be sent");
+}
+
+#[test]
+fn hop_by_hop_headers_are_dropped_server_and_date_added() {
+    let s = conformance();
+    let r = s.get("/hop");
+    assert_eq!(r.text(), "hop");
+    assert_eq!(r.header("x-kept"), Some("1"));
+    assert_eq!(r.header("keep-alive"), None);
+    assert_eq!(r.header("upgrade"), None);
+    assert_ne!(r.header("transfer-encoding"), Some("gzip"));
+    assert!(r.header("server").unwrap().starts_with("ferricorn/"));
+    assert!(r.header("date").is_some());
+}
+
+fn closed_marker(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ferricorn-closed-{tag}"))
+}
+
+#[test]
+fn close_is_called_also_when_the_client_goes_away() {
+    let s = conformance();
+    let tag = format!("normal-{}", std::process::id());
+    let _ = std::fs::remove_file(closed_marker(&tag));
+    assert_eq!(s.get(&format!("/close?{tag}")).text(), "abc");
+    assert!(closed_marker(&tag).exists());
+
+    let tag = format!("gone-{}", std::process::id());
+    let _ = std::fs::remove_file(closed_marker(&tag));
+    {
+        let mut c = Conn::open(s.addr());
+        c.send(&format!(
+            "GET /close-slow?{tag} HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
+        let mut first = [0u8; 1024];
+        let _ = std::io::Read::read(&mut c.stream, &mut first);
+    } // the client hangs up mid-body
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !closed_marker(&tag).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "close() was not called; log:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(closed_marker(&tag));
+}
+
+#[test]
+fn file_wrapper_sends_the_whole_file() {
+    let s = conformance();
+    let r = s.get("/file");
+    assert_eq!(r.status, 200);
+    let expected: Vec<u8> = (0..=255u8).collect::<Vec<_>>().repeat(4096);
+    assert_eq!(r.body.len(), expected.len());
+    assert!(r.body == expected);
+}
+
+#[test]
+fn app_logging_and_wsgi_errors_reach_the_error_log_with_the_worker_pid() {
+    let s = conformance();
+    let pid = s.get("/pid").text();
+    assert_eq!(s.get("/log?xyz").text(), "logged");
+    let line = s.wait_log("app log line xyz", Duration::from_secs(5));
+    assert!(line.contains(&format!("[{pid}] [WARNING]")), "{line}");
+    let line = s.wait_log("wsgi.errors line xyz", Duration::from_secs(5));
+    assert!(line.contains(&format!("[{pid}]")), "{line}");
+}
+
+#[test]
+fn factory_with_literal_arguments_and_default_application() {
+    let s = server("conformance:make_app('ab', times=3)").start();
+    assert_eq!(s.get("/").text(), "ababab");
+    drop(s);
+    let s = server("conformance").start();
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+#[test]
+fn gthread_keeps_connections_alive_and_closes_idle_ones() {
+    let s = server("conformance:app")
+        .args(["-k", "gthread", "--threads", "2", "--keep-alive", "1"])
+        .start();
+    let mut c = Conn::open(s.addr());
+    for _ in 0..3 {
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), None);
+    }
+    // Pipelined: two requests in one write, two responses in order.
+    c.send("GET /cl-cut HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().text(), "12345");
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    // Idle past --keep-alive: the server closes the connection.
+    assert!(
+        c.closed_within(Duration::from_secs(4)),
+        "idle keep-alive connection was not closed"
+    );
+}
+
+#[test]
+fn sync_closes_every_connection() {
+    let s = conformance();
+    let mut c = Conn::open(s.addr());
+    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed_within(Duration::from_secs(2)));
+}
+
+#[test]
+fn access_log_uses_gunicorn_atoms() {
+    let s = server("conformance:app")
+        .args([
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            r#"%(h)s "%(r)s" %(s)s %(b)s %(m)s %(U)s %(q)s %({x-id}i)s %({content-type}o)s %(p)s"#,
+        ])
+        .start();
+    let pid = s.get("/pid").text();
+    let r = request(
+        s.addr(),
+        "GET /cl-cut?a=1 HTTP/1.1\r\nHost: x\r\nX-Id: 77\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = s.stdout_text();
+        if let Some(line) = out.lines().find(|l| l.contains("/cl-cut")) {
+            assert_eq!(
+                line,
+                format!(
+                    r#"127.0.0.1 "GET /cl-cut?a=1 HTTP/1.1" 200 5 GET /cl-cut a=1 77 - <{pid}>"#
+                )
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
