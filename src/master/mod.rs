@@ -302,7 +302,8 @@ impl Master {
             let w = self.workers.remove(idx);
             let expected = w.retire_deadline.is_some() || self.stopping.is_some();
             match exit {
-                Exit::Code(0) if expected => info!("Worker exiting (pid: {pid})"),
+                // Retired, stopping, or recycled after max_requests.
+                Exit::Code(0) => info!("Worker exiting (pid: {pid})"),
                 Exit::Code(code) => error!("Worker (pid:{pid}) exited with code {code}"),
                 Exit::Signal(libc::SIGKILL) => {
                     error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")

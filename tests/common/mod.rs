@@ -439,3 +439,23 @@ pub fn test_venv() -> PathBuf {
     })
     .clone()
 }
+
+impl Builder {
+    /// Start a server whose error log goes to `log` (not stderr) and wait for its worker.
+    pub fn start_with_log(self, log: &Path) -> Server {
+        let mut s = self.spawn();
+        s.log = log.to_path_buf();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("loaded")
+        {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let line = s.wait_log("Listening at: http://", Duration::from_secs(1));
+        let addr = line.split("Listening at: http://").nth(1).unwrap();
+        s.addr = addr.split_whitespace().next().unwrap().parse().ok();
+        s
+    }
+}

@@ -1,0 +1,325 @@
+//! The master process: workers, signals, timeouts, recycling, boot failures, hygiene.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[test]
+fn starts_the_configured_number_of_workers_with_titles() {
+    let s = server("conformance:app")
+        .args(["-w", "3", "-n", "titletest"])
+        .wait_workers(3)
+        .start();
+    let workers = s.wait_worker_count(3, LONG);
+    assert_eq!(cmdline(s.pid), "ferricorn: master [titletest]");
+    for w in &workers {
+        assert_eq!(cmdline(*w), "ferricorn: worker [titletest]");
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", s.pid)).unwrap();
+    assert!(comm.starts_with("ferricorn: mast"), "{comm}");
+}
+
+#[test]
+fn title_defaults_to_the_app() {
+    let s = server("conformance:app").start();
+    assert_eq!(cmdline(s.pid), "ferricorn: master [conformance:app]");
+}
+
+#[test]
+fn a_killed_worker_is_replaced() {
+    let s = server("conformance:app")
+        .args(["-w", "2"])
+        .wait_workers(2)
+        .start();
+    let before = s.wait_worker_count(2, LONG);
+    // SAFETY: killing a worker of the server this test started.
+    unsafe { libc::kill(before[0], libc::SIGKILL) };
+    s.wait_log(
+        &format!("Worker (pid:{}) was sent SIGKILL!", before[0]),
+        LONG,
+    );
+    s.wait_count("loaded", 3, LONG);
+    let after = s.wait_worker_count(2, LONG);
+    assert!(!after.contains(&before[0]));
+    assert!(after.contains(&before[1]));
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+#[test]
+fn ttin_and_ttou_change_the_worker_count_never_below_one() {
+    let s = server("conformance:app")
+        .args(["-w", "2"])
+        .wait_workers(2)
+        .start();
+    s.wait_worker_count(2, LONG);
+    s.signal(libc::SIGTTIN);
+    s.wait_worker_count(3, LONG);
+    s.signal(libc::SIGTTOU);
+    s.wait_worker_count(2, LONG);
+    s.signal(libc::SIGTTOU);
+    s.wait_worker_count(1, LONG);
+    s.signal(libc::SIGTTOU);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(s.workers().len(), 1, "TTOU never goes below one worker");
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+#[test]
+fn term_lets_an_in_flight_request_finish_then_exits_0() {
+    let mut s = server("conformance:app")
+        .args(["-k", "gthread", "--threads", "2"])
+        .start();
+    let addr = s.addr();
+    let req = std::thread::spawn(move || {
+        request(
+            addr,
+            "GET /sleep?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    s.signal(libc::SIGTERM);
+    let r = req.join().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "slept"));
+    let status = s.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.log_text());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "TERM must wait for the request"
+    );
+    // After TERM, nothing listens any more.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn int_stops_fast_without_waiting_for_requests() {
+    let mut s = server("conformance:app").start();
+    let addr = s.addr();
+    let req = std::thread::spawn(move || {
+        let mut c = Conn::open(addr);
+        c.send("GET /sleep?10 HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.read_response(false)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    s.signal(libc::SIGINT);
+    let status = s.wait_exit(LONG);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "INT took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        req.join().unwrap().is_none(),
+        "the in-flight request is cut"
+    );
+}
+
+#[test]
+fn hup_reloads_the_config_file_and_replaces_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("app.toml");
+    std::fs::write(&conf, "workers = 1\n").unwrap();
+    let s = server("conformance:app")
+        .args(["-c", conf.to_str().unwrap()])
+        .start();
+    let old = s.wait_worker_count(1, LONG);
+    std::fs::write(&conf, "workers = 3\n").unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("Reload complete", LONG);
+    let new = s.wait_worker_count(3, LONG);
+    assert!(
+        new.iter().all(|p| !old.contains(p)),
+        "all workers are new: {old:?} -> {new:?}"
+    );
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+#[test]
+fn hup_with_a_broken_config_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("app.toml");
+    std::fs::write(&conf, "workers = 1\n").unwrap();
+    let s = server("conformance:app")
+        .args(["-c", conf.to_str().unwrap()])
+        .start();
+    let old = s.wait_worker_count(1, LONG);
+    std::fs::write(&conf, "workers = \"many\"\n").unwrap();
+    s.signal(libc::SIGHUP);
+    let line = s.wait_log("Reload refused", LONG);
+    assert!(line.contains("workers"), "{line}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.workers(), old);
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+#[test]
+fn sync_worker_stuck_past_timeout_is_killed_and_replaced() {
+    let s = server("conformance:app").args(["--timeout", "2"]).start();
+    let before = s.wait_worker_count(1, LONG);
+    let t0 = Instant::now();
+    let mut c = Conn::open(s.addr());
+    c.send("GET /spin?30 HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.wait_log(&format!("WORKER TIMEOUT (pid:{})", before[0]), LONG);
+    assert!(s.log_text().contains("[CRITICAL] WORKER TIMEOUT"));
+    assert!(
+        c.read_response(false).is_none(),
+        "the client's connection is closed"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    s.wait_count("loaded", 2, LONG);
+    let r = s.get("/pid");
+    assert_eq!(r.status, 200);
+    assert_ne!(r.text(), before[0].to_string(), "served by a fresh worker");
+}
+
+#[test]
+fn gthread_long_request_is_not_a_timeout() {
+    let s = server("conformance:app")
+        .args(["-k", "gthread", "--timeout", "1"])
+        .start();
+    let r = s.get("/sleep?2.5");
+    assert_eq!((r.status, r.text().as_str()), (200, "slept"));
+    assert!(!s.log_text().contains("WORKER TIMEOUT"));
+}
+
+#[test]
+fn max_requests_recycles_workers() {
+    let s = server("conformance:app")
+        .args(["--max-requests", "3", "--max-requests-jitter", "0"])
+        .start();
+    let first = s.get("/pid").text();
+    assert_eq!(s.get("/pid").text(), first);
+    assert_eq!(s.get("/pid").text(), first);
+    s.wait_log("Autorestarting worker after current request.", LONG);
+    s.wait_count("loaded", 2, LONG);
+    let next = s.get("/pid").text();
+    assert_ne!(next, first);
+    assert!(
+        !s.log_text().contains("exited with code"),
+        "a recycled worker exits cleanly"
+    );
+}
+
+#[test]
+fn import_failure_exits_4_naming_the_module() {
+    let mut s = server("broken_import:app").spawn();
+    let status = s.wait_exit(LONG);
+    assert_eq!(status.code(), Some(4), "log:\n{}", s.log_text());
+    let log = s.log_text();
+    assert!(log.contains("this_module_does_not_exist_anywhere"), "{log}");
+    assert!(log.contains("Traceback"), "{log}");
+    assert!(log.contains("Reason: App failed to load."), "{log}");
+    assert_eq!(
+        log.matches("Booting worker").count(),
+        1,
+        "no respawn loop:\n{log}"
+    );
+}
+
+#[test]
+fn missing_attribute_exits_4() {
+    let mut s = server("conformance:nope").spawn();
+    assert_eq!(s.wait_exit(LONG).code(), Some(4));
+    assert!(
+        s.log_text()
+            .contains("Failed to find attribute 'nope' in 'conformance'.")
+    );
+}
+
+#[test]
+fn pid_file_is_written_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("ferricorn.pid");
+    let mut s = server("conformance:app")
+        .args(["-p", pidfile.to_str().unwrap()])
+        .start();
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        format!("{}\n", s.pid)
+    );
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+    assert!(!pidfile.exists());
+}
+
+#[test]
+fn workers_run_as_the_configured_user() {
+    let s = server("conformance:app")
+        .args(["-u", "nobody", "-g", "nogroup", "-m", "0o027"])
+        .start();
+    let w = s.wait_worker_count(1, LONG)[0];
+    let status = std::fs::read_to_string(format!("/proc/{w}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid}"
+    );
+    let umask = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+    assert!(umask.ends_with("0027"), "{umask}");
+    // The master keeps its privileges (it must be able to manage sockets and workers).
+    let mstatus = std::fs::read_to_string(format!("/proc/{}/status", s.pid)).unwrap();
+    assert!(
+        mstatus
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("\t0\t"))
+    );
+    assert_eq!(s.get("/pid").text(), w.to_string());
+}
+
+#[test]
+fn workers_exit_when_the_master_disappears() {
+    let s = server("conformance:app")
+        .args(["-w", "2"])
+        .wait_workers(2)
+        .start();
+    let workers = s.wait_worker_count(2, LONG);
+    s.signal(libc::SIGKILL);
+    let deadline = Instant::now() + LONG;
+    for w in workers {
+        while std::path::Path::new(&format!("/proc/{w}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{w}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            assert!(Instant::now() < deadline, "worker {w} outlived its master");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn usr1_reopens_log_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("error.log");
+    let s = server("conformance:app")
+        .args(["--error-logfile", log.to_str().unwrap()])
+        .start_with_log(&log);
+    let rotated = dir.path().join("error.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    s.signal(libc::SIGUSR1);
+    // Master and worker both write to the new file once they have reopened it.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let _ = s.get("/log?after-usr1");
+        s.signal(libc::SIGTTIN);
+        std::thread::sleep(Duration::from_millis(200));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("app log line after-usr1") && text.contains("Handling signal: ttin") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new log file after USR1: {text}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("Listening at")
+    );
+}
