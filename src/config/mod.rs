@@ -25,6 +25,8 @@ use crate::log::Level;
 #[command(
     name = "ferricorn",
     version,
+    // As with gunicorn's argparse, a repeated single-valued option takes the last value.
+    args_override_self = true,
     about = "A pre-fork HTTP server for Python WSGI apps, built for systemd.",
     long_about = "A pre-fork HTTP server for Python WSGI apps, built for systemd.\n\n\
         Options keep gunicorn's names and defaults. Settings are layered: defaults < \

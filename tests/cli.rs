@@ -1,0 +1,353 @@
+//! The command line and configuration: flags, files, precedence, refusals.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Output};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .current_dir(apps_dir())
+        .env_remove("WEB_CONCURRENCY")
+        .env_remove("PORT")
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("FERRICORN_CMD_ARGS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The `--print-config` line for one setting.
+fn setting(out: &str, name: &str) -> String {
+    out.lines()
+        .find(|l| {
+            l.starts_with(&format!("{name} = ")) || l.starts_with(&format!("# {name} is unset"))
+        })
+        .unwrap_or_else(|| panic!("{name} not printed:\n{out}"))
+        .to_string()
+}
+
+#[test]
+fn help_groups_every_gunicorn_option() {
+    let o = run(&["--help"], &[]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for flag in [
+        "--config",
+        "--bind",
+        "--backlog",
+        "--workers",
+        "--worker-class",
+        "--threads",
+        "--worker-connections",
+        "--max-requests",
+        "--max-requests-jitter",
+        "--timeout",
+        "--graceful-timeout",
+        "--keep-alive",
+        "--limit-request-line",
+        "--limit-request-fields",
+        "--limit-request-field_size",
+        "--preload",
+        "--chdir",
+        "--env",
+        "--pid",
+        "--user",
+        "--group",
+        "--umask",
+        "--initgroups",
+        "--forwarded-allow-ips",
+        "--access-logfile",
+        "--access-logformat",
+        "--error-logfile",
+        "--log-level",
+        "--name",
+        "--pythonpath",
+        "--check-config",
+        "--print-config",
+        "--version",
+        "--virtualenv",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    for short in [
+        "-c,", "-b,", "-w,", "-k,", "-t,", "-e,", "-p,", "-u,", "-g,", "-m,", "-n,",
+    ] {
+        assert!(help.contains(short), "{short} missing from --help");
+    }
+    for heading in [
+        "Binding:",
+        "Workers:",
+        "Request limits:",
+        "Application:",
+        "Process:",
+        "Logging:",
+        "Configuration:",
+    ] {
+        assert!(help.contains(heading), "{heading} missing:\n{help}");
+    }
+}
+
+#[test]
+fn version_is_printed() {
+    let o = run(&["--version"], &[]);
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("ferricorn {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn bad_values_are_refused_in_one_line_naming_the_setting() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-w", "notanumber", "conformance:app"], "--workers"),
+        (&["-w", "0", "conformance:app"], "--workers"),
+        (&["-k", "eventlet", "conformance:app"], "--worker-class"),
+        (&["-m", "0o7777", "conformance:app"], "--umask"),
+        (&["-b", "127.0.0.1:99999", "conformance:app"], "bind"),
+        (&["--log-level", "loud", "conformance:app"], "loglevel"),
+        (
+            &["--limit-request-line", "9000", "conformance:app"],
+            "limit_request_line",
+        ),
+        (&["--chdir", "/does/not/exist", "conformance:app"], "chdir"),
+        (&["-u", "no-such-user-here", "conformance:app"], "user"),
+        (
+            &["--access-logformat", "%(zz)s", "conformance:app"],
+            "access_log_format",
+        ),
+        (&["-e", "NOEQUALS", "conformance:app"], "raw_env"),
+        (&["--virtualenv", "/tmp", "conformance:app"], "virtualenv"),
+    ];
+    for (args, name) in cases {
+        let o = run(args, &[]);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert_ne!(o.status.code(), Some(0));
+        let err = stderr(&o);
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with("ferricorn: error: "), "{args:?}: {err}");
+        assert!(first.contains(name), "{args:?} does not name {name}: {err}");
+        assert!(!err.contains("Listening at"), "nothing may be bound: {err}");
+    }
+    let o = run(&["-w", "notanumber", "conformance:app"], &[]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("notanumber") && err.contains("at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_app_is_explained() {
+    let o = run(&[], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no application given"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn config_file_errors_name_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    std::fs::write(&f, "app = \"conformance:app\"\nworkers = \"three\"\n").unwrap();
+    let o = run(&["-c", f.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("setting `workers`") && err.contains("three"),
+        "{err}"
+    );
+    std::fs::write(&f, "wrokers = 3\n").unwrap();
+    let o = run(&["-c", f.to_str().unwrap(), "conformance:app"], &[]);
+    assert!(
+        stderr(&o).contains("unknown setting `wrokers`"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&f, "workers = 0\napp = \"conformance:app\"\n").unwrap();
+    let o = run(&["-c", f.to_str().unwrap()], &[]);
+    assert!(
+        stderr(&o).contains("setting `workers`: 0 is not allowed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn precedence_defaults_file_env_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("app.toml");
+    std::fs::write(
+        &f,
+        "app = \"conformance:app\"\nworkers = 3\ntimeout = 40\nkeepalive = 7\nbind = [\"127.0.0.1:9001\", \"unix:/tmp/x.sock\"]\n",
+    )
+    .unwrap();
+    let o = run(
+        &["-c", f.to_str().unwrap(), "--print-config", "-t", "50"],
+        &[(
+            "FERRICORN_CMD_ARGS",
+            "--timeout 45 --keep-alive 8 --threads 2",
+        )],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        setting(&out, "workers").contains("workers = 3")
+            && setting(&out, "workers").contains(&format!("# file {}", f.display()))
+    );
+    assert!(
+        setting(&out, "timeout").contains("timeout = 50")
+            && setting(&out, "timeout").contains("# command line")
+    );
+    assert!(
+        setting(&out, "keepalive").contains("keepalive = 8")
+            && setting(&out, "keepalive").contains("$FERRICORN_CMD_ARGS")
+    );
+    assert!(setting(&out, "threads").contains("threads = 2"));
+    assert!(
+        setting(&out, "graceful_timeout").contains("graceful_timeout = 30")
+            && setting(&out, "graceful_timeout").contains("# default")
+    );
+    assert!(
+        setting(&out, "bind").contains(r#"["127.0.0.1:9001","unix:/tmp/x.sock"]"#),
+        "{out}"
+    );
+    assert!(setting(&out, "pidfile").contains("unset"));
+}
+
+#[test]
+fn web_concurrency_and_port_act_as_in_gunicorn() {
+    let o = run(
+        &["--print-config", "conformance:app"],
+        &[("WEB_CONCURRENCY", "5"), ("PORT", "9123")],
+    );
+    let out = stdout(&o);
+    assert!(
+        setting(&out, "workers").contains("workers = 5")
+            && setting(&out, "workers").contains("$WEB_CONCURRENCY"),
+        "{out}"
+    );
+    assert!(
+        setting(&out, "bind").contains("0.0.0.0:9123") && setting(&out, "bind").contains("$PORT"),
+        "{out}"
+    );
+    let o = run(
+        &[
+            "--print-config",
+            "-w",
+            "2",
+            "-b",
+            "127.0.0.1:1",
+            "conformance:app",
+        ],
+        &[("WEB_CONCURRENCY", "5"), ("PORT", "9123")],
+    );
+    let out = stdout(&o);
+    assert!(setting(&out, "workers").contains("workers = 2"));
+    assert!(setting(&out, "bind").contains("127.0.0.1:1"));
+}
+
+#[test]
+fn gunicorn_py_config_is_read_and_hooks_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("gunicorn.conf.py");
+    std::fs::write(
+        &f,
+        "import multiprocessing\nworkers = 2 * 2\nbind = '127.0.0.1:9555'\nworker_class = 'gthread'\nthreads = 3\nwsgi_app = 'conformance:app'\nraw_env = ['A=1', 'B=2']\n\ndef post_fork(server, worker):\n    pass\n\ndef when_ready(server):\n    pass\n",
+    )
+    .unwrap();
+    let o = run(&["-c", f.to_str().unwrap(), "--print-config"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(setting(&out, "workers").contains("workers = 4"), "{out}");
+    assert!(setting(&out, "bind").contains("127.0.0.1:9555"));
+    assert!(setting(&out, "worker_class").contains("gthread"));
+    assert!(setting(&out, "app").contains("conformance:app"));
+    assert!(setting(&out, "raw_env").contains(r#"["A=1","B=2"]"#));
+    let err = stderr(&o);
+    assert!(
+        err.contains("hooks are not supported")
+            && err.contains("post_fork")
+            && err.contains("when_ready"),
+        "{err}"
+    );
+
+    std::fs::write(&f, "workers = (\n").unwrap();
+    let o = run(&["-c", f.to_str().unwrap(), "conformance:app"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("SyntaxError"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_config_imports_the_app() {
+    let o = run(&["--check-config", "conformance:app"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Configuration OK"));
+    let o = run(&["--check-config", "broken_import:app"], &[]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(stderr(&o).contains("this_module_does_not_exist_anywhere"));
+    let o = run(
+        &["--check-config", "-b", "127.0.0.1:1", "conformance:app"],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "check-config must not bind: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn env_and_pythonpath_reach_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("extra_mod.py"),
+        "import os\ndef app(e, sr):\n    sr('200 OK', [])\n    return [os.environ['GREETING'].encode()]\n",
+    )
+    .unwrap();
+    let s = server("extra_mod:app")
+        .args([
+            "-e",
+            "GREETING=bonjour",
+            "--pythonpath",
+            dir.path().to_str().unwrap(),
+        ])
+        .start();
+    assert_eq!(s.get("/").text(), "bonjour");
+}
+
+#[test]
+fn virtualenv_from_another_python_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pyvenv.cfg"),
+        "home = /usr/bin\nversion = 3.7.1\n",
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "--virtualenv",
+            dir.path().to_str().unwrap(),
+            "conformance:app",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("3.7.1") && err.contains("3.11"), "{err}");
+}

@@ -1,0 +1,109 @@
+//! Real frameworks from PyPI, in a virtualenv the test suite makes.
+
+mod common;
+
+use common::*;
+
+fn post(s: &Server, path: &str, ctype: &str, body: &str) -> Response {
+    request(
+        s.addr(),
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn flask_app_answers_correctly() {
+    let venv = test_venv();
+    for class in ["sync", "gthread"] {
+        let s = server("flaskapp:app")
+            .args(["--virtualenv", venv.to_str().unwrap(), "-k", class])
+            .start();
+        let r = s.get("/");
+        assert_eq!((r.status, r.text().as_str()), (200, "Hello from Flask"));
+        let r = s.get("/items/42?q=hello%20world").json();
+        assert_eq!(
+            r,
+            serde_json::json!({"id": 42, "name": "item 42", "q": "hello world"})
+        );
+        let r = post(
+            &s,
+            "/form",
+            "application/x-www-form-urlencoded",
+            "name=Ada+Lovelace&age=36",
+        );
+        assert_eq!(r.text(), "name=Ada Lovelace age=36");
+        let r = post(
+            &s,
+            "/json",
+            "application/json",
+            r#"{"a": [1, 2, 3], "b": "c"}"#,
+        )
+        .json();
+        assert_eq!(
+            r,
+            serde_json::json!({"received": {"a": [1, 2, 3], "b": "c"}, "count": 2})
+        );
+        let r = s.get("/big");
+        assert_eq!(r.header("content-length"), Some("100000"));
+        assert_eq!(r.body.len(), 100000);
+        assert_eq!(s.get("/missing").status, 404);
+        let r = post(&s, "/", "text/plain", "x");
+        assert_eq!(r.status, 405);
+    }
+}
+
+#[test]
+fn virtualenv_is_sys_prefix_and_its_packages_import() {
+    let venv = test_venv();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("prefix_app.py"),
+        "import sys, flask\ndef app(e, sr):\n    sr('200 OK', [])\n    return [sys.prefix.encode()]\n",
+    )
+    .unwrap();
+    let s = server("prefix_app:app")
+        .args(["--chdir", dir.path().to_str().unwrap()])
+        .env("VIRTUAL_ENV", venv.to_str().unwrap())
+        .start();
+    assert_eq!(s.get("/").text(), venv.to_str().unwrap());
+}
+
+#[test]
+fn django_project_answers_correctly() {
+    let venv = test_venv();
+    let dir = apps_dir().join("djangoproj");
+    let s = server("mysite")
+        .args([
+            "--virtualenv",
+            venv.to_str().unwrap(),
+            "--chdir",
+            dir.to_str().unwrap(),
+        ])
+        .start();
+    let r = s.get("/");
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello from Django"));
+    let r = s.get("/items/7/").json();
+    assert_eq!(
+        r,
+        serde_json::json!({"id": 7, "path": "/items/7/", "scheme": "http"})
+    );
+    let r = post(
+        &s,
+        "/echo/",
+        "application/x-www-form-urlencoded",
+        "a=1&b=two",
+    );
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"form": {"a": "1", "b": "two"}, "method": "POST"})
+    );
+    let r = post(&s, "/echo/", "application/json", r#"{"k": [true, null]}"#);
+    assert_eq!(r.json(), serde_json::json!({"json": {"k": [true, null]}}));
+    // CommonMiddleware's APPEND_SLASH redirect.
+    let r = s.get("/items/7");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/items/7/"));
+}
