@@ -321,7 +321,7 @@ macro_rules! accept_loop {
 
 impl Acceptor {
     async fn tcp(self, listener: TcpListener) {
-        accept_loop!(self, listener, |addr| Peer::Tcp(addr));
+        accept_loop!(self, listener, Peer::Tcp);
     }
 
     async fn unix(self, listener: UnixListener) {
