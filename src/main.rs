@@ -79,6 +79,19 @@ fn main() {
     }
 
     let notifier = systemd::notify::Notifier::from_env();
+    // gunicorn imports a preloaded app before it binds: a failure binds nothing.
+    let preloaded = if cfg.settings.preload_app {
+        match python::preload(&cfg.settings) {
+            Ok(app) => Some(app),
+            Err(e) => {
+                error!("Exception while preloading the app\n{e}");
+                error!("Reason: App failed to load.");
+                std::process::exit(master::APP_LOAD_ERROR);
+            }
+        }
+    } else {
+        None
+    };
     let listeners = match listen::bind_all(&cfg.binds, cfg.settings.backlog) {
         Ok(l) => l,
         Err(e) => {
@@ -86,7 +99,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let master = match master::Master::new(cli, cfg, listeners, notifier) {
+    let master = match master::Master::new(cli, cfg, listeners, notifier, preloaded) {
         Ok(m) => m,
         Err(e) => {
             error!("{e:#}");

@@ -323,3 +323,36 @@ fn usr1_reopens_log_files() {
             .contains("Listening at")
     );
 }
+
+#[test]
+fn preload_imports_the_app_once_in_the_master() {
+    let s = server("conformance:app")
+        .args(["--preload", "-w", "2"])
+        .wait_workers(2)
+        .start();
+    assert_eq!(s.get("/import-pid").text(), s.pid.to_string());
+    assert_ne!(s.get("/pid").text(), s.pid.to_string());
+    // HUP keeps the preloaded app (gunicorn's behaviour) and replaces the workers.
+    let old = s.wait_worker_count(2, LONG);
+    s.signal(libc::SIGHUP);
+    s.wait_log("Reload complete", LONG);
+    let new = s.wait_worker_count(2, LONG);
+    assert!(new.iter().all(|p| !old.contains(p)));
+    assert_eq!(s.get("/import-pid").text(), s.pid.to_string());
+    drop(s);
+    let s = server("conformance:app").start();
+    assert_ne!(
+        s.get("/import-pid").text(),
+        s.pid.to_string(),
+        "without --preload each worker imports"
+    );
+}
+
+#[test]
+fn preload_import_failure_exits_4_before_binding() {
+    let mut s = server("broken_import:app").args(["--preload"]).spawn();
+    assert_eq!(s.wait_exit(LONG).code(), Some(4));
+    let log = s.log_text();
+    assert!(log.contains("this_module_does_not_exist_anywhere"), "{log}");
+    assert!(!log.contains("Listening at"), "{log}");
+}

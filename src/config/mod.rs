@@ -139,12 +139,12 @@ macro_rules! print_settings {
         $(
             let value = serde_json::to_string(&$s.$f).unwrap_or_default();
             let source = $sources.get(stringify!($f)).cloned().unwrap_or(Source::Default);
-            if value == "null" {
-                $out.push_str(&format!("# {} is unset{:>w$}# {}\n", stringify!($f), "", source, w = 30usize.saturating_sub(stringify!($f).len() + 9)));
+            let line = if value == "null" {
+                format!("# {} is unset", stringify!($f))
             } else {
-                let line = format!("{} = {}", stringify!($f), value);
-                $out.push_str(&format!("{:<40} # {}\n", line, source));
-            }
+                format!("{} = {}", stringify!($f), value)
+            };
+            $out.push_str(&format!("{:<40} # {}\n", line, source));
         )*
     };
 }

@@ -65,6 +65,8 @@ pub struct Master {
     halt: Option<i32>,
     requests_done: u64,
     last_status: Option<(Instant, String)>,
+    /// `--preload`: the app imported in the master, shared by every fork.
+    preloaded: Option<crate::python::LoadedApp>,
 }
 
 impl Master {
@@ -73,6 +75,7 @@ impl Master {
         cfg: Config,
         listeners: Vec<Listener>,
         notifier: Notifier,
+        preloaded: Option<crate::python::LoadedApp>,
     ) -> anyhow::Result<Master> {
         let signals = SignalPipe::install()?;
         let pidfile = match &cfg.settings.pidfile {
@@ -95,6 +98,7 @@ impl Master {
             halt: None,
             requests_done: 0,
             last_status: None,
+            preloaded,
         })
     }
 
@@ -454,7 +458,12 @@ impl Master {
             .map(|w| w.pipe.as_raw_fd())
             .chain(self.signals.fds())
             .collect();
-        let (pid, pipe) = spawn::fork_worker(&self.cfg, &self.listeners, &close_in_child)?;
+        let (pid, pipe) = spawn::fork_worker(
+            &self.cfg,
+            &self.listeners,
+            &close_in_child,
+            self.preloaded.as_ref(),
+        )?;
         info!("Booting worker with pid: {pid}");
         self.workers.push(Worker {
             pid,

@@ -1,31 +1,44 @@
 //! Forking one worker.
 
 use anyhow::Context;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use super::signals;
 use crate::config::Config;
 use crate::listen::Listener;
+use crate::python::{self, LoadedApp};
 
 /// Fork a worker; returns its pid and the read end of its status pipe.
 pub fn fork_worker(
     cfg: &Config,
     listeners: &[Listener],
     close_in_child: &[i32],
+    preloaded: Option<&LoadedApp>,
 ) -> anyhow::Result<(i32, OwnedFd)> {
     let (read, write) = crate::sys::pipe().context("creating a worker status pipe")?;
     let master_pid = std::process::id() as i32;
     // Signals stay blocked across fork so the child never runs the master's
     // handler (which would write into the master's signal pipe).
     let mask = signals::block_all();
+    let python = preloaded.map(|_| python::fork::prepare());
     // SAFETY: the master is single-threaded (no runtime, no Python threads),
     // so the child starts with consistent locks and allocator state.
     let pid = unsafe { libc::fork() };
+    let python = match python {
+        Some(p) if pid != 0 => {
+            python::fork::parent(p);
+            None
+        }
+        other => other,
+    };
     if pid < 0 {
         signals::restore(&mask);
         return Err(std::io::Error::last_os_error()).context("fork");
     }
     if pid == 0 {
+        if let Some(p) = python {
+            python::fork::child(p);
+        }
         signals::reset_in_child();
         signals::restore(&mask);
         // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
@@ -40,11 +53,10 @@ pub fn fork_worker(
         for &fd in close_in_child {
             crate::sys::close_fd(fd);
         }
-        crate::worker::run(cfg, listeners, write)
+        crate::worker::run(cfg, listeners, write, preloaded)
     }
     signals::restore(&mask);
     drop(write);
     crate::sys::set_nonblocking(&read, true)?;
-    let _ = read.as_raw_fd();
     Ok((pid, read))
 }

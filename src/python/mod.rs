@@ -147,3 +147,66 @@ pub fn load_app(py: Python<'_>, support: &Support, spec: &str) -> Result<Py<PyAn
 pub fn emit_log(levelno: i64, msg: &str) {
     crate::log::log_line(crate::log::Level::from_python(levelno), msg);
 }
+
+/// Forking a process that runs Python (`--preload`): CPython's fork protocol.
+pub mod fork {
+    use pyo3::ffi;
+
+    /// Held across fork in the parent: the GIL and CPython's pre-fork locks.
+    pub struct Prepared(ffi::PyGILState_STATE);
+
+    pub fn prepare() -> Prepared {
+        // SAFETY: Python is initialised in this process (preload); taking the
+        // GIL and the interpreter's fork locks is what PyOS_BeforeFork expects.
+        unsafe {
+            let g = ffi::PyGILState_Ensure();
+            ffi::PyOS_BeforeFork();
+            Prepared(g)
+        }
+    }
+
+    pub fn parent(p: Prepared) {
+        // SAFETY: pairs with prepare() in the same thread.
+        unsafe {
+            ffi::PyOS_AfterFork_Parent();
+            ffi::PyGILState_Release(p.0);
+        }
+    }
+
+    /// In the child: reset the interpreter's threading state, then let the GIL go
+    /// so the worker's app threads can take it.
+    pub fn child(p: Prepared) {
+        let _ = p;
+        // SAFETY: called once, first thing in the forked child, which holds
+        // the GIL taken by prepare() in the parent.
+        unsafe {
+            ffi::PyOS_AfterFork_Child();
+            ffi::PyEval_SaveThread();
+        }
+    }
+}
+
+/// `--preload`: start Python in the master and import the app before forking.
+pub fn preload(s: &crate::config::Settings) -> Result<LoadedApp, String> {
+    init(&Startup {
+        virtualenv: s.virtualenv.as_deref(),
+        chdir: &s.chdir,
+        pythonpath: s.pythonpath.as_deref(),
+    })?;
+    Python::attach(|py| {
+        let support = Support::load(py).map_err(|e| traceback_text(py, &e))?;
+        let app = load_app(py, &support, &s.app)?;
+        Ok(LoadedApp { app, support })
+    })
+}
+
+impl LoadedApp {
+    pub fn clone_ref(&self, py: Python<'_>) -> LoadedApp {
+        LoadedApp {
+            app: self.app.clone_ref(py),
+            support: Support {
+                module: self.support.module.clone_ref(py),
+            },
+        }
+    }
+}

@@ -17,10 +17,32 @@ use crate::python::{self, Startup, Support};
 use crate::{error, info};
 
 /// Runs in the forked child; never returns.
-pub fn run(cfg: &Config, listeners: &[Listener], pipe: OwnedFd) -> ! {
+pub fn run(
+    cfg: &Config,
+    listeners: &[Listener],
+    pipe: OwnedFd,
+    preloaded: Option<&python::LoadedApp>,
+) -> ! {
     crate::proctitle::set(&format!("ferricorn: worker [{}]", cfg.proc_name));
     let _ = crate::sys::set_nonblocking(&pipe, true);
-    let code = match boot(cfg) {
+    let booted = match preloaded {
+        // The app was imported in the master before fork; only privileges remain.
+        Some(app) => privileges::drop_to(cfg.uid, cfg.gid, cfg.settings.initgroups)
+            .map(|()| Python::attach(|py| app.clone_ref(py)))
+            .map_err(|e| {
+                error!("Could not drop privileges: {e}");
+                WORKER_BOOT_ERROR
+            }),
+        None => boot(cfg),
+    };
+    if booted.is_ok() && preloaded.is_some() {
+        info!(
+            "Worker (pid:{}) loaded {} (preloaded)",
+            std::process::id(),
+            cfg.settings.app
+        );
+    }
+    let code = match booted {
         Ok(app) => serve::serve(cfg, listeners, Reporter::new(pipe), app),
         Err(code) => code,
     };

@@ -9,6 +9,7 @@ import time
 from wsgiref.validate import validator
 
 log = logging.getLogger("conformance")
+IMPORT_PID = os.getpid()
 CLOSED = []
 
 
@@ -205,6 +206,11 @@ def spin_route(environ, start_response):
     return [b"spun"]
 
 
+def import_pid_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(IMPORT_PID).encode()]
+
+
 def pid_route(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
@@ -246,6 +252,7 @@ ROUTES = {
     "/sleep": sleep_route,
     "/spin": spin_route,
     "/pid": pid_route,
+    "/import-pid": import_pid_route,
 }
 
 
