@@ -115,18 +115,40 @@ fn malformed_framing_and_versions_are_400_and_logged() {
 }
 
 #[test]
-fn content_length_with_transfer_encoding_is_never_smuggled() {
-    // hyper follows RFC 9112 6.3: Transfer-Encoding wins, Content-Length is
-    // dropped and the connection is closed after the response, so bytes after
-    // the chunked body can never be read as a second request.
+fn content_length_with_transfer_encoding_or_twice_is_400() {
+    // hyper alone would drop Content-Length (or merge equal duplicates) and
+    // serve the request; gunicorn 22+ refuses both, and so do we.
+    for class in ["sync", "gthread"] {
+        let s = server("conformance:app").args(["-k", class]).start();
+        let cases: &[&[u8]] = &[
+            b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        ];
+        for raw in cases {
+            let r = request_bytes(s.addr(), raw);
+            assert_eq!(r.status, 400, "{class}: {:?}", String::from_utf8_lossy(raw));
+            assert_eq!(r.header("connection"), Some("close"));
+        }
+        s.wait_log(
+            "Content-Length and Transfer-Encoding in one request",
+            Duration::from_secs(5),
+        );
+        s.wait_log("duplicate Content-Length header", Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn a_refused_request_behind_a_good_one_on_a_keep_alive_connection() {
     let s = server("conformance:app").args(["-k", "gthread"]).start();
     let mut c = Conn::open(s.addr());
-    c.send("POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
-    let first = c.read_response(false).unwrap();
-    assert_eq!(first.json()["len"], 5);
+    // A good chunked request, then a smuggling attempt, in one write.
+    c.send("POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nPOST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().json()["len"], 3);
+    assert_eq!(c.read_response(false).unwrap().status, 400);
     assert!(
         c.read_response(false).is_none(),
-        "the smuggled request must not be answered"
+        "nothing after the refused request is served"
     );
 }
 

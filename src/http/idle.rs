@@ -1,4 +1,5 @@
-//! Closing connections that sit idle between requests (`--keep-alive`).
+//! The socket under hyper: closes connections that sit idle between requests
+//! (`--keep-alive`) and lets the framing scanner see request heads first.
 //!
 //! hyper has no idle timeout of its own for HTTP/1, so the socket is wrapped:
 //! while no request is in progress on the connection, a read that stays
@@ -7,16 +8,34 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::framing::{FramingScanner, Violation};
+
 /// Shared by a connection's socket wrapper and the requests on it.
 #[derive(Default)]
 pub struct ConnState {
     pub busy: AtomicU32,
+    /// Requests seen by the service so far (the next one's index).
+    pub requests: AtomicU32,
+    /// The first refused request head: (index + 1) << 8 | violation code.
+    refused: AtomicU64,
+}
+
+impl ConnState {
+    /// Whether the request with this index must be refused, and why.
+    pub fn refusal(&self, index: u32) -> Option<Violation> {
+        let r = self.refused.load(Ordering::Acquire);
+        if r != 0 && (r >> 8) as u32 == index + 1 {
+            Violation::from_code((r & 0xff) as u8)
+        } else {
+            None
+        }
+    }
 }
 
 pub struct IdleIo<S> {
@@ -25,10 +44,11 @@ pub struct IdleIo<S> {
     limit: Duration,
     last: Instant,
     sleep: Pin<Box<Sleep>>,
+    scanner: Option<FramingScanner>,
 }
 
 impl<S> IdleIo<S> {
-    pub fn new(inner: S, state: Arc<ConnState>, limit: Duration) -> IdleIo<S> {
+    pub fn new(inner: S, state: Arc<ConnState>, limit: Duration, max_headers: usize) -> IdleIo<S> {
         let now = Instant::now();
         IdleIo {
             inner,
@@ -36,6 +56,7 @@ impl<S> IdleIo<S> {
             limit,
             last: now,
             sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+            scanner: Some(FramingScanner::new(max_headers)),
         }
     }
 }
@@ -52,6 +73,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     this.last = Instant::now();
+                    if let Some(scanner) = &mut this.scanner
+                        && let Some((index, why)) = scanner.feed(&buf.filled()[before..])
+                    {
+                        let code = (u64::from(index) + 1) << 8 | why as u64;
+                        this.state.refused.store(code, Ordering::Release);
+                        this.scanner = None;
+                    }
                 }
                 Poll::Ready(r)
             }

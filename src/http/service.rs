@@ -36,6 +36,15 @@ pub async fn handle(
     local: Arc<Local>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let index = conn.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(why) = conn.refusal(index) {
+        crate::warning!(
+            "Invalid request from {}: {}",
+            peer.ip_string(),
+            why.message()
+        );
+        return Ok(error_response(StatusCode::BAD_REQUEST, why.message()));
+    }
     if let Some((status, why)) = check_limits(&shared.limits, &req) {
         crate::warning!("Invalid request from {}: {why}", peer.ip_string());
         return Ok(error_response(status, &why));

@@ -340,7 +340,12 @@ async fn connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::new(ConnState::default());
-    let io = TokioIo::new(IdleIo::new(stream, state.clone(), conf.idle));
+    let io = TokioIo::new(IdleIo::new(
+        stream,
+        state.clone(),
+        conf.idle,
+        conf.max_fields,
+    ));
     let svc = service_fn(move |req| {
         service::handle(shared.clone(), state.clone(), peer, local.clone(), req)
     });

@@ -1,0 +1,299 @@
+//! Request-smuggling checks hyper does not make.
+//!
+//! hyper follows RFC 9112 §6.3 leniently: with both Content-Length and
+//! Transfer-Encoding it drops Content-Length (and closes afterwards), and it
+//! merges duplicate equal Content-Length headers — in both cases the request
+//! reaches us without a trace of the conflict. gunicorn (since 22.0) refuses
+//! both with 400, and so do we: this scanner sees the bytes before hyper does,
+//! follows message framing to find each request head, and records the first
+//! head that is ambiguous. The service then answers that request with 400.
+
+/// Why a request head is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    ContentLengthWithTransferEncoding = 1,
+    DuplicateContentLength = 2,
+}
+
+impl Violation {
+    pub fn message(self) -> &'static str {
+        match self {
+            Violation::ContentLengthWithTransferEncoding => {
+                "Content-Length and Transfer-Encoding in one request"
+            }
+            Violation::DuplicateContentLength => "duplicate Content-Length header",
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Violation> {
+        match code {
+            1 => Some(Violation::ContentLengthWithTransferEncoding),
+            2 => Some(Violation::DuplicateContentLength),
+            _ => None,
+        }
+    }
+}
+
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd(u8),
+    Trailers {
+        line_len: usize,
+    },
+    /// Framing is unknown from here on (a refusal, an upgrade, a parse error
+    /// that hyper answers itself): stop looking.
+    Off,
+}
+
+pub struct FramingScanner {
+    state: State,
+    /// A head (or chunk-size line) split across reads.
+    pending: Vec<u8>,
+    /// Index of the next request head on this connection.
+    seq: u32,
+    max_headers: usize,
+}
+
+/// Heads larger than this are hyper's to refuse (431); we stop following.
+const MAX_HEAD: usize = 256 * 1024;
+
+impl FramingScanner {
+    pub fn new(max_headers: usize) -> FramingScanner {
+        FramingScanner {
+            state: State::Head,
+            pending: Vec::new(),
+            seq: 0,
+            max_headers: max_headers.clamp(1, 32768),
+        }
+    }
+
+    /// Feed bytes as they are read; returns the index of a refused request head.
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<(u32, Violation)> {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Off => return None,
+                State::Head => {
+                    let (head, used) = if self.pending.is_empty() {
+                        match find(data, b"\r\n\r\n") {
+                            Some(end) => (&data[..end + 4], end + 4),
+                            None => {
+                                self.pending.extend_from_slice(data);
+                                return None;
+                            }
+                        }
+                    } else {
+                        let start = self.pending.len().saturating_sub(3);
+                        self.pending.extend_from_slice(data);
+                        match find(&self.pending[start..], b"\r\n\r\n") {
+                            Some(end) => {
+                                let total = start + end + 4;
+                                let used = total - (self.pending.len() - data.len());
+                                self.pending.truncate(total);
+                                let head = std::mem::take(&mut self.pending);
+                                let verdict = self.on_head(&head);
+                                data = &data[used..];
+                                if let Some(v) = verdict {
+                                    return Some(v);
+                                }
+                                continue;
+                            }
+                            None => {
+                                if self.pending.len() > MAX_HEAD {
+                                    self.state = State::Off;
+                                }
+                                return None;
+                            }
+                        }
+                    };
+                    let verdict = self.on_head(head);
+                    data = &data[used..];
+                    if verdict.is_some() {
+                        return verdict;
+                    }
+                }
+                State::Body(left) => {
+                    let n = (*left).min(data.len() as u64);
+                    *left -= n;
+                    data = &data[n as usize..];
+                    if *left == 0 {
+                        self.state = State::Head;
+                    }
+                }
+                State::ChunkSize => match data.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        self.pending.extend_from_slice(&data[..i]);
+                        data = &data[i + 1..];
+                        let line = std::mem::take(&mut self.pending);
+                        let digits = line
+                            .split(|&b| b == b';' || b == b'\r')
+                            .next()
+                            .unwrap_or(&[]);
+                        let size = std::str::from_utf8(digits)
+                            .ok()
+                            .and_then(|d| u64::from_str_radix(d.trim(), 16).ok());
+                        self.state = match size {
+                            Some(0) => State::Trailers { line_len: 0 },
+                            Some(n) => State::ChunkData(n),
+                            None => State::Off,
+                        };
+                    }
+                    None => {
+                        self.pending.extend_from_slice(data);
+                        if self.pending.len() > 1024 {
+                            self.state = State::Off;
+                        }
+                        return None;
+                    }
+                },
+                State::ChunkData(left) => {
+                    let n = (*left).min(data.len() as u64);
+                    *left -= n;
+                    data = &data[n as usize..];
+                    if *left == 0 {
+                        self.state = State::ChunkEnd(2);
+                    }
+                }
+                State::ChunkEnd(left) => {
+                    let n = (*left as usize).min(data.len());
+                    *left -= n as u8;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.state = State::ChunkSize;
+                    }
+                }
+                State::Trailers { line_len } => {
+                    let b = data[0];
+                    data = &data[1..];
+                    match b {
+                        b'\n' if *line_len == 0 => self.state = State::Head,
+                        b'\n' => *line_len = 0,
+                        b'\r' => {}
+                        _ => *line_len += 1,
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn on_head(&mut self, head: &[u8]) -> Option<(u32, Violation)> {
+        let seq = self.seq;
+        self.seq += 1;
+        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers + 1];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+            // hyper refuses it (400/431) and closes the connection.
+            self.state = State::Off;
+            return None;
+        }
+        let mut content_lengths = 0;
+        let mut length = None;
+        let mut te = None;
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                content_lengths += 1;
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                te = Some(h.value);
+            }
+        }
+        let violation = if te.is_some() && content_lengths > 0 {
+            Some(Violation::ContentLengthWithTransferEncoding)
+        } else if content_lengths > 1 {
+            Some(Violation::DuplicateContentLength)
+        } else {
+            None
+        };
+        if let Some(v) = violation {
+            self.state = State::Off;
+            return Some((seq, v));
+        }
+        let upgrade = req.method == Some("CONNECT")
+            || req
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+        self.state = if upgrade {
+            State::Off
+        } else if let Some(te) = te {
+            if is_chunked(te) {
+                State::ChunkSize
+            } else {
+                State::Off
+            }
+        } else if content_lengths == 0 {
+            State::Head
+        } else {
+            match length {
+                Some(0) => State::Head,
+                Some(n) => State::Body(n),
+                None => State::Off,
+            }
+        };
+        None
+    }
+}
+
+fn is_chunked(te: &[u8]) -> bool {
+    te.rsplit(|&b| b == b',')
+        .next()
+        .map(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .unwrap_or(false)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(pieces: &[&[u8]]) -> Option<(u32, Violation)> {
+        let mut s = FramingScanner::new(100);
+        pieces.iter().find_map(|p| s.feed(p))
+    }
+
+    #[test]
+    fn clean_requests_pass() {
+        assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]), None);
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n"]),
+            None
+        );
+    }
+
+    #[test]
+    fn conflicts_are_found_with_their_request_index() {
+        let cl_te =
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(
+            scan(&[cl_te]),
+            Some((0, Violation::ContentLengthWithTransferEncoding))
+        );
+        let dup = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(scan(&[dup]), Some((0, Violation::DuplicateContentLength)));
+        // The second request on a keep-alive connection, after a chunked body with a trailer.
+        let mut two = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n".to_vec();
+        two.extend_from_slice(dup);
+        assert_eq!(scan(&[&two]), Some((1, Violation::DuplicateContentLength)));
+    }
+
+    #[test]
+    fn byte_by_byte_feeding_finds_the_same() {
+        let mut two = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r\n\r\n".to_vec();
+        two.extend_from_slice(
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+        );
+        let pieces: Vec<&[u8]> = two.chunks(1).collect();
+        assert_eq!(
+            scan(&pieces),
+            Some((1, Violation::ContentLengthWithTransferEncoding))
+        );
+    }
+}
