@@ -92,13 +92,16 @@ fn main() {
     } else {
         None
     };
-    let listeners = match listen::bind_all(&cfg.binds, cfg.settings.backlog) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{e}");
-            std::process::exit(1);
-        }
-    };
+    let inherited = listen::activation::take();
+    let binds_explicit = cfg.sources.contains_key("bind");
+    let listeners =
+        match listen::adopt_and_bind(inherited, &cfg.binds, binds_explicit, cfg.settings.backlog) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("{e}");
+                std::process::exit(1);
+            }
+        };
     let master = match master::Master::new(cli, cfg, listeners, notifier, preloaded) {
         Ok(m) => m,
         Err(e) => {

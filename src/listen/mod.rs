@@ -1,7 +1,9 @@
 //! Listening sockets: bound by the master (or adopted), shared by every worker.
 
+pub mod activation;
+
 use socket2::{Domain, SockAddr, Socket, Type};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use crate::config::BindAddr;
@@ -12,6 +14,8 @@ pub struct Listener {
     pub fd: OwnedFd,
     /// A unix socket file we created and so remove on exit.
     pub owned_path: Option<PathBuf>,
+    /// The name systemd gave it (`FileDescriptorName=`), if any.
+    pub name: Option<String>,
 }
 
 impl Listener {
@@ -34,6 +38,50 @@ pub enum ListenError {
 /// Bind every configured address.
 pub fn bind_all(binds: &[BindAddr], backlog: u32) -> Result<Vec<Listener>, ListenError> {
     binds.iter().map(|b| bind_one(b, backlog)).collect()
+}
+
+/// Use inherited sockets where they match a configured address (no second
+/// `listen()`), bind the rest. With `binds_explicit` false (the default
+/// address), inherited sockets alone are used.
+pub fn adopt_and_bind(
+    inherited: Vec<activation::Inherited>,
+    binds: &[BindAddr],
+    binds_explicit: bool,
+    backlog: u32,
+) -> Result<Vec<Listener>, ListenError> {
+    let mut adopted = Vec::new();
+    for inh in inherited {
+        let mut l = adopt_fd(inh.fd)?;
+        l.name = inh.name;
+        adopted.push(l);
+    }
+    if adopted.is_empty() {
+        return bind_all(binds, backlog);
+    }
+    let described: Vec<String> = adopted
+        .iter()
+        .map(|l| match &l.name {
+            Some(n) => format!("{} (fd {}, {n})", l.addr, l.fd.as_raw_fd()),
+            None => format!("{} (fd {})", l.addr, l.fd.as_raw_fd()),
+        })
+        .collect();
+    crate::info!(
+        "Adopted {} inherited socket(s): {}",
+        adopted.len(),
+        described.join(", ")
+    );
+    if binds_explicit {
+        for b in binds {
+            let wanted = match b {
+                BindAddr::Fd(_) => continue,
+                other => other,
+            };
+            if !adopted.iter().any(|l| &l.addr == wanted) {
+                adopted.push(bind_one(b, backlog)?);
+            }
+        }
+    }
+    Ok(adopted)
 }
 
 fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
@@ -62,6 +110,7 @@ fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
                 addr: BindAddr::Tcp(local),
                 fd: sock.into(),
                 owned_path: None,
+                name: None,
             })
         }
         BindAddr::Unix(path) => {
@@ -80,6 +129,7 @@ fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
                 addr: addr.clone(),
                 fd: sock.into(),
                 owned_path: Some(path.clone()),
+                name: None,
             })
         }
         BindAddr::Fd(n) => adopt_fd(*n),
@@ -111,6 +161,7 @@ pub fn adopt_fd(fd: RawFd) -> Result<Listener, ListenError> {
         addr,
         fd: owned,
         owned_path: None,
+        name: None,
     })
 }
 

@@ -16,6 +16,7 @@ use crate::listen::Listener;
 use crate::proto::{Kind, MSG_LEN, Msg};
 use crate::sys::{self, Exit};
 use crate::systemd::notify::{self, Notifier};
+use crate::systemd::watchdog::Watchdog;
 use crate::{critical, error, info, warning};
 use signals::SignalPipe;
 
@@ -67,6 +68,9 @@ pub struct Master {
     last_status: Option<(Instant, String)>,
     /// `--preload`: the app imported in the master, shared by every fork.
     preloaded: Option<crate::python::LoadedApp>,
+    watchdog: Option<Watchdog>,
+    /// The last moment a booted worker was alive: the watchdog's notion of "in control".
+    last_healthy: Instant,
 }
 
 impl Master {
@@ -99,6 +103,8 @@ impl Master {
             requests_done: 0,
             last_status: None,
             preloaded,
+            watchdog: Watchdog::from_env(),
+            last_healthy: Instant::now(),
         })
     }
 
@@ -110,6 +116,10 @@ impl Master {
             info!("Listening at: {} ({})", l.addr, std::process::id());
         }
         info!("Using worker: {}", self.cfg.worker_class.name());
+        if let Some(w) = &mut self.watchdog {
+            info!("Watchdog: pinging systemd every {:?}", w.interval / 2);
+            w.ping_now(&self.notifier);
+        }
 
         let code = loop {
             self.wait_for_events();
@@ -118,6 +128,7 @@ impl Master {
             }
             self.reap();
             self.check_timeouts();
+            self.watchdog_tick();
             if let Some(code) = self.halt {
                 self.stop_now();
                 break code;
@@ -155,7 +166,11 @@ impl Master {
                 revents: 0,
             });
         }
-        let timeout_ms = if self.stopping.is_some() { 100 } else { 500 };
+        let mut budget = Duration::from_millis(if self.stopping.is_some() { 100 } else { 500 });
+        if let Some(w) = &self.watchdog {
+            budget = budget.min(w.poll_budget());
+        }
+        let timeout_ms = budget.as_millis().max(1) as libc::c_int;
         // SAFETY: poll on a vector of pollfds we own, sized correctly.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n <= 0 {
@@ -448,6 +463,30 @@ impl Master {
         if all_booted && !self.ready {
             self.ready = true;
             self.notifier.send("READY=1");
+            info!("Ready: {} workers accepting", self.target);
+            if let Some(w) = &mut self.watchdog {
+                w.ping_now(&self.notifier);
+            }
+        }
+    }
+
+    /// Ping only while the loop runs and some booted worker is alive: if every
+    /// worker keeps dying for longer than the interval, systemd should restart us.
+    fn watchdog_tick(&mut self) {
+        let Some(w) = &mut self.watchdog else { return };
+        let now = Instant::now();
+        // Before READY, a worker still importing the app counts: a slow import
+        // is `TimeoutStartSec=`'s business, not the watchdog's.
+        let ready = self.ready;
+        if self
+            .workers
+            .iter()
+            .any(|w| (w.booted || !ready) && w.aborted_at.is_none())
+        {
+            self.last_healthy = now;
+        }
+        if now.duration_since(self.last_healthy) < w.interval {
+            w.tick(&self.notifier);
         }
     }
 

@@ -1,3 +1,4 @@
-//! Talking to systemd: sd_notify messages from the master.
+//! Talking to systemd: sd_notify messages and watchdog pings from the master.
 
 pub mod notify;
+pub mod watchdog;

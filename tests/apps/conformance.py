@@ -211,6 +211,10 @@ def import_pid_route(environ, start_response):
     return [str(IMPORT_PID).encode()]
 
 
+def osenv_route(environ, start_response):
+    return _json(start_response, sorted(os.environ))
+
+
 def pid_route(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
@@ -252,6 +256,7 @@ ROUTES = {
     "/sleep": sleep_route,
     "/spin": spin_route,
     "/pid": pid_route,
+    "/osenv": osenv_route,
     "/import-pid": import_pid_route,
 }
 
