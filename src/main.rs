@@ -54,7 +54,11 @@ fn main() {
         print!("{}", cfg.render());
         return;
     }
-    if let Err(e) = log::init(log::Sink::parse(&cfg.settings.errorlog), cfg.log_level) {
+    if let Err(e) = log::init(
+        log::Sink::parse(&cfg.settings.errorlog),
+        cfg.log_level,
+        cfg.use_journal(),
+    ) {
         fail(format_args!(
             "setting `errorlog`: cannot open {}: {e}",
             cfg.settings.errorlog

@@ -7,7 +7,7 @@ use clap::Args;
 use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;
 
-use super::values::{Umask, WorkerClass, parse_positive, parse_umask};
+use super::values::{Journald, Umask, WorkerClass, parse_positive, parse_umask};
 
 #[derive(Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
@@ -195,6 +195,9 @@ pub struct Layer {
         help_heading = "Logging"
     )]
     pub errorlog: Option<String>,
+    /// Send logs to journald with structured fields: auto (when stderr is the journal), yes, no. [default: auto]
+    #[arg(long = "journald", value_name = "WHEN", help_heading = "Logging")]
+    pub journald: Option<Journald>,
     /// Error log level: debug, info, warning, error, critical. [default: info]
     #[arg(long = "log-level", value_name = "LEVEL", help_heading = "Logging")]
     pub loglevel: Option<String>,

@@ -10,7 +10,7 @@ mod values;
 
 pub use bind::BindAddr;
 pub use layer::Layer;
-pub use values::{Umask, WorkerClass};
+pub use values::{Journald, Umask, WorkerClass};
 
 use clap::Parser;
 use serde::Serialize;
@@ -110,6 +110,7 @@ pub struct Settings {
     pub access_log_format: String,
     pub errorlog: String,
     pub loglevel: String,
+    pub journald: Journald,
 }
 
 /// Calls `$m!` with every setting name, so each list of settings is written once.
@@ -119,7 +120,7 @@ macro_rules! with_settings {
             max_requests, max_requests_jitter, timeout, graceful_timeout, keepalive, preload_app,
             limit_request_line, limit_request_fields, limit_request_field_size, header_timeout,
             forwarded_allow_ips, chdir, raw_env, pythonpath, virtualenv, proc_name, pidfile, user,
-            group, umask, initgroups, accesslog, access_log_format, errorlog, loglevel)
+            group, umask, initgroups, accesslog, access_log_format, errorlog, loglevel, journald)
     };
 }
 
@@ -273,6 +274,7 @@ impl Settings {
             access_log_format: crate::log::access::DEFAULT_FORMAT.to_string(),
             errorlog: "-".into(),
             loglevel: "info".into(),
+            journald: Journald::Auto,
         };
         (settings, sources)
     }
@@ -408,6 +410,13 @@ fn validate(
     if s.header_timeout == 0 {
         return Err(bad("header_timeout", 0, "must be at least 1 second"));
     }
+    if s.journald == Journald::Yes && s.errorlog != "-" {
+        return Err(bad(
+            "journald",
+            "yes",
+            "only with the error log on stderr (errorlog = \"-\")",
+        ));
+    }
     let log_level = Level::parse(&s.loglevel).ok_or_else(|| {
         bad(
             "loglevel",
@@ -508,6 +517,17 @@ fn validate(
 }
 
 impl Config {
+    /// Do logs go to journald's native socket?
+    pub fn use_journal(&self) -> bool {
+        match self.settings.journald {
+            Journald::Yes => true,
+            Journald::No => false,
+            Journald::Auto => {
+                self.settings.errorlog == "-" && crate::log::journal::stderr_is_journal()
+            }
+        }
+    }
+
     /// `--print-config`: every setting, its value, and where it came from.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -22,6 +22,18 @@ impl WorkerClass {
     }
 }
 
+/// Whether logs use journald's native protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Journald {
+    /// When stderr is connected to the journal ($JOURNAL_STREAM).
+    Auto,
+    /// Always (the error log must be stderr).
+    Yes,
+    /// Never: plain lines on stderr or in --error-logfile.
+    No,
+}
+
 /// A file mode creation mask, written in octal (`0o022`, `022`), hex or decimal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Umask(pub u32);

@@ -198,27 +198,59 @@ fn parse_atom(name: &str) -> Result<Atom, String> {
 /// The access log of one worker: a compiled format and where it goes.
 pub struct AccessLog {
     format: Format,
-    out: Output,
+    out: Out,
+}
+
+enum Out {
+    Stream(Output),
+    /// `-` while logs go to journald: entries with the request's fields.
+    Journal(&'static super::journal::Journal),
 }
 
 impl AccessLog {
     pub fn open(target: &str, format: &str) -> Result<AccessLog, String> {
         let format = Format::compile(format)?;
-        let sink = match target {
-            "-" => Sink::Stdout,
-            path => Sink::File(path.into()),
+        let out = match (target, super::journal()) {
+            ("-", Some(j)) => Out::Journal(j),
+            _ => {
+                let sink = match target {
+                    "-" => Sink::Stdout,
+                    path => Sink::File(path.into()),
+                };
+                Out::Stream(
+                    Output::open(sink)
+                        .map_err(|e| format!("cannot open access log {target}: {e}"))?,
+                )
+            }
         };
-        let out =
-            Output::open(sink).map_err(|e| format!("cannot open access log {target}: {e}"))?;
         Ok(AccessLog { format, out })
     }
 
-    pub fn write(&self, record: &Record<'_>) {
-        self.out.write_line(self.format.render(record).as_bytes());
+    pub fn write(&self, r: &Record<'_>) {
+        let line = self.format.render(r);
+        match &self.out {
+            Out::Stream(out) => out.write_line(line.as_bytes()),
+            Out::Journal(j) => j.send(
+                6,
+                &line,
+                &[
+                    ("FERRICORN_LOG", "access"),
+                    ("WORKER_PID", &std::process::id().to_string()),
+                    ("HTTP_METHOD", r.method),
+                    ("HTTP_PATH", r.path),
+                    ("HTTP_STATUS", &r.status.to_string()),
+                    ("RESPONSE_BYTES", &r.bytes.to_string()),
+                    ("DURATION_US", &r.duration.as_micros().to_string()),
+                    ("REMOTE_ADDR", r.remote),
+                ],
+            ),
+        }
     }
 
     pub fn reopen(&self) {
-        let _ = self.out.reopen();
+        if let Out::Stream(out) = &self.out {
+            let _ = out.reopen();
+        }
     }
 }
 

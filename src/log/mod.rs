@@ -5,6 +5,7 @@
 
 pub mod access;
 mod clock;
+pub mod journal;
 
 pub use clock::{access_time, error_time};
 
@@ -125,19 +126,40 @@ impl Output {
     }
 }
 
-struct ErrorLog {
-    out: Output,
+enum ErrorLog {
+    Stream(Output),
+    Journal(journal::Journal),
 }
 
 static ERROR_LOG: OnceLock<ErrorLog> = OnceLock::new();
+/// Set in workers: journal entries carry `WORKER_PID`.
+static WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 /// Install the error log. Before this is called, lines go to stderr.
-pub fn init(sink: Sink, level: Level) -> std::io::Result<()> {
+/// With `journal`, records go to journald's native socket instead of `sink`.
+pub fn init(sink: Sink, level: Level, journal: bool) -> std::io::Result<()> {
     LEVEL.store(level as u8, Ordering::Relaxed);
-    let out = Output::open(sink)?;
-    let _ = ERROR_LOG.set(ErrorLog { out });
+    let log = if journal {
+        ErrorLog::Journal(journal::Journal::connect()?)
+    } else {
+        ErrorLog::Stream(Output::open(sink)?)
+    };
+    let _ = ERROR_LOG.set(log);
     Ok(())
+}
+
+/// Entries logged by this process from now on are a worker's.
+pub fn mark_worker() {
+    WORKER.store(true, Ordering::Relaxed);
+}
+
+/// The journal, when logs go there (access entries use it too).
+pub fn journal() -> Option<&'static journal::Journal> {
+    match ERROR_LOG.get() {
+        Some(ErrorLog::Journal(j)) => Some(j),
+        _ => None,
+    }
 }
 
 pub fn set_level(level: Level) {
@@ -149,8 +171,8 @@ pub fn enabled(level: Level) -> bool {
 }
 
 pub fn reopen() {
-    if let Some(log) = ERROR_LOG.get()
-        && let Err(e) = log.out.reopen()
+    if let Some(ErrorLog::Stream(out)) = ERROR_LOG.get()
+        && let Err(e) = out.reopen()
     {
         log_line(
             Level::Error,
@@ -166,13 +188,24 @@ pub fn log_line(level: Level, msg: &str) {
         return;
     }
     let pid = std::process::id();
+    if let Some(ErrorLog::Journal(j)) = ERROR_LOG.get() {
+        // journald stamps time and pid itself; the level is PRIORITY.
+        let pid = pid.to_string();
+        let role: &[(&str, &str)] = if WORKER.load(Ordering::Relaxed) {
+            &[("WORKER_PID", &pid)]
+        } else {
+            &[]
+        };
+        j.send(journal::priority(level), msg, role);
+        return;
+    }
     let mut line = format!("[{}] [{}] [{}] {}", error_time(), pid, level.name(), msg);
     if !line.ends_with('\n') {
         line.push('\n');
     }
     match ERROR_LOG.get() {
-        Some(log) => log.out.write_line(line.as_bytes()),
-        None => {
+        Some(ErrorLog::Stream(out)) => out.write_line(line.as_bytes()),
+        _ => {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }

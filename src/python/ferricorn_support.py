@@ -81,8 +81,9 @@ def install_logging(emit):
 class ErrorStream:
     """wsgi.errors: complete lines go to the error log with the worker's pid."""
 
-    def __init__(self, emit):
+    def __init__(self, emit, level=40):
         self._emit = emit
+        self._level = level
         self._buf = ""
 
     def write(self, s):
@@ -91,7 +92,7 @@ class ErrorStream:
         self._buf += s
         while "\n" in self._buf:
             line, self._buf = self._buf.split("\n", 1)
-            self._emit(40, line)
+            self._emit(self._level, line)
         return len(s)
 
     def writelines(self, lines):
@@ -100,8 +101,17 @@ class ErrorStream:
 
     def flush(self):
         if self._buf:
-            self._emit(40, self._buf)
+            self._emit(self._level, self._buf)
             self._buf = ""
+
+    def isatty(self):
+        return False
+
+
+def redirect_std(emit):
+    """Under journald, print() and stray stderr writes become entries of this worker."""
+    sys.stdout = ErrorStream(emit, 20)
+    sys.stderr = ErrorStream(emit, 40)
 
 
 class FileWrapper:

@@ -124,8 +124,14 @@ pub fn load_app(py: Python<'_>, support: &Support, spec: &str) -> Result<Py<PyAn
     let emit = pyo3::wrap_pyfunction!(emit_log, py).map_err(|e| e.to_string())?;
     support
         .attr(py, "install_logging")
-        .and_then(|f| f.call1((emit,)))
+        .and_then(|f| f.call1((&emit,)))
         .map_err(|e| traceback_text(py, &e))?;
+    if crate::log::journal().is_some() {
+        support
+            .attr(py, "redirect_std")
+            .and_then(|f| f.call1((&emit,)))
+            .map_err(|e| traceback_text(py, &e))?;
+    }
     support
         .attr(py, "load_app")
         .and_then(|f| f.call1((spec,)))

@@ -24,6 +24,7 @@ pub fn run(
     preloaded: Option<&python::LoadedApp>,
 ) -> ! {
     crate::proctitle::set(&format!("ferricorn: worker [{}]", cfg.proc_name));
+    crate::log::mark_worker();
     let _ = crate::sys::set_nonblocking(&pipe, true);
     let booted = match preloaded {
         // The app was imported in the master before fork; only privileges remain.
