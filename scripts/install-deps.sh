@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs what building and testing ferricorn needs on Debian 12:
 # the system Python's headers and venv module (ferricorn links libpython3.X),
-# then the test virtualenv (Flask, Django) under target/.
+# debootstrap and systemd-container, then the test virtualenv (Flask, Django)
+# and the cached container rootfs, both under target/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# debootstrap and systemd-nspawn boot a real systemd for the systemd tests;
+# systemd-container is pinned to the host's systemd so apt never upgrades it.
+systemd_version=$(dpkg-query -W -f='${Version}' systemd)
 need=()
-for pkg in python3-dev python3-venv; do
+for pkg in python3-dev python3-venv debootstrap systemd-container; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+for i in "${!need[@]}"; do
+  [ "${need[$i]}" = systemd-container ] && need[$i]="systemd-container=$systemd_version"
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]} ..." >&2
@@ -15,4 +22,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 "$root/scripts/test-venv.sh"
+"$root/tests/systemd/container.sh" rootfs
 echo "install-deps: done" >&2

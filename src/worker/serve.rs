@@ -31,6 +31,9 @@ extern "C" fn on_abort(_: libc::c_int) {
     unsafe { libc::_exit(1) };
 }
 
+/// How long a stopping worker waits for the first request on a fresh connection.
+const FRESH_GRACE: Duration = Duration::from_secs(1);
+
 struct Conf {
     class: WorkerClass,
     capacity: usize,
@@ -346,8 +349,9 @@ async fn connection<S>(
         conf.idle,
         conf.max_fields,
     ));
+    let svc_state = state.clone();
     let svc = service_fn(move |req| {
-        service::handle(shared.clone(), state.clone(), peer, local.clone(), req)
+        service::handle(shared.clone(), svc_state.clone(), peer, local.clone(), req)
     });
     let mut builder = http1::Builder::new();
     builder
@@ -364,9 +368,27 @@ async fn connection<S>(
     let result = match finished {
         Some(r) => r,
         None => {
-            // Idle keep-alive connections close now; a request in progress finishes first.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            // A connection accepted but not yet read from probably carries a
+            // request already: hyper would close it as idle, and that client
+            // would see an error. Give it a moment to be read and served.
+            let fresh_until = tokio::time::Instant::now() + FRESH_GRACE.min(conf.header_timeout);
+            let mut early = None;
+            while state.requests.load(Ordering::Relaxed) == 0
+                && tokio::time::Instant::now() < fresh_until
+            {
+                tokio::select! {
+                    r = conn.as_mut() => { early = Some(r); break; }
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+            match early {
+                Some(r) => r,
+                None => {
+                    // Idle keep-alive connections close now; a request in progress finishes first.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -192,6 +192,12 @@ def log_route(environ, start_response):
     return [b"logged"]
 
 
+def print_route(environ, start_response):
+    print("printed by the app", environ["QUERY_STRING"], flush=True)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"printed"]
+
+
 def sleep_route(environ, start_response):
     time.sleep(float(environ["QUERY_STRING"] or 1))
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -254,6 +260,7 @@ ROUTES = {
     "/file": file_route,
     "/log": log_route,
     "/sleep": sleep_route,
+    "/print": print_route,
     "/spin": spin_route,
     "/pid": pid_route,
     "/osenv": osenv_route,

@@ -386,7 +386,7 @@ impl Conn {
     }
 
     pub fn send(&mut self, raw: &str) {
-        self.stream.write_all(raw.as_bytes()).unwrap();
+        let _ = self.stream.write_all(raw.as_bytes());
     }
 
     /// Read the next response; None if the server closed the connection.

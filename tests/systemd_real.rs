@@ -1,0 +1,372 @@
+//! ferricorn under a real systemd 252, booted in systemd-nspawn with the
+//! project's unit files installed. One container serves the whole scenario;
+//! each step says what it shows.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Container {
+    name: String,
+    leader: i32,
+}
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd/container.sh")
+}
+
+impl Container {
+    fn boot(name: &str) -> Container {
+        let out = Command::new(script())
+            .args(["boot", name, env!("CARGO_MANIFEST_DIR")])
+            .output()
+            .expect("run container.sh");
+        assert!(
+            out.status.success(),
+            "boot failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let leader = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("leader pid");
+        Container {
+            name: name.into(),
+            leader,
+        }
+    }
+
+    /// Run a shell command inside; returns (exit code, stdout+stderr).
+    fn sh(&self, cmd: &str) -> (i32, String) {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.leader.to_string(), "-a", "/bin/sh", "-c", cmd])
+            .output()
+            .unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    fn ok(&self, cmd: &str) -> String {
+        let (code, text) = self.sh(cmd);
+        assert_eq!(code, 0, "`{cmd}` failed:\n{text}");
+        text
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        self.ok(&format!(
+            "mkdir -p $(dirname {path}) && cat > {path} <<'FERRICORN_EOF'\n{content}\nFERRICORN_EOF"
+        ));
+    }
+
+    fn prop(&self, unit: &str, prop: &str) -> String {
+        self.ok(&format!("systemctl show -p {prop} --value {unit}"))
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["stop", &self.name]).status();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(port: u16, path: &str) -> Option<Response> {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    std::io::Write::write_all(
+        &mut s,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut buf).ok()?;
+    parse_response(&buf, false).map(|r| r.0)
+}
+
+fn json_entries(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Keep the server busy from the host: new connections per request and
+/// keep-alive connections. Returns (ok, failed) counts; bounded in time.
+/// Like every HTTP/1.1 client (urllib3, browsers), a request on a reused
+/// keep-alive connection that the server closed before answering is retried
+/// once on a new connection (RFC 9112 §9.3.1); nothing else is retried.
+fn load(
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> (
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for keep_alive in [false, false, true, true] {
+        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut conn: Option<Conn> = None;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let r = if keep_alive {
+                    let reused = conn.is_some();
+                    let c = conn.get_or_insert_with(|| Conn::open(addr));
+                    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+                    let mut r = c.read_response(false);
+                    if r.is_none() && reused {
+                        let c = conn.insert(Conn::open(addr));
+                        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+                        r = c.read_response(false);
+                    }
+                    if r.as_ref()
+                        .is_none_or(|r| r.header("connection") == Some("close"))
+                    {
+                        conn = None;
+                    }
+                    r
+                } else {
+                    get(addr.port(), "/pid")
+                };
+                match r {
+                    Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("failed request (keep-alive: {keep_alive}): {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    (ok, failed, threads)
+}
+
+#[test]
+fn under_real_systemd() {
+    let c = Container::boot("ferricorn-test");
+    let port = free_port();
+    c.ok("install -m 755 /opt/ferricorn/target/debug/ferricorn /usr/bin/ferricorn");
+    c.ok("install -m 644 /opt/ferricorn/systemd/ferricorn@.service /opt/ferricorn/systemd/ferricorn@.socket /etc/systemd/system/");
+    c.write(
+        "/etc/sysusers.d/ferricorn.conf",
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/ferricorn.sysusers"),
+        )
+        .unwrap(),
+    );
+    c.ok("systemd-sysusers");
+    c.write(
+        "/etc/ferricorn/demo.toml",
+        "app = \"conformance:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\nworkers = 2\nworker_class = \"gthread\"\nthreads = 4\naccesslog = \"-\"\n",
+    );
+    c.write(
+        "/etc/systemd/system/ferricorn@demo.socket.d/tcp.conf",
+        &format!("[Socket]\nListenStream=127.0.0.1:{port}\n"),
+    );
+    c.ok("systemctl daemon-reload");
+
+    // Unit files pass systemd's own checks.
+    let (_, verify) = c.sh("systemd-analyze verify /etc/systemd/system/ferricorn@.socket /etc/systemd/system/ferricorn@demo.service 2>&1");
+    let problems: Vec<&str> = verify
+        .lines()
+        .filter(|l| !l.contains("Command 'man ") && !l.trim().is_empty())
+        .collect();
+    assert!(problems.is_empty(), "systemd-analyze verify: {verify}");
+    let security =
+        c.ok("systemd-analyze security ferricorn@demo.service --no-pager 2>&1 | tail -1");
+    let exposure: f64 = security
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{security}"));
+    assert!(exposure <= 2.5, "exposure {exposure}: {security}");
+
+    // Socket activation: nothing runs until the first connection.
+    c.ok("systemctl start ferricorn@demo.socket");
+    assert_eq!(c.prop("ferricorn@demo.service", "ActiveState"), "inactive");
+    let r = get(port, "/pid").expect("first connection answered");
+    assert_eq!(r.status, 200);
+    assert_eq!(c.prop("ferricorn@demo.service", "ActiveState"), "active");
+    let main_pid = c.prop("ferricorn@demo.service", "MainPID");
+    let journal = c.ok("journalctl -u ferricorn@demo.service --no-pager -o cat");
+    assert!(
+        journal.contains("Adopted 2 inherited socket(s)"),
+        "{journal}"
+    );
+    assert!(journal.contains("/run/ferricorn/demo.sock"), "{journal}");
+    let r = c.ok("curl -s --unix-socket /run/ferricorn/demo.sock http://x/pid");
+    assert!(r.trim().parse::<u32>().is_ok(), "{r}");
+
+    // STATUS= tells the truth about the pool.
+    for _ in 0..3 {
+        get(port, "/pid").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = c.prop("ferricorn@demo.service", "StatusText");
+    assert!(
+        status.starts_with("2/2 workers ready,") && status.contains("requests served"),
+        "{status}"
+    );
+
+    // Native journal entries with structured fields.
+    get(port, "/log?journal").unwrap();
+    get(port, "/print?journal").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let entries = json_entries(&c.ok("journalctl -u ferricorn@demo.service -o json --no-pager"));
+    let access = entries
+        .iter()
+        .find(|e| e["HTTP_PATH"] == "/log" && e["FERRICORN_LOG"] == "access")
+        .unwrap_or_else(|| panic!("no access entry: {entries:?}"));
+    assert_eq!(access["HTTP_METHOD"], "GET");
+    assert_eq!(access["HTTP_STATUS"], "200");
+    assert_eq!(access["RESPONSE_BYTES"], "6");
+    assert_eq!(access["REMOTE_ADDR"], "127.0.0.1");
+    assert!(
+        access["DURATION_US"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert_eq!(access["PRIORITY"], "6");
+    assert_eq!(access["SYSLOG_IDENTIFIER"], "ferricorn");
+    assert!(
+        access["MESSAGE"]
+            .as_str()
+            .unwrap()
+            .contains("\"GET /log?journal HTTP/1.1\" 200"),
+        "{access}"
+    );
+    let worker_pid = access["WORKER_PID"].as_str().unwrap().to_string();
+    assert_eq!(access["_PID"], worker_pid.as_str());
+    assert_ne!(worker_pid, main_pid);
+    let app_log = entries
+        .iter()
+        .find(|e| e["MESSAGE"] == "app log line journal")
+        .expect("app logging entry");
+    assert_eq!(app_log["PRIORITY"], "4");
+    assert!(app_log["WORKER_PID"].is_string());
+    let printed = entries
+        .iter()
+        .find(|e| e["MESSAGE"] == "printed by the app journal")
+        .expect("print() entry");
+    assert_eq!(printed["_PID"], printed["WORKER_PID"]);
+    let master_line = entries
+        .iter()
+        .find(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Booting worker"))
+        })
+        .unwrap();
+    assert_eq!(master_line["_PID"], main_pid.as_str());
+    assert!(master_line.get("WORKER_PID").is_none());
+
+    // systemctl reload under load: no failed request, same main PID, no restart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, threads) = load(port, stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..3 {
+        c.ok("systemctl reload ferricorn@demo.service");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "{} ok",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 50);
+    assert_eq!(c.prop("ferricorn@demo.service", "MainPID"), main_pid);
+    assert_eq!(c.prop("ferricorn@demo.service", "NRestarts"), "0");
+    assert_eq!(c.prop("ferricorn@demo.service", "ActiveState"), "active");
+
+    // systemctl stop lets an in-flight request complete.
+    let inflight = std::thread::spawn(move || get(port, "/sleep?2"));
+    std::thread::sleep(Duration::from_millis(500));
+    c.ok("systemctl stop ferricorn@demo.service");
+    let r = inflight
+        .join()
+        .unwrap()
+        .expect("in-flight request answered");
+    assert_eq!((r.status, r.text().as_str()), (200, "slept"));
+    assert_eq!(c.prop("ferricorn@demo.service", "Result"), "success");
+    assert_eq!(c.prop("ferricorn@demo.service", "ExecMainStatus"), "0");
+    // The socket stays with systemd: the next client starts the service again.
+    assert_eq!(get(port, "/pid").map(|r| r.status), Some(200));
+    c.ok("systemctl stop ferricorn@demo.service ferricorn@demo.socket");
+
+    // READY=1 waits for the app: `systemctl start` of a 3 s import takes 3 s.
+    c.write(
+        "/etc/ferricorn/slow.toml",
+        "app = \"slow_import:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\nraw_env = [\"SLOW_IMPORT_SECONDS=3\"]\n",
+    );
+    let t0 = Instant::now();
+    c.ok("systemctl start ferricorn@slow.service");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "start returned after {took:?}, before the app was imported"
+    );
+    assert_eq!(c.prop("ferricorn@slow.service", "ActiveState"), "active");
+    let r = c.ok("curl -s --unix-socket /run/ferricorn/slow.sock http://x/");
+    assert_eq!(r, "finally");
+    c.ok("systemctl stop ferricorn@slow.service ferricorn@slow.socket");
+
+    // A frozen master stops the watchdog pings: systemd kills it (Result=watchdog).
+    c.write(
+        "/etc/ferricorn/dog.toml",
+        "app = \"conformance:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\n",
+    );
+    c.write(
+        "/etc/systemd/system/ferricorn@dog.service.d/watchdog.conf",
+        "[Service]\nWatchdogSec=2\nRestart=no\n",
+    );
+    c.ok("systemctl daemon-reload && systemctl start ferricorn@dog.service");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        c.prop("ferricorn@dog.service", "ActiveState"),
+        "active",
+        "pings keep a healthy service alive"
+    );
+    let pid = c.prop("ferricorn@dog.service", "MainPID");
+    c.ok(&format!("kill -STOP {pid}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if c.prop("ferricorn@dog.service", "Result") == "watchdog" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no watchdog kill: {}",
+            c.ok("systemctl status ferricorn@dog.service --no-pager || true")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let journal = c.ok("journalctl -u ferricorn@dog.service --no-pager -o cat");
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+}
