@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -44,10 +44,7 @@ impl NotifySocket {
         let notes = Arc::new(Mutex::new(Vec::new()));
         let sink = notes.clone();
         std::thread::spawn(move || {
-            loop {
-                let Some((pid, text)) = recv_with_pid(sock.as_raw_fd()) else {
-                    break;
-                };
+            while let Some((pid, text)) = recv_with_pid(sock.as_raw_fd()) {
                 sink.lock().unwrap().push(Note {
                     at: Instant::now(),
                     pid,
@@ -507,11 +504,5 @@ fn inherited_sockets_match_bind_entries_and_the_rest_are_bound() {
     // SAFETY: stopping the server this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let _ = OwnedFd::from(fd);
-}
-
-#[allow(dead_code)]
-fn _unused(fd: i32) -> OwnedFd {
-    // SAFETY: never called.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    drop(fd);
 }
