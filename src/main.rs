@@ -19,6 +19,13 @@ use clap::error::ErrorKind;
 
 use config::Cli;
 
+/// This build's version; `FERRICORN_BUILD_VERSION` at build time overrides it
+/// (the upgrade tests build a second, differently versioned binary).
+pub const VERSION: &str = match option_env!("FERRICORN_BUILD_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 /// Exit code for a configuration the user must fix.
 const USAGE_ERROR: i32 = 2;
 
@@ -28,8 +35,11 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
-    // Read argv before anything rewrites it for the process title.
-    let cli = match Cli::try_parse() {
+    // Read argv before anything rewrites it for the process title; an
+    // upgrade re-executes the same command line from the same path.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let exe = master::upgrade::resolve_exe(argv.first().map(|a| a.as_os_str()));
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             e.exit()
@@ -97,6 +107,7 @@ fn main() {
         None
     };
     let inherited = listen::activation::take();
+    let handover = master::upgrade::take_handover();
     let binds_explicit = cfg.sources.contains_key("bind");
     let listeners =
         match listen::adopt_and_bind(inherited, &cfg.binds, binds_explicit, cfg.settings.backlog) {
@@ -106,7 +117,15 @@ fn main() {
                 std::process::exit(1);
             }
         };
-    let master = match master::Master::new(cli, cfg, listeners, notifier, preloaded) {
+    let master = match master::Master::new(
+        cli,
+        cfg,
+        listeners,
+        notifier,
+        preloaded,
+        master::upgrade::Image { exe, argv },
+        handover,
+    ) {
         Ok(m) => m,
         Err(e) => {
             error!("{e:#}");

@@ -303,6 +303,12 @@ fn under_real_systemd() {
     assert!(ok.load(Ordering::Relaxed) > 50);
     assert_eq!(c.prop("ferricorn@demo.service", "MainPID"), main_pid);
     assert_eq!(c.prop("ferricorn@demo.service", "NRestarts"), "0");
+    let journal = c.ok("journalctl -u ferricorn@demo.service --no-pager -o cat");
+    assert_eq!(
+        journal.matches("Upgraded in place").count(),
+        3,
+        "each reload is an in-place upgrade:\n{journal}"
+    );
     assert_eq!(c.prop("ferricorn@demo.service", "ActiveState"), "active");
 
     // systemctl stop lets an in-flight request complete.

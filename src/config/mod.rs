@@ -24,7 +24,7 @@ use crate::log::Level;
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "ferricorn",
-    version,
+    version = crate::VERSION,
     // As with gunicorn's argparse, a repeated single-valued option takes the last value.
     args_override_self = true,
     about = "A pre-fork HTTP server for Python WSGI apps, built for systemd.",

@@ -16,6 +16,24 @@ pub struct Listener {
     pub owned_path: Option<PathBuf>,
     /// The name systemd gave it (`FileDescriptorName=`), if any.
     pub name: Option<String>,
+    /// The `bind` entry it was opened for (None when inherited).
+    pub spec: Option<BindAddr>,
+}
+
+impl Listener {
+    /// Does this listener serve the `bind` entry `want`? Port 0 ("any free
+    /// port") matches a listener on the same address.
+    pub fn serves(&self, want: &BindAddr) -> bool {
+        if self.spec.as_ref() == Some(want) {
+            return true;
+        }
+        match (&self.addr, want) {
+            (BindAddr::Tcp(have), BindAddr::Tcp(want)) if want.port() == 0 => {
+                have.ip() == want.ip()
+            }
+            (have, want) => have == want,
+        }
+    }
 }
 
 impl Listener {
@@ -76,12 +94,34 @@ pub fn adopt_and_bind(
                 BindAddr::Fd(_) => continue,
                 other => other,
             };
-            if !adopted.iter().any(|l| &l.addr == wanted) {
+            if !adopted.iter().any(|l| l.serves(wanted)) {
                 adopted.push(bind_one(b, backlog)?);
             }
         }
     }
     Ok(adopted)
+}
+
+/// Reconcile the listeners with a new list of `bind` entries (HUP): keep the
+/// ones still wanted, open the new ones, and return the ones no longer wanted.
+/// On error nothing changes.
+pub fn rebind(
+    current: &mut Vec<Listener>,
+    binds: &[BindAddr],
+    backlog: u32,
+) -> Result<Vec<Listener>, ListenError> {
+    let mut opened = Vec::new();
+    for b in binds {
+        if !current.iter().any(|l| l.serves(b)) && !opened.iter().any(|l: &Listener| l.serves(b)) {
+            opened.push(bind_one(b, backlog).inspect_err(|_| cleanup(&opened))?);
+        }
+    }
+    let (kept, dropped): (Vec<Listener>, Vec<Listener>) = std::mem::take(current)
+        .into_iter()
+        .partition(|l| binds.iter().any(|b| l.serves(b)));
+    *current = kept;
+    current.extend(opened);
+    Ok(dropped)
 }
 
 fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
@@ -111,6 +151,7 @@ fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
                 fd: sock.into(),
                 owned_path: None,
                 name: None,
+                spec: Some(addr.clone()),
             })
         }
         BindAddr::Unix(path) => {
@@ -130,6 +171,7 @@ fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
                 fd: sock.into(),
                 owned_path: Some(path.clone()),
                 name: None,
+                spec: Some(addr.clone()),
             })
         }
         BindAddr::Fd(n) => adopt_fd(*n),
@@ -162,6 +204,7 @@ pub fn adopt_fd(fd: RawFd) -> Result<Listener, ListenError> {
         fd: owned,
         owned_path: None,
         name: None,
+        spec: None,
     })
 }
 

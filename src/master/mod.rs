@@ -5,10 +5,11 @@
 mod pidfile;
 pub mod signals;
 mod spawn;
+pub mod upgrade;
 
 pub use pidfile::PidFile;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::config::{Cli, Config};
@@ -71,6 +72,11 @@ pub struct Master {
     watchdog: Option<Watchdog>,
     /// The last moment a booted worker was alive: the watchdog's notion of "in control".
     last_healthy: Instant,
+    /// What to re-execute on USR2, and the check of the new binary in progress.
+    image: upgrade::Image,
+    check: Option<upgrade::Check>,
+    /// Set when this image took over from a previous one (USR2).
+    upgraded_from: Option<String>,
 }
 
 impl Master {
@@ -80,13 +86,15 @@ impl Master {
         listeners: Vec<Listener>,
         notifier: Notifier,
         preloaded: Option<crate::python::LoadedApp>,
+        image: upgrade::Image,
+        handover: Option<upgrade::Handover>,
     ) -> anyhow::Result<Master> {
         let signals = SignalPipe::install()?;
         let pidfile = match &cfg.settings.pidfile {
             Some(p) => Some(PidFile::create(p)?),
             None => None,
         };
-        Ok(Master {
+        let mut master = Master {
             target: cfg.settings.workers,
             cli,
             cfg,
@@ -105,17 +113,64 @@ impl Master {
             preloaded,
             watchdog: Watchdog::from_env(),
             last_healthy: Instant::now(),
-        })
+            image,
+            check: None,
+            upgraded_from: None,
+        };
+        if let Some(h) = handover {
+            master.adopt(h);
+        }
+        Ok(master)
+    }
+
+    /// After an in-place upgrade: the previous image's workers are our
+    /// children and keep serving until the new generation is ready.
+    fn adopt(&mut self, h: upgrade::Handover) {
+        let now = Instant::now();
+        let graceful = Duration::from_secs(self.cfg.settings.graceful_timeout);
+        for w in &h.workers {
+            // SAFETY: the previous image placed this worker's status pipe at
+            // this descriptor for us (the handover protocol); nothing else owns it.
+            let pipe = unsafe { OwnedFd::from_raw_fd(w.fd) };
+            let _ = sys::set_cloexec(w.fd, true);
+            let _ = sys::set_nonblocking(&pipe, true);
+            self.requests_done += w.requests;
+            self.workers.push(Worker {
+                pid: w.pid,
+                pipe,
+                partial: Vec::new(),
+                generation: 0,
+                last_seen: now,
+                booted: w.booted,
+                requests: w.requests,
+                in_flight: 0,
+                retire_deadline: w.retiring.then_some(now + graceful),
+                aborted_at: None,
+            });
+        }
+        // The new generation boots; the adopted one retires once it is ready.
+        self.generation = 1;
+        self.reloading = !h.workers.is_empty();
+        self.ready = true;
+        self.upgraded_from = Some(h.from);
     }
 
     /// Run until stopped; returns the process exit code.
     pub fn run(mut self) -> i32 {
         crate::proctitle::set(&format!("ferricorn: master [{}]", self.cfg.proc_name));
-        info!("Starting ferricorn {}", env!("CARGO_PKG_VERSION"));
+        info!("Starting ferricorn {}", crate::VERSION);
         for l in &self.listeners {
             info!("Listening at: {} ({})", l.addr, std::process::id());
         }
         info!("Using worker: {}", self.cfg.worker_class.name());
+        if let Some(from) = &self.upgraded_from {
+            info!(
+                "Upgraded in place: ferricorn {from} -> {} (pid {}), {} workers of the previous image serving until the new ones are ready",
+                crate::VERSION,
+                std::process::id(),
+                self.workers.len()
+            );
+        }
         if let Some(w) = &mut self.watchdog {
             info!("Watchdog: pinging systemd every {:?}", w.interval / 2);
             w.ping_now(&self.notifier);
@@ -249,9 +304,7 @@ impl Master {
                     sys::kill(w.pid, libc::SIGUSR1);
                 }
             }
-            libc::SIGUSR2 => {
-                warning!("USR2 (binary upgrade) is not supported by this version; ignoring")
-            }
+            libc::SIGUSR2 => self.begin_upgrade(),
             _ => {}
         }
     }
@@ -300,10 +353,24 @@ impl Master {
             "RELOADING=1\nMONOTONIC_USEC={}",
             notify::monotonic_usec()
         ));
-        if cfg.binds != self.cfg.binds {
-            warning!(
-                "Changed bind addresses take effect on restart; keeping the current listeners"
-            );
+        if cfg.binds != self.cfg.binds && !self.listeners.is_empty() {
+            match crate::listen::rebind(&mut self.listeners, &cfg.binds, cfg.settings.backlog) {
+                Ok(dropped) => {
+                    for l in &self.listeners {
+                        info!("Listening at: {} ({})", l.addr, std::process::id());
+                    }
+                    for l in &dropped {
+                        info!("No longer listening at: {}", l.addr);
+                    }
+                    // The old workers keep their copies until they retire.
+                    crate::listen::cleanup(&dropped);
+                }
+                Err(e) => {
+                    error!("Reload refused, keeping the running configuration: {e}");
+                    self.notifier.send("READY=1");
+                    return;
+                }
+            }
         }
         crate::log::set_level(cfg.log_level);
         self.target = cfg.settings.workers;
@@ -313,8 +380,110 @@ impl Master {
         info!("Reloading: starting {} new workers", self.target);
     }
 
+    /// USR2, step 1: check the binary now on disk with our configuration.
+    fn begin_upgrade(&mut self) {
+        if self.check.is_some() || self.reloading || self.stopping.is_some() {
+            warning!("USR2 ignored: an upgrade or reload is already in progress");
+            return;
+        }
+        match upgrade::Check::start(&self.image) {
+            Ok(check) => {
+                info!(
+                    "Upgrade: checking {} --check-config (pid {})",
+                    self.image.exe.display(),
+                    check.pid
+                );
+                self.check = Some(check);
+            }
+            Err(e) => {
+                self.upgrade_refused(&format!("cannot run {}: {e}", self.image.exe.display()))
+            }
+        }
+    }
+
+    fn upgrade_refused(&mut self, why: &str) {
+        error!("Upgrade refused, the running workers keep serving: {why}");
+        self.notifier
+            .send(&format!("STATUS=upgrade refused: {why}"));
+        self.last_status = Some((Instant::now(), String::new()));
+    }
+
+    /// USR2, step 2: the check passed; hand everything over and exec.
+    fn finish_upgrade(&mut self, exit: Exit) {
+        let Some(mut check) = self.check.take() else {
+            return;
+        };
+        if exit != Exit::Code(0) {
+            let how = match exit {
+                Exit::Code(c) => format!("exit code {c}"),
+                Exit::Signal(libc::SIGKILL)
+                    if check.started.elapsed() >= upgrade::CHECK_TIME_LIMIT =>
+                {
+                    format!("no answer within {:?}", upgrade::CHECK_TIME_LIMIT)
+                }
+                Exit::Signal(s) => sys::signal_name(s).to_string(),
+            };
+            let tail = check.output_tail();
+            self.upgrade_refused(&format!(
+                "{} --check-config failed ({how}): {tail}",
+                self.image.exe.display()
+            ));
+            return;
+        }
+        self.notifier.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            notify::monotonic_usec()
+        ));
+        info!("Upgrade: executing {} in place", self.image.exe.display());
+        let listeners: Vec<(i32, String)> = self
+            .listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.fd.as_raw_fd(),
+                    l.name.clone().unwrap_or_else(|| "unknown".into()),
+                )
+            })
+            .collect();
+        let workers: Vec<(upgrade::HandedWorker, i32)> = self
+            .workers
+            .iter()
+            .map(|w| {
+                (
+                    upgrade::HandedWorker {
+                        pid: w.pid,
+                        fd: -1,
+                        booted: w.booted,
+                        requests: w.requests,
+                        retiring: w.retire_deadline.is_some(),
+                    },
+                    w.pipe.as_raw_fd(),
+                )
+            })
+            .collect();
+        let mut env: Vec<(&str, String)> = Vec::new();
+        if let Some(sock) = self.notifier.socket_env() {
+            env.push(("NOTIFY_SOCKET", sock.to_string()));
+        }
+        if let Some(w) = &self.watchdog {
+            env.push(("WATCHDOG_USEC", w.interval.as_micros().to_string()));
+            env.push(("WATCHDOG_PID", std::process::id().to_string()));
+        }
+        if let Some(p) = self.pidfile.take() {
+            // The new image writes it again; the PID is the same.
+            std::mem::forget(p);
+        }
+        let err = upgrade::exec(&self.image, &listeners, workers, &env);
+        self.upgrade_refused(&format!("exec {} failed: {err}", self.image.exe.display()));
+        self.notifier.send("READY=1");
+    }
+
     fn reap(&mut self) {
         while let Some((pid, exit)) = sys::try_reap() {
+            if self.check.as_ref().is_some_and(|c| c.pid == pid) {
+                self.finish_upgrade(exit);
+                continue;
+            }
             let Some(idx) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
@@ -387,6 +556,11 @@ impl Master {
 
     fn check_timeouts(&mut self) {
         let now = Instant::now();
+        if let Some(c) = &self.check
+            && now.duration_since(c.started) > upgrade::CHECK_TIME_LIMIT
+        {
+            sys::kill(c.pid, libc::SIGKILL);
+        }
         let timeout = self.cfg.settings.timeout;
         for w in &mut self.workers {
             if let Some(at) = w.aborted_at {

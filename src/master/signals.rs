@@ -53,6 +53,9 @@ impl SignalPipe {
         }
         // A client that goes away must not kill the master.
         set_handler(libc::SIGPIPE, libc::SIG_IGN)?;
+        // After an in-place upgrade the previous image left them blocked
+        // across exec; whatever arrived meanwhile is delivered now.
+        unblock_handled();
         Ok(SignalPipe { read, write })
     }
 
@@ -110,6 +113,18 @@ pub fn block_all() -> libc::sigset_t {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         old
+    }
+}
+
+fn unblock_handled() {
+    // SAFETY: sigset manipulation on a local; affects this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in HANDLED {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
 }
 

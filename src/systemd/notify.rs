@@ -5,6 +5,8 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 pub struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
+    /// `$NOTIFY_SOCKET` as received, handed on to our own next image on upgrade.
+    raw: Option<String>,
 }
 
 impl Notifier {
@@ -14,6 +16,7 @@ impl Notifier {
         let path = std::env::var_os("NOTIFY_SOCKET");
         // SAFETY: the master is single-threaded when this runs at start-up.
         unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+        let raw = path.as_ref().and_then(|p| p.to_str()).map(String::from);
         let target = path.and_then(|p| {
             let bytes = p.as_encoded_bytes();
             let addr = if let Some(name) = bytes.strip_prefix(b"@") {
@@ -24,7 +27,11 @@ impl Notifier {
             let sock = UnixDatagram::unbound().ok()?;
             Some((sock, addr))
         });
-        Notifier { target }
+        Notifier { target, raw }
+    }
+
+    pub fn socket_env(&self) -> Option<&str> {
+        self.raw.as_deref()
     }
 
     pub fn enabled(&self) -> bool {

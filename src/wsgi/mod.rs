@@ -29,8 +29,10 @@ use environ::Keys;
 use input::Input;
 use response::StartResponse;
 
-pub static SERVER_HEADER: LazyLock<HeaderValue> =
-    LazyLock::new(|| HeaderValue::from_static(concat!("ferricorn/", env!("CARGO_PKG_VERSION"))));
+pub static SERVER_HEADER: LazyLock<HeaderValue> = LazyLock::new(|| {
+    HeaderValue::from_str(&format!("ferricorn/{}", crate::VERSION))
+        .unwrap_or_else(|_| HeaderValue::from_static("ferricorn"))
+});
 
 /// The other end of a connection.
 #[derive(Clone, Copy, Debug)]

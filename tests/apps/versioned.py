@@ -1,8 +1,12 @@
-"""An app whose answer comes from a file next to it, so tests can change the code on disk."""
+"""An app whose code on disk the tests change: its answer comes from version.txt
+next to a copy of this file, and it refuses to import while BROKEN exists."""
 
 import os
 
-with open(os.path.join(os.path.dirname(__file__), "version.txt")) as f:
+HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.exists(os.path.join(HERE, "BROKEN")):
+    raise RuntimeError("this version of the app is broken")
+with open(os.path.join(HERE, "version.txt")) as f:
     VERSION = f.read().strip()
 
 

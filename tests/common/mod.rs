@@ -28,6 +28,7 @@ pub struct Server {
 }
 
 pub struct Builder {
+    bin: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: PathBuf,
@@ -51,6 +52,11 @@ impl Builder {
         self.cwd = p.as_ref().to_path_buf();
         self
     }
+    /// Run this executable instead of the one cargo built.
+    pub fn bin(mut self, path: impl AsRef<Path>) -> Self {
+        self.bin = path.as_ref().to_path_buf();
+        self
+    }
     /// Wait for this many "loaded" lines before returning (default 1).
     pub fn wait_workers(mut self, n: usize) -> Self {
         self.wait_workers = n;
@@ -62,7 +68,7 @@ impl Builder {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("error.log");
         let stdout = dir.path().join("stdout.log");
-        let mut cmd = Command::new(bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(&self.args)
             .current_dir(&self.cwd)
             .env_remove("WEB_CONCURRENCY")
@@ -104,6 +110,7 @@ impl Builder {
 /// A server on an ephemeral loopback port running `app` from tests/apps.
 pub fn server(app: &str) -> Builder {
     Builder {
+        bin: bin().into(),
         args: vec![
             "-b".into(),
             "127.0.0.1:0".into(),
@@ -120,6 +127,7 @@ pub fn server(app: &str) -> Builder {
 /// The bare command, with no default arguments.
 pub fn command() -> Builder {
     Builder {
+        bin: bin().into(),
         args: vec![],
         env: vec![],
         cwd: apps_dir(),

@@ -1,0 +1,401 @@
+//! USR2 upgrades in place and HUP reloads, under load, with zero failed requests.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A private copy of the binary (so the test can replace it) and of the versioned app.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(bin(), dir.path().join("ferricorn")).unwrap();
+        std::fs::copy(
+            apps_dir().join("versioned.py"),
+            dir.path().join("versioned.py"),
+        )
+        .unwrap();
+        std::fs::copy(
+            apps_dir().join("conformance.py"),
+            dir.path().join("conformance.py"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("version.txt"), "v1").unwrap();
+        Site { dir }
+    }
+
+    fn exe(&self) -> PathBuf {
+        self.dir.path().join("ferricorn")
+    }
+
+    /// Install `from` at the executable's path as a new inode, as dpkg does.
+    fn install(&self, from: &Path) {
+        let tmp = self.dir.path().join("ferricorn.dpkg-new");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, self.exe()).unwrap();
+    }
+
+    fn server(&self, app: &str) -> Builder {
+        command()
+            .bin(self.exe())
+            .args([
+                "-b",
+                "127.0.0.1:0",
+                "--chdir",
+                self.dir.path().to_str().unwrap(),
+                "-w",
+                "2",
+                app,
+            ])
+            .wait_workers(2)
+    }
+}
+
+/// Clients the test owns: two open a new connection per request, two reuse
+/// keep-alive connections. A request on a reused connection that the server
+/// closed before answering is retried once on a new connection, as HTTP/1.1
+/// clients do (RFC 9112 §9.3.1); nothing else is retried.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for keep_alive in [false, false, true, true] {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            threads.push(std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                let mut conn: Option<Conn> = None;
+                let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = if keep_alive {
+                        let reused = conn.is_some();
+                        let c = conn.get_or_insert_with(|| Conn::open(addr));
+                        c.send(&req);
+                        let mut r = c.read_response(false);
+                        if r.is_none() && reused {
+                            let c = conn.insert(Conn::open(addr));
+                            c.send(&req);
+                            r = c.read_response(false);
+                        }
+                        if r.as_ref()
+                            .is_none_or(|r| r.header("connection") == Some("close"))
+                        {
+                            conn = None;
+                        }
+                        r
+                    } else {
+                        let mut c = Conn::open(addr);
+                        c.send(&format!(
+                            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        ));
+                        c.read_response(false)
+                    };
+                    match r {
+                        Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed (keep-alive {keep_alive}): {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            }));
+        }
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn exe_inode(pid: i32) -> (u64, String) {
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).unwrap();
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    (meta.ino(), link.display().to_string())
+}
+
+#[test]
+fn usr2_and_hup_under_load_lose_nothing() {
+    let site = Site::new();
+    for class in ["sync", "gthread"] {
+        let s = site.server("versioned:app").args(["-k", class]).start();
+        let first_workers = s.workers();
+        let load = Load::start(s.addr(), "/");
+        std::thread::sleep(Duration::from_millis(500));
+        for round in 1..=3 {
+            site.install(Path::new(bin()));
+            s.signal(libc::SIGUSR2);
+            s.wait_count("Upgraded in place", round, LONG);
+            s.wait_count("Reload complete", 2 * round - 1, LONG);
+            std::thread::sleep(Duration::from_millis(300));
+            s.signal(libc::SIGHUP);
+            s.wait_count("Reload complete", 2 * round, LONG);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let (ok, failed) = load.finish();
+        assert_eq!(
+            failed,
+            0,
+            "{class}: {failed} failed, {ok} ok; log:\n{}",
+            s.log_text()
+        );
+        assert!(ok > 100, "{class}: only {ok} requests");
+        // Same master, all workers new, running the file now at the path.
+        let now = s.wait_worker_count(2, LONG);
+        assert!(
+            now.iter().all(|p| !first_workers.contains(p)),
+            "{first_workers:?} -> {now:?}"
+        );
+        let (ino, link) = exe_inode(s.pid);
+        assert_eq!(
+            ino,
+            std::fs::metadata(site.exe()).unwrap().ino(),
+            "the master runs the new file"
+        );
+        assert!(!link.ends_with("(deleted)"), "{link}");
+        assert!(
+            s.log_text().matches("Worker exiting").count() >= 12,
+            "old workers drained and exited cleanly"
+        );
+        assert!(
+            !s.log_text().contains("exited with code"),
+            "{}",
+            s.log_text()
+        );
+    }
+}
+
+#[test]
+fn a_broken_binary_is_refused_and_the_old_one_keeps_serving() {
+    let site = Site::new();
+    let s = site.server("versioned:app").start();
+    let workers = s.workers();
+    let script = site.dir.path().join("broken");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'this build is broken' >&2\nexit 7\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    site.install(&script);
+    s.signal(libc::SIGUSR2);
+    let line = s.wait_log("Upgrade refused", LONG);
+    assert!(
+        line.contains("exit code 7") && line.contains("this build is broken"),
+        "{line}"
+    );
+    assert_eq!(s.get("/").status, 200);
+    assert_eq!(s.workers(), workers);
+    // Garbage that cannot even be executed.
+    std::fs::write(&script, b"\x7fELF garbage").unwrap();
+    site.install(&script);
+    s.signal(libc::SIGUSR2);
+    s.wait_count("Upgrade refused", 2, LONG);
+    assert_eq!(s.get("/").status, 200);
+    assert_eq!(s.workers(), workers);
+    // A good binary afterwards works.
+    site.install(Path::new(bin()));
+    s.signal(libc::SIGUSR2);
+    s.wait_log("Upgraded in place", LONG);
+}
+
+#[test]
+fn a_new_app_version_that_fails_to_import_is_refused() {
+    let site = Site::new();
+    let s = site.server("versioned:app").start();
+    assert!(s.get("/").text().starts_with("v1 "));
+    std::fs::write(site.dir.path().join("BROKEN"), "").unwrap();
+    std::fs::write(site.dir.path().join("version.txt"), "v2").unwrap();
+    s.signal(libc::SIGUSR2);
+    let line = s.wait_log("Upgrade refused", LONG);
+    assert!(line.contains("this version of the app is broken"), "{line}");
+    assert!(s.get("/").text().starts_with("v1 "));
+    // HUP with the broken code: the new workers fail, the old ones keep serving.
+    s.signal(libc::SIGHUP);
+    s.wait_log("Reload failed", LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.get("/").text().starts_with("v1 "));
+    assert_eq!(s.wait_worker_count(2, LONG).len(), 2);
+    // Fixed: the next reload picks up v2.
+    std::fs::remove_file(site.dir.path().join("BROKEN")).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("Reload complete", LONG);
+    assert!(s.get("/").text().starts_with("v2 "));
+}
+
+#[test]
+fn a_second_usr2_during_an_upgrade_is_refused() {
+    let site = Site::new();
+    let s = site.server("versioned:app").start();
+    s.signal(libc::SIGUSR2);
+    s.wait_log("Upgrade: checking", LONG);
+    s.signal(libc::SIGUSR2);
+    s.wait_log(
+        "USR2 ignored: an upgrade or reload is already in progress",
+        LONG,
+    );
+    s.wait_log("Upgraded in place", LONG);
+    s.wait_log("Reload complete", LONG);
+    assert_eq!(s.count("Upgraded in place"), 1);
+}
+
+#[test]
+fn workers_exit_if_the_master_is_killed_mid_upgrade() {
+    let site = Site::new();
+    std::fs::copy(
+        apps_dir().join("slow_import.py"),
+        site.dir.path().join("slow_import.py"),
+    )
+    .unwrap();
+    let s = site
+        .server("slow_import:app")
+        .env("SLOW_IMPORT_SECONDS", "1")
+        .start();
+    let workers = s.wait_worker_count(2, LONG);
+    s.signal(libc::SIGUSR2);
+    s.wait_log("Upgrade: checking", LONG);
+    s.signal(libc::SIGKILL);
+    let deadline = Instant::now() + LONG;
+    for w in workers {
+        while Path::new(&format!("/proc/{w}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{w}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            assert!(Instant::now() < deadline, "worker {w} outlived its master");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn hup_applies_changed_binds() {
+    let site = Site::new();
+    let conf = site.dir.path().join("app.toml");
+    let a = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        &conf,
+        format!("bind = [\"{a}\"]\napp = \"versioned:app\"\n"),
+    )
+    .unwrap();
+    let s = command()
+        .bin(site.exe())
+        .args([
+            "-c",
+            conf.to_str().unwrap(),
+            "--chdir",
+            site.dir.path().to_str().unwrap(),
+        ])
+        .start();
+    assert_eq!(
+        request(a, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status,
+        200
+    );
+    std::fs::write(
+        &conf,
+        format!("bind = [\"{b}\"]\napp = \"versioned:app\"\n"),
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("Reload complete", LONG);
+    s.wait_log(&format!("No longer listening at: http://{a}"), LONG);
+    assert_eq!(
+        request(b, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status,
+        200
+    );
+    let deadline = Instant::now() + LONG;
+    while std::net::TcpStream::connect(a).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{a} still accepts after the old workers retired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A second build of ferricorn with another version string (cached under target/).
+fn other_build() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target/upgrade-build");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--bin", "ferricorn", "--target-dir"])
+        .arg(&target)
+        .current_dir(root)
+        .env("FERRICORN_BUILD_VERSION", "99.0.0-upgrade-test")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    target.join("debug/ferricorn")
+}
+
+#[test]
+fn upgrade_from_this_build_to_a_newer_one() {
+    let newer = other_build();
+    let site = Site::new();
+    let s = site.server("versioned:app").start();
+    assert_eq!(
+        s.get("/").header("server"),
+        Some(format!("ferricorn/{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    let load = Load::start(s.addr(), "/");
+    site.install(&newer);
+    s.signal(libc::SIGUSR2);
+    let line = s.wait_log("Upgraded in place", LONG);
+    assert!(
+        line.contains(&format!(
+            "ferricorn {} -> 99.0.0-upgrade-test",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
+    s.wait_log("Reload complete", LONG);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed) = load.finish();
+    assert_eq!(failed, 0, "{ok} ok");
+    assert_eq!(
+        s.get("/").header("server"),
+        Some("ferricorn/99.0.0-upgrade-test")
+    );
+    // And back again (a downgrade speaks the same handover version).
+    site.install(Path::new(bin()));
+    s.signal(libc::SIGUSR2);
+    let line = s.wait_count("Upgraded in place", 2, LONG);
+    assert!(line.contains("99.0.0-upgrade-test -> "), "{line}");
+}
