@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # systemd-container is pinned to the host's systemd so apt never upgrades it.
 systemd_version=$(dpkg-query -W -f='${Version}' systemd)
 need=()
-for pkg in python3-dev python3-venv debootstrap systemd-container; do
+for pkg in python3-dev python3-venv debootstrap systemd-container man-db groff-base; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 for i in "${!need[@]}"; do

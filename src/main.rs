@@ -1,6 +1,7 @@
 //! ferricorn: parse the command line, load the configuration, run the master.
 
 mod config;
+mod docs;
 mod http;
 mod listen;
 mod log;

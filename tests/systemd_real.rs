@@ -162,7 +162,7 @@ fn load(
 
 #[test]
 fn under_real_systemd() {
-    let c = Container::boot("ferricorn-test");
+    let c = Container::boot(&format!("ferricorn-test-{}", std::process::id()));
     let port = free_port();
     c.ok("install -m 755 /opt/ferricorn/target/debug/ferricorn /usr/bin/ferricorn");
     c.ok("install -m 644 /opt/ferricorn/systemd/ferricorn@.service /opt/ferricorn/systemd/ferricorn@.socket /etc/systemd/system/");

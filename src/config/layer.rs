@@ -73,7 +73,7 @@ pub struct Layer {
     /// Seconds an idle keep-alive connection is kept open (gthread). [default: 2]
     #[arg(long = "keep-alive", value_name = "SECONDS", help_heading = "Workers")]
     pub keepalive: Option<u64>,
-    /// Load the app in the master before forking workers (faster boot, shared memory).
+    /// Load the app in the master before forking workers (faster boot, shared memory). [default: off]
     #[arg(
         long = "preload",
         num_args = 0,
@@ -125,7 +125,7 @@ pub struct Layer {
     /// Change to this directory before loading the app. [default: the current directory]
     #[arg(long, value_name = "DIR", help_heading = "Application")]
     pub chdir: Option<PathBuf>,
-    /// Set an environment variable for the app: KEY=VALUE. Repeatable.
+    /// Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]
     #[arg(
         short = 'e',
         long = "env",
@@ -134,7 +134,7 @@ pub struct Layer {
     )]
     #[serde(deserialize_with = "one_or_many")]
     pub raw_env: Option<Vec<String>>,
-    /// Extra directories on sys.path, comma separated.
+    /// Extra directories on sys.path, comma separated. [default: none]
     #[arg(long, value_name = "DIRS", help_heading = "Application")]
     pub pythonpath: Option<String>,
     /// The app's virtualenv (made with the same Python version). [default: $VIRTUAL_ENV]
@@ -150,7 +150,7 @@ pub struct Layer {
         help_heading = "Process"
     )]
     pub proc_name: Option<String>,
-    /// Write the master's PID to this file (removed on exit).
+    /// Write the master's PID to this file (removed on exit). [default: none]
     #[arg(
         short = 'p',
         long = "pid",
@@ -158,16 +158,16 @@ pub struct Layer {
         help_heading = "Process"
     )]
     pub pidfile: Option<PathBuf>,
-    /// Run workers as this user (name or uid).
+    /// Run workers as this user (name or uid). [default: the current user]
     #[arg(short = 'u', long, value_name = "USER", help_heading = "Process")]
     pub user: Option<String>,
-    /// Run workers as this group (name or gid).
+    /// Run workers as this group (name or gid). [default: the user's group]
     #[arg(short = 'g', long, value_name = "GROUP", help_heading = "Process")]
     pub group: Option<String>,
     /// File mode creation mask, e.g. 0o022. [default: 0]
     #[arg(short = 'm', long, value_name = "INT", value_parser = parse_umask, help_heading = "Process")]
     pub umask: Option<Umask>,
-    /// Also set the user's supplementary groups in workers.
+    /// Also set the user's supplementary groups in workers. [default: off]
     #[arg(
         long,
         num_args = 0,

@@ -1,0 +1,40 @@
+complete -c ferricorn -s b -l bind -d 'Address to listen on: HOST, HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeatable. [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]' -r
+complete -c ferricorn -l backlog -d 'Maximum number of pending connections. [default: 2048]' -r
+complete -c ferricorn -s w -l workers -d 'Number of worker processes. [default: 1, or $WEB_CONCURRENCY]' -r
+complete -c ferricorn -s k -l worker-class -d 'Worker class: sync (one request at a time) or gthread (threads + keep-alive). [default: sync]' -r -f -a "sync\t'One request at a time, `Connection: close`; a long request is a silent worker'
+gthread\t'Connections on tokio, app calls on `threads` Python threads, keep-alive'"
+complete -c ferricorn -l threads -d 'Python threads per worker for app calls; above 1, sync becomes gthread. [default: 1]' -r
+complete -c ferricorn -l worker-connections -d 'Maximum simultaneous connections per gthread worker. [default: 1000]' -r
+complete -c ferricorn -l max-requests -d 'Restart a worker after this many requests; 0 disables. [default: 0]' -r
+complete -c ferricorn -l max-requests-jitter -d 'Add a random 0..=N to max-requests per worker, so workers do not restart together. [default: 0]' -r
+complete -c ferricorn -s t -l timeout -d 'Kill and replace a worker silent this many seconds (sync: a request this long); 0 disables. [default: 30]' -r
+complete -c ferricorn -l graceful-timeout -d 'Seconds workers get to finish in-flight requests on stop or reload. [default: 30]' -r
+complete -c ferricorn -l keep-alive -d 'Seconds an idle keep-alive connection is kept open (gthread). [default: 2]' -r
+complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]' -r
+complete -c ferricorn -l limit-request-fields -d 'Maximum number of request header fields. [default: 100]' -r
+complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means unlimited (up to 8190). [default: 8190]' -r
+complete -c ferricorn -l header-timeout -d 'Seconds a client gets to send its request headers before it is cut off. [default: 10]' -r
+complete -c ferricorn -l forwarded-allow-ips -d 'Peers trusted to set X-Forwarded-Proto and friends, comma separated; * trusts all. [default: 127.0.0.1,::1]' -r
+complete -c ferricorn -l chdir -d 'Change to this directory before loading the app. [default: the current directory]' -r -F
+complete -c ferricorn -s e -l env -d 'Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]' -r
+complete -c ferricorn -l pythonpath -d 'Extra directories on sys.path, comma separated. [default: none]' -r
+complete -c ferricorn -l virtualenv -d 'The app\'s virtualenv (made with the same Python version). [default: $VIRTUAL_ENV]' -r -F
+complete -c ferricorn -s n -l name -d 'Process name shown in ps: `ferricorn: master [NAME]`. [default: the app]' -r
+complete -c ferricorn -s p -l pid -d 'Write the master\'s PID to this file (removed on exit). [default: none]' -r -F
+complete -c ferricorn -s u -l user -d 'Run workers as this user (name or uid). [default: the current user]' -r
+complete -c ferricorn -s g -l group -d 'Run workers as this group (name or gid). [default: the user\'s group]' -r
+complete -c ferricorn -s m -l umask -d 'File mode creation mask, e.g. 0o022. [default: 0]' -r
+complete -c ferricorn -l access-logfile -d 'Access log file; `-` is stdout. [default: none]' -r
+complete -c ferricorn -l access-logformat -d 'Access log format with gunicorn\'s atoms (h l u t r s m U q H b B f a T M D L p, {header}i, {header}o, {var}e)' -r
+complete -c ferricorn -l error-logfile -d 'Error log file; `-` is stderr. [default: -]' -r
+complete -c ferricorn -l journald -d 'Send logs to journald with structured fields: auto (when stderr is the journal), yes, no. [default: auto]' -r -f -a "auto\t'When stderr is connected to the journal ($JOURNAL_STREAM)'
+yes\t'Always (the error log must be stderr)'
+no\t'Never: plain lines on stderr or in --error-logfile'"
+complete -c ferricorn -l log-level -d 'Error log level: debug, info, warning, error, critical. [default: info]' -r
+complete -c ferricorn -s c -l config -d 'Read settings from this file: TOML (gunicorn\'s setting names, plus `app`) or a gunicorn *.py config' -r -F
+complete -c ferricorn -l preload -d 'Load the app in the master before forking workers (faster boot, shared memory). [default: off]'
+complete -c ferricorn -l initgroups -d 'Also set the user\'s supplementary groups in workers. [default: off]'
+complete -c ferricorn -l check-config -d 'Check the configuration and that the app imports, then exit (0 when it does)'
+complete -c ferricorn -l print-config -d 'Print the effective settings and where each came from, then exit'
+complete -c ferricorn -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ferricorn -s V -l version -d 'Print version'
