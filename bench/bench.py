@@ -1,0 +1,223 @@
+"""Start each server in turn on the same app, load it with wrk, stop it, and
+print one table per scenario with ratios against granian and gunicorn from
+the same run. Only loopback is loaded; every run is bounded in time."""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPS = os.path.join(ROOT, "bench", "apps")
+WORKERS = 2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def servers(venv, threads):
+    fc = os.path.join(ROOT, "target", "release", "ferricorn")
+    gu = os.path.join(venv, "bin", "gunicorn")
+    gr = os.path.join(venv, "bin", "granian")
+    hh = os.path.join(ROOT, "target", "hyper-hello", "release", "hyper-hello")
+    common_fc = lambda port: [fc, "-w", str(WORKERS), "-b", "127.0.0.1:%d" % port, "--chdir", APPS]
+    common_gu = lambda port: [gu, "-w", str(WORKERS), "-b", "127.0.0.1:%d" % port, "--chdir", APPS]
+    return {
+        "ferricorn sync": lambda app, port: common_fc(port) + ["-k", "sync", app],
+        "ferricorn gthread": lambda app, port: common_fc(port) + ["-k", "gthread", "--threads", str(threads), app],
+        "gunicorn sync": lambda app, port: common_gu(port) + ["-k", "sync", app],
+        "gunicorn gthread": lambda app, port: common_gu(port) + ["-k", "gthread", "--threads", str(threads), app],
+        "gunicorn gevent": lambda app, port: common_gu(port) + ["-k", "gevent", "--worker-connections", "1000", app],
+        "granian": lambda app, port: [gr, "--interface", "wsgi", "--workers", str(WORKERS), "--blocking-threads",
+                                      str(threads), "--host", "127.0.0.1", "--port", str(port),
+                                      "--working-dir", APPS, "--log-level", "warning", app],
+        "hyper (ceiling)": lambda app, port: [hh, "127.0.0.1:%d" % port, str(WORKERS)],
+    }
+
+
+SCENARIOS = [
+    # name, app, path, wrk extra args, connections, servers, threads
+    ("plain hello (13 B)", "bench_app:hello", "/", [], 64,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian",
+      "hyper (ceiling)"], 4),
+    ("10 KB response", "bench_app:tenkb", "/", [], 64,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
+    ("1 MB POST echoed", "bench_app:echo", "/", ["-s", os.path.join(APPS, "post1mb.lua")], 16,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
+    ("streamed in 100 chunks", "bench_app:stream", "/", [], 64,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
+    ("Flask hello", "bench_flask:app", "/", [], 64,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
+    ("slow I/O: 10 ms sleep, 256 connections", "bench_app:sleepy", "/", [], 256,
+     ["ferricorn gthread", "gunicorn gthread", "gunicorn gevent", "granian"], 128),
+]
+
+
+def tree_rss_kb(pid):
+    """Resident memory of a process and all its descendants."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open("/proc/%d/task/%d/children" % (p, p)) as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return total
+
+
+def wait_ready(port, deadline):
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except Exception:
+            time.sleep(0.05)
+    return False
+
+
+def parse_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+
+def run_wrk(port, path, extra, conns, duration):
+    cmd = ["wrk", "-t2", "-c%d" % conns, "-d%ds" % duration, "--latency", "--timeout", "10s"] + extra + [
+        "http://127.0.0.1:%d%s" % (port, path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = parse_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = parse_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        # wrk counts a server closing the connection after a Connection: close
+        # response as a read error; only count connect/write/timeout errors.
+        errors += int(m.group(1)) + int(m.group(3)) + int(m.group(4))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return rps, p50, p99, errors
+
+
+def measure(name, argv, scenario, duration):
+    _, app, path, extra, conns, _, _ = scenario
+    port = free_port()
+    cmd = argv(app, port)
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        if not wait_ready(port, time.time() + 60):
+            return None
+        ready = time.time() - t0
+        # Warm up, then measure.
+        run_wrk(port, path, extra, conns, 1)
+        rps, p50, p99, errors = run_wrk(port, path, extra, conns, duration)
+        rss = tree_rss_kb(proc.pid)
+        return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "rss_mb": rss / 1024, "ready": ready}
+    finally:
+        # Stop what we started: the whole session of this server, by its id.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=35)
+        except Exception:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def ratio(a, b):
+    return "%.2f×" % (a / b) if b else "–"
+
+
+def table(title, results):
+    lines = ["### %s" % title, "",
+             "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | vs granian | vs gunicorn gthread |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    base_gr = results.get("granian", {}).get("rps", 0)
+    base_gu = results.get("gunicorn gthread", {}).get("rps", 0)
+    for name, r in results.items():
+        if r is None:
+            lines.append("| %s | failed to start | | | | | | | |" % name)
+            continue
+        lines.append("| %s | %.0f | %.2f | %.2f | %d | %.0f | %.2f | %s | %s |" % (
+            name, r["rps"], r["p50"], r["p99"], r["errors"], r["rss_mb"], r["ready"],
+            ratio(r["rps"], base_gr), ratio(r["rps"], base_gu)))
+    return "\n".join(lines) + "\n"
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except Exception:
+        pass
+    py = subprocess.run(["/usr/bin/python3", "--version"], capture_output=True, text=True).stdout.strip()
+    return "%d cores, %s, Linux %s, %s" % (os.cpu_count(), cpu, platform.release(), py)
+
+
+def versions(venv):
+    out = subprocess.run([os.path.join(venv, "bin", "pip"), "list", "--format=freeze"], capture_output=True,
+                         text=True).stdout
+    keep = [l for l in out.splitlines() if l.split("==")[0].lower() in ("gunicorn", "granian", "gevent", "flask")]
+    fc = subprocess.run([os.path.join(ROOT, "target", "release", "ferricorn"), "--version"], capture_output=True,
+                        text=True).stdout.strip()
+    return ", ".join([fc] + keep)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--venv", required=True)
+    ap.add_argument("--smoke", action="store_true", help="1 s per server and scenario; do not write docs")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--only", help="run only scenarios whose name contains this")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks-results.md"))
+    args = ap.parse_args()
+    duration = 1 if args.smoke else args.duration
+    srv_by_threads = {}
+    report = ["## Results", "",
+              "Date: %s. Machine: %s." % (datetime.date.today().isoformat(), machine()), "",
+              "Versions: %s." % versions(args.venv), "",
+              "Each server: %d workers, wrk -t2, %d s after a 1 s warm-up; errors are connect/write/timeout "
+              "errors and non-2xx responses." % (WORKERS, duration), ""]
+    for sc in SCENARIOS:
+        if args.only and args.only not in sc[0]:
+            continue
+        threads = sc[6]
+        srv = srv_by_threads.setdefault(threads, servers(args.venv, threads))
+        results = {}
+        for name in sc[5]:
+            print("bench: %s / %s ..." % (sc[0], name), file=sys.stderr, flush=True)
+            results[name] = measure(name, srv[name], sc, duration)
+        t = table("%s (%d connections)" % (sc[0], sc[4]), results)
+        print(t, flush=True)
+        report.append(t)
+    if not args.smoke:
+        with open(args.out, "w") as f:
+            f.write("\n".join(report))
+        print("bench: wrote %s" % args.out, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks: ferricorn vs gunicorn vs granian (and a bare hyper
+# ceiling), same apps, same worker count, loaded by wrk over loopback.
+#
+#   bench/run.sh            full run (10 s per server and scenario), writes docs/benchmarks.md
+#   bench/run.sh --smoke    1 s each, prints the tables only
+#
+# Installs what it needs: wrk (Debian), a virtualenv with gunicorn, granian,
+# gevent and Flask (target/bench-venv), release builds of ferricorn and the
+# hyper ceiling.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+if ! command -v wrk >/dev/null; then
+  echo "bench: installing wrk ..." >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends wrk
+fi
+
+venv="$root/target/bench-venv"
+if [ ! -f "$venv/.ready" ]; then
+  echo "bench: creating $venv (gunicorn, granian, gevent, Flask) ..." >&2
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check gunicorn granian gevent flask packaging
+  touch "$venv/.ready"
+fi
+
+echo "bench: building ferricorn and the hyper ceiling (release) ..." >&2
+cargo build --release --quiet
+cargo build --release --quiet --manifest-path bench/hyper-hello/Cargo.toml --target-dir target/hyper-hello
+
+exec /usr/bin/python3 "$root/bench/bench.py" --venv "$venv" "$@"
