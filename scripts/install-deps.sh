@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing ferricorn needs on Debian 12:
 # the system Python's headers and venv module (ferricorn links libpython3.X),
-# debootstrap and systemd-container, then the test virtualenv (Flask, Django)
-# and the cached container rootfs, both under target/.
+# debootstrap and systemd-container, man-db, dpkg-dev and rpm, then cargo-deb
+# and cargo-generate-rpm, the test virtualenv (Flask, Django) and the cached
+# container rootfs, both under target/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # debootstrap and systemd-nspawn boot a real systemd for the systemd tests;
 # systemd-container is pinned to the host's systemd so apt never upgrades it.
 systemd_version=$(dpkg-query -W -f='${Version}' systemd)
 need=()
-for pkg in python3-dev python3-venv debootstrap systemd-container man-db groff-base; do
+for pkg in python3-dev python3-venv debootstrap systemd-container man-db groff-base dpkg-dev rpm; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 for i in "${!need[@]}"; do
@@ -21,6 +22,13 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+# The package builders the packaging tests use.
+for tool in cargo-deb cargo-generate-rpm; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "install-deps: cargo install $tool (a few minutes) ..." >&2
+    cargo install --locked --quiet "$tool"
+  fi
+done
 "$root/scripts/test-venv.sh"
 "$root/tests/systemd/container.sh" rootfs
 echo "install-deps: done" >&2

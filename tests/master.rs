@@ -356,3 +356,22 @@ fn preload_import_failure_exits_4_before_binding() {
     assert!(log.contains("this_module_does_not_exist_anywhere"), "{log}");
     assert!(!log.contains("Listening at"), "{log}");
 }
+
+#[test]
+fn a_worker_that_cannot_boot_stops_the_master_with_exit_3() {
+    let mut s = server("conformance:app")
+        .args(["--access-logfile", "/nonexistent/dir/access.log"])
+        .spawn();
+    assert_eq!(s.wait_exit(LONG).code(), Some(3), "log:\n{}", s.log_text());
+    let log = s.log_text();
+    assert!(
+        log.contains("cannot open access log /nonexistent/dir/access.log"),
+        "{log}"
+    );
+    assert!(log.contains("Reason: Worker failed to boot."), "{log}");
+    assert_eq!(
+        log.matches("Booting worker").count(),
+        1,
+        "no respawn loop:\n{log}"
+    );
+}

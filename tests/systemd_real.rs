@@ -3,79 +3,15 @@
 //! each step says what it shows.
 
 mod common;
+#[path = "systemd/container.rs"]
+mod systemd_container;
 
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-struct Container {
-    name: String,
-    leader: i32,
-}
-
-fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd/container.sh")
-}
-
-impl Container {
-    fn boot(name: &str) -> Container {
-        let out = Command::new(script())
-            .args(["boot", name, env!("CARGO_MANIFEST_DIR")])
-            .output()
-            .expect("run container.sh");
-        assert!(
-            out.status.success(),
-            "boot failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let leader = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("leader pid");
-        Container {
-            name: name.into(),
-            leader,
-        }
-    }
-
-    /// Run a shell command inside; returns (exit code, stdout+stderr).
-    fn sh(&self, cmd: &str) -> (i32, String) {
-        let out = Command::new("nsenter")
-            .args(["-t", &self.leader.to_string(), "-a", "/bin/sh", "-c", cmd])
-            .output()
-            .unwrap();
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.code().unwrap_or(-1), text)
-    }
-
-    fn ok(&self, cmd: &str) -> String {
-        let (code, text) = self.sh(cmd);
-        assert_eq!(code, 0, "`{cmd}` failed:\n{text}");
-        text
-    }
-
-    fn write(&self, path: &str, content: &str) {
-        self.ok(&format!(
-            "mkdir -p $(dirname {path}) && cat > {path} <<'FERRICORN_EOF'\n{content}\nFERRICORN_EOF"
-        ));
-    }
-
-    fn prop(&self, unit: &str, prop: &str) -> String {
-        self.ok(&format!("systemctl show -p {prop} --value {unit}"))
-            .trim()
-            .to_string()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new(script()).args(["stop", &self.name]).status();
-    }
-}
+use systemd_container::Container;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
