@@ -506,3 +506,34 @@ fn inherited_sockets_match_bind_entries_and_the_rest_are_bound() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     drop(fd);
 }
+
+#[test]
+fn a_refused_upgrade_shows_in_status() {
+    let n = NotifySocket::new();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("ferricorn");
+    std::fs::copy(bin(), &exe).unwrap();
+    let s = server("conformance:app")
+        .bin(&exe)
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    n.wait_for("READY=1", Duration::from_secs(20));
+    std::fs::write(
+        dir.path().join("new"),
+        "#!/bin/sh\necho 'broken build' >&2\nexit 9\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path().join("new"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::rename(dir.path().join("new"), &exe).unwrap();
+    s.signal(libc::SIGUSR2);
+    let st = n.wait_for("upgrade refused", Duration::from_secs(20));
+    assert!(
+        st.text.starts_with("STATUS=1/1 workers ready") && st.text.contains("broken build"),
+        "{st:?}"
+    );
+    assert_eq!(s.get("/pid").status, 200);
+}

@@ -77,6 +77,8 @@ pub struct Master {
     check: Option<upgrade::Check>,
     /// Set when this image took over from a previous one (USR2).
     upgraded_from: Option<String>,
+    /// Appended to STATUS= until the next successful reload (a refused upgrade).
+    status_note: Option<String>,
 }
 
 impl Master {
@@ -116,6 +118,7 @@ impl Master {
             image,
             check: None,
             upgraded_from: None,
+            status_note: None,
         };
         if let Some(h) = handover {
             master.adopt(h);
@@ -403,9 +406,9 @@ impl Master {
 
     fn upgrade_refused(&mut self, why: &str) {
         error!("Upgrade refused, the running workers keep serving: {why}");
-        self.notifier
-            .send(&format!("STATUS=upgrade refused: {why}"));
-        self.last_status = Some((Instant::now(), String::new()));
+        self.status_note = Some(format!("upgrade refused: {why}"));
+        // Show it now rather than at the next rate-limited update.
+        self.last_status = None;
     }
 
     /// USR2, step 2: the check passed; hand everything over and exec.
@@ -628,6 +631,7 @@ impl Master {
                 w.retire_deadline = Some(now + graceful);
             }
             self.reloading = false;
+            self.status_note = None;
             info!(
                 "Reload complete: {} workers of generation {}",
                 self.target, self.generation
@@ -703,10 +707,14 @@ impl Master {
             .filter(|w| w.booted && w.retire_deadline.is_none())
             .count();
         let in_flight: u32 = self.workers.iter().map(|w| w.in_flight).sum();
-        let status = format!(
+        let mut status = format!(
             "{booted}/{} workers ready, {} requests served, {in_flight} in flight",
             self.target, self.requests_done
         );
+        if let Some(note) = &self.status_note {
+            status.push_str("; ");
+            status.push_str(note);
+        }
         let now = Instant::now();
         let due = match &self.last_status {
             Some((at, last)) => *last != status && now.duration_since(*at) >= STATUS_INTERVAL,
