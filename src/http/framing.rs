@@ -182,9 +182,17 @@ impl FramingScanner {
     fn on_head(&mut self, head: &[u8]) -> Option<(u32, Violation)> {
         let seq = self.seq;
         self.seq += 1;
-        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers + 1];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        // Most heads fit a small stack array; only long ones pay for a heap one.
+        let mut small = [httparse::EMPTY_HEADER; 32];
+        let mut large;
+        let mut req = httparse::Request::new(&mut small);
+        let mut parsed = req.parse(head);
+        if matches!(parsed, Err(httparse::Error::TooManyHeaders)) {
+            large = vec![httparse::EMPTY_HEADER; self.max_headers + 1];
+            req = httparse::Request::new(&mut large);
+            parsed = req.parse(head);
+        }
+        if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
             // hyper refuses it (400/431) and closes the connection.
             self.state = State::Off;
             return None;
@@ -282,6 +290,16 @@ mod tests {
         let mut two = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n".to_vec();
         two.extend_from_slice(dup);
         assert_eq!(scan(&[&two]), Some((1, Violation::DuplicateContentLength)));
+    }
+
+    #[test]
+    fn heads_with_many_headers_are_still_checked() {
+        let mut head = b"POST / HTTP/1.1\r\n".to_vec();
+        for i in 0..40 {
+            head.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx");
+        assert_eq!(scan(&[&head]), Some((0, Violation::DuplicateContentLength)));
     }
 
     #[test]

@@ -467,3 +467,14 @@ impl Builder {
         s
     }
 }
+
+/// Wait until every process in `pids` has exited (gone, or a zombie awaiting its parent).
+pub fn wait_gone(pids: &[i32], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    for &pid in pids {
+        while fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+            assert!(Instant::now() < deadline, "process {pid} is still running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
