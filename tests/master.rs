@@ -366,3 +366,30 @@ fn a_worker_that_cannot_boot_stops_the_master_with_exit_3() {
         "no respawn loop:\n{log}"
     );
 }
+
+#[test]
+fn term_closes_idle_keep_alive_connections_promptly() {
+    let mut s = server("conformance:app")
+        .args([
+            "-k",
+            "gthread",
+            "--keep-alive",
+            "60",
+            "--graceful-timeout",
+            "30",
+        ])
+        .start();
+    let mut idle = Conn::open(s.addr());
+    idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.read_response(false).unwrap().status, 200);
+    // The connection now sits idle; it must not hold the drain open for 30 s.
+    let t0 = Instant::now();
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(LONG).code(), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "drain took {:?}",
+        t0.elapsed()
+    );
+    assert!(idle.closed_within(Duration::from_secs(1)));
+}
