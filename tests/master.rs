@@ -249,7 +249,26 @@ fn pid_file_is_written_and_removed() {
 
 #[test]
 fn workers_run_as_the_configured_user() {
-    let s = server("conformance:app")
+    // The app must be readable by `nobody`, wherever this checkout lives.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::copy(
+        apps_dir().join("conformance.py"),
+        dir.path().join("conformance.py"),
+    )
+    .unwrap();
+    let s = command()
+        .args([
+            "-b",
+            "127.0.0.1:0",
+            "--chdir",
+            dir.path().to_str().unwrap(),
+            "conformance:app",
+        ])
         .args(["-u", "nobody", "-g", "nogroup", "-m", "0o027"])
         .start();
     let w = s.wait_worker_count(1, LONG)[0];
