@@ -474,17 +474,17 @@ fn access_log_uses_gunicorn_atoms() {
     let pid = s.get("/pid").text();
     let r = request(
         s.addr(),
-        "GET /cl-cut?a=1 HTTP/1.1\r\nHost: x\r\nX-Id: 77\r\nConnection: close\r\n\r\n",
+        "GET /hop?a=1 HTTP/1.1\r\nHost: x\r\nX-Id: 77\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 200);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let out = s.stdout_text();
-        if let Some(line) = out.lines().find(|l| l.contains("/cl-cut")) {
+        if let Some(line) = out.lines().find(|l| l.contains("/hop")) {
             assert_eq!(
                 line,
                 format!(
-                    r#"127.0.0.1 "GET /cl-cut?a=1 HTTP/1.1" 200 5 GET /cl-cut a=1 77 - <{pid}>"#
+                    r#"127.0.0.1 "GET /hop?a=1 HTTP/1.1" 200 3 GET /hop a=1 77 text/plain <{pid}>"#
                 )
             );
             break;
