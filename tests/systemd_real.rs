@@ -142,7 +142,8 @@ fn under_real_systemd() {
     assert_eq!(c.prop("ferricorn@demo.service", "ActiveState"), "inactive");
     let r = get(port, "/pid").expect("first connection answered");
     assert_eq!(r.status, 200);
-    assert_eq!(c.prop("ferricorn@demo.service", "ActiveState"), "active");
+    // READY=1 follows the workers' first accept by a moment.
+    c.wait_prop("ferricorn@demo.service", "ActiveState", "active");
     let main_pid = c.prop("ferricorn@demo.service", "MainPID");
     let journal = c.ok("journalctl -u ferricorn@demo.service --no-pager -o cat");
     assert!(
@@ -245,7 +246,7 @@ fn under_real_systemd() {
         3,
         "each reload is an in-place upgrade:\n{journal}"
     );
-    assert_eq!(c.prop("ferricorn@demo.service", "ActiveState"), "active");
+    c.wait_prop("ferricorn@demo.service", "ActiveState", "active");
 
     // systemctl stop lets an in-flight request complete.
     let inflight = std::thread::spawn(move || get(port, "/sleep?2"));

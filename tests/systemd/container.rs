@@ -58,6 +58,22 @@ impl Container {
         ));
     }
 
+    /// Wait until a unit property has `value` (systemd state changes trail the socket traffic).
+    pub fn wait_prop(&self, unit: &str, prop: &str, value: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let now = self.prop(unit, prop);
+            if now == value {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{unit} {prop}={now}, expected {value}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub fn prop(&self, unit: &str, prop: &str) -> String {
         self.ok(&format!("systemctl show -p {prop} --value {unit}"))
             .trim()
