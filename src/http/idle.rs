@@ -42,20 +42,23 @@ pub struct IdleIo<S> {
     inner: S,
     state: Arc<ConnState>,
     limit: Duration,
-    last: Instant,
+    /// Traffic since the timer last fired. A flag rather than a timestamp:
+    /// the request path reads no clock and moves no timer; the timer is
+    /// re-armed once per period, so an idle connection closes between one
+    /// and two periods after its last byte.
+    active: bool,
     sleep: Pin<Box<Sleep>>,
     scanner: Option<FramingScanner>,
 }
 
 impl<S> IdleIo<S> {
     pub fn new(inner: S, state: Arc<ConnState>, limit: Duration, max_headers: usize) -> IdleIo<S> {
-        let now = Instant::now();
         IdleIo {
             inner,
             state,
             limit,
-            last: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+            active: false,
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
             scanner: Some(FramingScanner::new(max_headers)),
         }
     }
@@ -72,7 +75,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    this.last = Instant::now();
+                    this.active = true;
                     if let Some(scanner) = &mut this.scanner
                         && let Some((index, why)) = scanner.feed(&buf.filled()[before..])
                     {
@@ -85,13 +88,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
             }
             Poll::Pending => {
                 if this.state.busy.load(Ordering::Relaxed) == 0 {
-                    let deadline = this.last + this.limit;
-                    if this.sleep.deadline() != deadline {
-                        this.sleep.as_mut().reset(deadline);
-                    }
-                    if this.sleep.as_mut().poll(cx).is_ready() {
-                        // Idle too long: report EOF so hyper closes the connection.
-                        return Poll::Ready(Ok(()));
+                    while this.sleep.as_mut().poll(cx).is_ready() {
+                        if !this.active {
+                            // Idle a whole period: report EOF so hyper closes the connection.
+                            return Poll::Ready(Ok(()));
+                        }
+                        this.active = false;
+                        let next = Instant::now() + this.limit;
+                        this.sleep.as_mut().reset(next);
                     }
                 }
                 Poll::Pending
@@ -108,7 +112,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(_))) {
-            self.last = Instant::now();
+            self.active = true;
         }
         r
     }
@@ -120,7 +124,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(_))) {
-            self.last = Instant::now();
+            self.active = true;
         }
         r
     }

@@ -23,8 +23,10 @@ fn main() {
     let listener = std::net::TcpListener::bind(&addr).expect("bind");
     listener.set_nonblocking(true).unwrap();
     for _ in 1..procs {
-        // SAFETY: single-threaded before any runtime starts.
+        // SAFETY: single-threaded before any runtime starts; the child asks
+        // to be terminated with its parent so stopping one stops both.
         if unsafe { libc::fork() } == 0 {
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
             break;
         }
     }
