@@ -30,7 +30,9 @@ def servers(venv, threads):
     gu = os.path.join(venv, "bin", "gunicorn")
     gr = os.path.join(venv, "bin", "granian")
     hh = os.path.join(ROOT, "target", "hyper-hello", "release", "hyper-hello")
-    common_fc = lambda port: [fc, "-w", str(WORKERS), "-b", "127.0.0.1:%d" % port, "--chdir", APPS]
+    # ferricorn embeds Python: it runs the app from the same virtualenv the others use.
+    common_fc = lambda port: [fc, "-w", str(WORKERS), "-b", "127.0.0.1:%d" % port, "--chdir", APPS,
+                              "--virtualenv", venv]
     common_gu = lambda port: [gu, "-w", str(WORKERS), "-b", "127.0.0.1:%d" % port, "--chdir", APPS]
     return {
         "ferricorn sync": lambda app, port: common_fc(port) + ["-k", "sync", app],
@@ -104,8 +106,9 @@ def run_wrk(port, path, extra, conns, duration):
         "http://127.0.0.1:%d%s" % (port, path)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = parse_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = parse_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    # Anchored: "+/- Stdev" columns such as "75.50%" also end in "50%".
+    p50 = parse_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = parse_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:

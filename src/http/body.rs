@@ -20,7 +20,11 @@ pub type Chunk = Result<Bytes, Aborted>;
 
 enum Kind {
     Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Chunk>),
+    /// `aborted`: an abort was found while coalescing; it is reported next.
+    Stream {
+        rx: mpsc::Receiver<Chunk>,
+        aborted: bool,
+    },
 }
 
 pub struct ResponseBody {
@@ -42,7 +46,7 @@ impl ResponseBody {
 
     pub fn stream(rx: mpsc::Receiver<Chunk>) -> ResponseBody {
         ResponseBody {
-            kind: Kind::Stream(rx),
+            kind: Kind::Stream { rx, aborted: false },
             _busy: None,
         }
     }
@@ -64,8 +68,11 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         match &mut self.kind {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Stream(rx) => match rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Kind::Stream { aborted: true, .. } => Poll::Ready(Some(Err(Aborted))),
+            Kind::Stream { rx, aborted } => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(first))) => {
+                    Poll::Ready(Some(Ok(Frame::data(coalesce(rx, first, aborted)))))
+                }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
@@ -81,9 +88,35 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Stream(_) => SizeHint::default(),
+            Kind::Stream { .. } => SizeHint::default(),
         }
     }
+}
+
+/// Chunks that are already waiting go out as one frame: an app that yields
+/// many small pieces costs one chunk header and one write, not one per piece.
+/// Nothing waits for more data, so a stream's latency is unchanged.
+fn coalesce(rx: &mut mpsc::Receiver<Chunk>, first: Bytes, aborted: &mut bool) -> Bytes {
+    const MAX: usize = 64 * 1024;
+    let mut merged: Option<bytes::BytesMut> = None;
+    while merged.as_ref().map_or(first.len(), |m| m.len()) < MAX {
+        match rx.try_recv() {
+            Ok(Ok(next)) => merged
+                .get_or_insert_with(|| {
+                    let mut m =
+                        bytes::BytesMut::with_capacity((first.len() + next.len()).max(4096));
+                    m.extend_from_slice(&first);
+                    m
+                })
+                .extend_from_slice(&next),
+            Ok(Err(Aborted)) => {
+                *aborted = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    merged.map_or(first, |m| m.freeze())
 }
 
 /// Counts a request as in progress on its connection while alive.

@@ -285,7 +285,7 @@ struct Acceptor {
 }
 
 macro_rules! accept_loop {
-    ($self:ident, $listener:ident, $peer:expr) => {{
+    ($self:ident, $listener:ident, $peer:expr, $prepare:expr) => {{
         let mut shutdown = $self.shutdown.clone();
         loop {
             let permit = tokio::select! {
@@ -298,6 +298,7 @@ macro_rules! accept_loop {
             };
             match accepted {
                 Ok((stream, addr)) => {
+                    $prepare(&stream);
                     let peer = $peer(addr);
                     let conn = connection(
                         stream,
@@ -324,11 +325,21 @@ macro_rules! accept_loop {
 
 impl Acceptor {
     async fn tcp(self, listener: TcpListener) {
-        accept_loop!(self, listener, Peer::Tcp);
+        // Responses are written whole or in deliberate pieces (streams):
+        // Nagle's algorithm would hold each last piece for the client's
+        // delayed ACK (40 ms per streamed response).
+        accept_loop!(self, listener, Peer::Tcp, |s: &tokio::net::TcpStream| {
+            let _ = s.set_nodelay(true);
+        });
     }
 
     async fn unix(self, listener: UnixListener) {
-        accept_loop!(self, listener, |_addr| Peer::Unix);
+        accept_loop!(
+            self,
+            listener,
+            |_addr| Peer::Unix,
+            |_: &tokio::net::UnixStream| {}
+        );
     }
 }
 

@@ -18,7 +18,8 @@ use crate::http::body::{Aborted, BusyGuard, Chunk};
 
 /// Below this size a body is copied; above it the Python bytes object itself is handed over.
 const COPY_BELOW: usize = 4096;
-const STREAM_DEPTH: usize = 8;
+/// Chunks an app may run ahead of its client before it waits (without the GIL).
+const STREAM_DEPTH: usize = 64;
 
 #[pyclass(module = "ferricorn")]
 pub struct StartResponse {
