@@ -195,7 +195,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="1 s per server and scenario; do not write docs")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--only", help="run only scenarios whose name contains this")
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks-results.md"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "target", "benchmarks-results.md"))
     args = ap.parse_args()
     duration = 1 if args.smoke else args.duration
     srv_by_threads = {}
