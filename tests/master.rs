@@ -412,3 +412,30 @@ fn term_closes_idle_keep_alive_connections_promptly() {
     );
     assert!(idle.closed_within(Duration::from_secs(1)));
 }
+
+#[test]
+fn initgroups_sets_the_users_supplementary_groups() {
+    let groups = |extra: &[&str]| {
+        let s = server("conformance:app")
+            .args(["-u", "0"])
+            .args(extra.iter().copied())
+            .start();
+        let w = s.wait_worker_count(1, LONG)[0];
+        let status = std::fs::read_to_string(format!("/proc/{w}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("Groups:"))
+            .unwrap()
+            .trim_start_matches("Groups:")
+            .trim()
+            .to_string()
+    };
+    // Without --initgroups, switching user clears the supplementary groups;
+    // with it, the user's groups from /etc/group are set (root: 0).
+    assert_eq!(groups(&[]), "");
+    assert!(
+        groups(&["--initgroups"])
+            .split_whitespace()
+            .any(|g| g == "0")
+    );
+}
