@@ -512,22 +512,16 @@ fn a_refused_upgrade_shows_in_status() {
     let n = NotifySocket::new();
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("ferricorn");
-    std::fs::copy(bin(), &exe).unwrap();
+    copy_executable(std::path::Path::new(bin()), &exe);
     let s = server("conformance:app")
         .bin(&exe)
         .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
         .start();
     n.wait_for("READY=1", Duration::from_secs(20));
-    std::fs::write(
-        dir.path().join("new"),
-        "#!/bin/sh\necho 'broken build' >&2\nexit 9\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        dir.path().join("new"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    write_executable(
+        &dir.path().join("new"),
+        b"#!/bin/sh\necho 'broken build' >&2\nexit 9\n",
+    );
     std::fs::rename(dir.path().join("new"), &exe).unwrap();
     s.signal(libc::SIGUSR2);
     let st = n.wait_for("upgrade refused", Duration::from_secs(20));

@@ -8,8 +8,6 @@ mod systemd_container;
 
 use common::*;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use systemd_container::Container;
 
@@ -39,61 +37,6 @@ fn json_entries(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
-}
-
-/// Keep the server busy from the host: new connections per request and
-/// keep-alive connections. Returns (ok, failed) counts; bounded in time.
-/// Like every HTTP/1.1 client (urllib3, browsers), a request on a reused
-/// keep-alive connection that the server closed before answering is retried
-/// once on a new connection (RFC 9112 §9.3.1); nothing else is retried.
-fn load(
-    port: u16,
-    stop: Arc<AtomicBool>,
-) -> (
-    Arc<AtomicU64>,
-    Arc<AtomicU64>,
-    Vec<std::thread::JoinHandle<()>>,
-) {
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let mut threads = Vec::new();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for keep_alive in [false, false, true, true] {
-        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut conn: Option<Conn> = None;
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let r = if keep_alive {
-                    let reused = conn.is_some();
-                    let c = conn.get_or_insert_with(|| Conn::open(addr));
-                    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
-                    let mut r = c.read_response(false);
-                    if r.is_none() && reused {
-                        let c = conn.insert(Conn::open(addr));
-                        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
-                        r = c.read_response(false);
-                    }
-                    if r.as_ref()
-                        .is_none_or(|r| r.header("connection") == Some("close"))
-                    {
-                        conn = None;
-                    }
-                    r
-                } else {
-                    get(addr.port(), "/pid")
-                };
-                match r {
-                    Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("failed request (keep-alive: {keep_alive}): {other:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
-    (ok, failed, threads)
 }
 
 #[test]
@@ -220,24 +163,15 @@ fn under_real_systemd() {
     assert!(master_line.get("WORKER_PID").is_none());
 
     // systemctl reload under load: no failed request, same main PID, no restart.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed, threads) = load(port, stop.clone());
+    let load = Load::start(format!("127.0.0.1:{port}").parse().unwrap(), "/pid");
     std::thread::sleep(Duration::from_secs(1));
     for _ in 0..3 {
         c.ok("systemctl reload ferricorn@demo.service");
         std::thread::sleep(Duration::from_secs(2));
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "{} ok",
-        ok.load(Ordering::Relaxed)
-    );
-    assert!(ok.load(Ordering::Relaxed) > 50);
+    let (ok, failed) = load.finish();
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(ok > 50);
     assert_eq!(c.prop("ferricorn@demo.service", "MainPID"), main_pid);
     assert_eq!(c.prop("ferricorn@demo.service", "NRestarts"), "0");
     let journal = c.ok("journalctl -u ferricorn@demo.service --no-pager -o cat");

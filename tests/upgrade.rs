@@ -5,8 +5,6 @@ mod common;
 use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -19,7 +17,7 @@ struct Site {
 impl Site {
     fn new() -> Site {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(bin(), dir.path().join("ferricorn")).unwrap();
+        copy_executable(Path::new(bin()), &dir.path().join("ferricorn"));
         std::fs::copy(
             apps_dir().join("versioned.py"),
             dir.path().join("versioned.py"),
@@ -41,7 +39,7 @@ impl Site {
     /// Install `from` at the executable's path as a new inode, as dpkg does.
     fn install(&self, from: &Path) {
         let tmp = self.dir.path().join("ferricorn.dpkg-new");
-        std::fs::copy(from, &tmp).unwrap();
+        copy_executable(from, &tmp);
         std::fs::rename(&tmp, self.exe()).unwrap();
     }
 
@@ -58,83 +56,6 @@ impl Site {
                 app,
             ])
             .wait_workers(2)
-    }
-}
-
-/// Clients the test owns: two open a new connection per request, two reuse
-/// keep-alive connections. A request on a reused connection that the server
-/// closed before answering is retried once on a new connection, as HTTP/1.1
-/// clients do (RFC 9112 §9.3.1); nothing else is retried.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: std::net::SocketAddr, path: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let mut threads = Vec::new();
-        for keep_alive in [false, false, true, true] {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            threads.push(std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(90);
-                let mut conn: Option<Conn> = None;
-                let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let r = if keep_alive {
-                        let reused = conn.is_some();
-                        let c = conn.get_or_insert_with(|| Conn::open(addr));
-                        c.send(&req);
-                        let mut r = c.read_response(false);
-                        if r.is_none() && reused {
-                            let c = conn.insert(Conn::open(addr));
-                            c.send(&req);
-                            r = c.read_response(false);
-                        }
-                        if r.as_ref()
-                            .is_none_or(|r| r.header("connection") == Some("close"))
-                        {
-                            conn = None;
-                        }
-                        r
-                    } else {
-                        let mut c = Conn::open(addr);
-                        c.send(&format!(
-                            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                        ));
-                        c.read_response(false)
-                    };
-                    match r {
-                        Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        other => {
-                            eprintln!("failed (keep-alive {keep_alive}): {other:?}");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            }));
-        }
-        Load {
-            stop,
-            ok,
-            failed,
-            threads,
-        }
-    }
-
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
     }
 }
 

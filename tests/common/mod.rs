@@ -6,8 +6,28 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Tests copy executables while other test threads fork: a child forked while
+/// a copy is open for writing holds that descriptor until it execs, and
+/// executing the copy then fails with ETXTBSY. Copies take this lock for
+/// writing, spawns for reading.
+static EXEC_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Copy an executable (see `EXEC_LOCK`), keeping its mode.
+pub fn copy_executable(from: &Path, to: &Path) {
+    let _g = EXEC_LOCK.write().unwrap_or_else(|e| e.into_inner());
+    fs::copy(from, to).unwrap();
+}
+
+/// Write a script and make it executable (see `EXEC_LOCK`).
+pub fn write_executable(path: &Path, content: &[u8]) {
+    let _g = EXEC_LOCK.write().unwrap_or_else(|e| e.into_inner());
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ferricorn")
@@ -82,7 +102,10 @@ impl Builder {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("start ferricorn");
+        let child = {
+            let _no_copy_in_progress = EXEC_LOCK.read().unwrap_or_else(|e| e.into_inner());
+            cmd.spawn().expect("start ferricorn")
+        };
         Server {
             pid: child.id() as i32,
             child: Some(child),
@@ -476,5 +499,82 @@ pub fn wait_gone(pids: &[i32], timeout: Duration) {
             assert!(Instant::now() < deadline, "process {pid} is still running");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Clients the test owns: two open a new connection per request, two reuse
+/// keep-alive connections. A request on a reused connection that the server
+/// closed before answering is retried once on a new connection, as HTTP/1.1
+/// clients do (RFC 9112 §9.3.1); nothing else is retried.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: std::net::SocketAddr, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for keep_alive in [false, false, true, true] {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            threads.push(std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                let mut conn: Option<Conn> = None;
+                let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = if keep_alive {
+                        let reused = conn.is_some();
+                        let c = conn.get_or_insert_with(|| Conn::open(addr));
+                        c.send(&req);
+                        let mut r = c.read_response(false);
+                        if r.is_none() && reused {
+                            let c = conn.insert(Conn::open(addr));
+                            c.send(&req);
+                            r = c.read_response(false);
+                        }
+                        if r.as_ref()
+                            .is_none_or(|r| r.header("connection") == Some("close"))
+                        {
+                            conn = None;
+                        }
+                        r
+                    } else {
+                        let mut c = Conn::open(addr);
+                        c.send(&format!(
+                            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        ));
+                        c.read_response(false)
+                    };
+                    match r {
+                        Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed (keep-alive {keep_alive}): {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            }));
+        }
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    pub fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
