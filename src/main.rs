@@ -11,7 +11,6 @@ mod proto;
 mod python;
 mod sys;
 mod systemd;
-mod util;
 mod worker;
 mod wsgi;
 

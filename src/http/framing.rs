@@ -37,7 +37,11 @@ impl Violation {
 enum State {
     Head,
     Body(u64),
-    ChunkSize,
+    ChunkSize {
+        size: u64,
+        digits: u8,
+        ext: bool,
+    },
     ChunkData(u64),
     ChunkEnd(u8),
     Trailers {
@@ -48,9 +52,19 @@ enum State {
     Off,
 }
 
+impl State {
+    fn chunk_size() -> State {
+        State::ChunkSize {
+            size: 0,
+            digits: 0,
+            ext: false,
+        }
+    }
+}
+
 pub struct FramingScanner {
     state: State,
-    /// A head (or chunk-size line) split across reads.
+    /// A head split across reads.
     pending: Vec<u8>,
     /// Index of the next request head on this connection.
     seq: u32,
@@ -122,32 +136,31 @@ impl FramingScanner {
                         self.state = State::Head;
                     }
                 }
-                State::ChunkSize => match data.iter().position(|&b| b == b'\n') {
-                    Some(i) => {
-                        self.pending.extend_from_slice(&data[..i]);
-                        data = &data[i + 1..];
-                        let line = std::mem::take(&mut self.pending);
-                        let digits = line
-                            .split(|&b| b == b';' || b == b'\r')
-                            .next()
-                            .unwrap_or(&[]);
-                        let size = std::str::from_utf8(digits)
-                            .ok()
-                            .and_then(|d| u64::from_str_radix(d.trim(), 16).ok());
-                        self.state = match size {
-                            Some(0) => State::Trailers { line_len: 0 },
-                            Some(n) => State::ChunkData(n),
-                            None => State::Off,
-                        };
-                    }
-                    None => {
-                        self.pending.extend_from_slice(data);
-                        if self.pending.len() > 1024 {
-                            self.state = State::Off;
+                State::ChunkSize { size, digits, ext } => {
+                    // Parsed as it streams by: no buffer, no allocation per chunk.
+                    let b = data[0];
+                    data = &data[1..];
+                    match b {
+                        b'\n' => {
+                            self.state = match (*digits, *size) {
+                                (0, _) => State::Off,
+                                (_, 0) => State::Trailers { line_len: 0 },
+                                (_, n) => State::ChunkData(n),
+                            };
                         }
-                        return None;
+                        _ if *ext => {}
+                        b';' => *ext = true,
+                        b'\r' | b' ' | b'\t' => {}
+                        _ => match (b as char).to_digit(16) {
+                            Some(v) if *digits < 16 => {
+                                *size = *size << 4 | u64::from(v);
+                                *digits += 1;
+                            }
+                            // Not a chunk size hyper would accept: it refuses the body itself.
+                            _ => self.state = State::Off,
+                        },
                     }
-                },
+                }
                 State::ChunkData(left) => {
                     let n = (*left).min(data.len() as u64);
                     *left -= n;
@@ -161,7 +174,7 @@ impl FramingScanner {
                     *left -= n as u8;
                     data = &data[n..];
                     if *left == 0 {
-                        self.state = State::ChunkSize;
+                        self.state = State::chunk_size();
                     }
                 }
                 State::Trailers { line_len } => {
@@ -231,7 +244,7 @@ impl FramingScanner {
             State::Off
         } else if let Some(te) = te {
             if is_chunked(te) {
-                State::ChunkSize
+                State::chunk_size()
             } else {
                 State::Off
             }

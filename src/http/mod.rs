@@ -3,6 +3,7 @@
 pub mod body;
 pub mod framing;
 pub mod idle;
+pub mod request_body;
 pub mod service;
 
 pub use body::ResponseBody;

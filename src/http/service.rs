@@ -51,7 +51,7 @@ pub async fn handle(
     }
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let body = (!body.is_end_stream()).then_some(body);
+    let body = (!body.is_end_stream()).then(|| super::request_body::spawn(body));
     let (reply, response) = oneshot::channel();
     shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let job = Job {

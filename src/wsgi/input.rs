@@ -1,8 +1,6 @@
 //! `wsgi.input`: the request body streamed from hyper, read without the GIL.
 
 use bytes::{Buf, Bytes};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -10,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::util::block_on;
+use crate::http::request_body::{BodyReader, Received};
 
 #[pyclass(module = "ferricorn")]
 pub struct Input {
@@ -20,13 +18,13 @@ pub struct Input {
 }
 
 struct State {
-    body: Option<Incoming>,
+    body: Option<BodyReader>,
     chunks: VecDeque<Bytes>,
     buffered: usize,
 }
 
 impl Input {
-    pub fn new(body: Option<Incoming>) -> Input {
+    pub fn new(body: Option<BodyReader>) -> Input {
         Input {
             state: Mutex::new(State {
                 body,
@@ -41,32 +39,26 @@ impl Input {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pull one more data frame from the connection; false at the end of the body.
+    /// Wait (without the GIL) until more of the body has arrived and take all
+    /// of it; false at the end of the body.
     fn fill(&self, py: Python<'_>, st: &mut State) -> PyResult<bool> {
-        loop {
-            let Some(body) = st.body.as_mut() else {
-                return Ok(false);
-            };
-            // Waiting for the client must not hold the GIL.
-            match py.detach(|| block_on(body.frame())) {
-                None => {
-                    st.body = None;
-                    return Ok(false);
-                }
-                Some(Err(e)) => {
-                    st.body = None;
-                    self.client_error.store(true, Ordering::Relaxed);
-                    return Err(PyOSError::new_err(format!("invalid request body: {e}")));
-                }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
-                        st.buffered += data.len();
-                        st.chunks.push_back(data);
-                        return Ok(true);
-                    }
-                }
+        let Some(body) = &st.body else {
+            return Ok(false);
+        };
+        match py.detach(|| body.recv()) {
+            Received::Data(chunks, n) => {
+                st.chunks.extend(chunks);
+                st.buffered += n;
+                Ok(true)
+            }
+            Received::End => {
+                st.body = None;
+                Ok(false)
+            }
+            Received::Failed(e) => {
+                st.body = None;
+                self.client_error.store(true, Ordering::Relaxed);
+                Err(PyOSError::new_err(format!("invalid request body: {e}")))
             }
         }
     }

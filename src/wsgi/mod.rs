@@ -8,7 +8,6 @@ mod response;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
-use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::net::SocketAddr;
@@ -59,7 +58,7 @@ pub struct Local {
 /// One request handed from the I/O thread to an app thread.
 pub struct Job {
     pub parts: Parts,
-    pub body: Option<Incoming>,
+    pub body: Option<crate::http::request_body::BodyReader>,
     pub peer: Peer,
     pub local: Arc<Local>,
     pub reply: oneshot::Sender<Response<ResponseBody>>,
