@@ -64,11 +64,17 @@ fn main() {
         print!("{}", cfg.render());
         return;
     }
+    let journal = cfg.use_journal();
     if let Err(e) = log::init(
         log::Sink::parse(&cfg.settings.errorlog),
         cfg.log_level,
-        cfg.use_journal(),
+        journal,
     ) {
+        if journal {
+            fail(format_args!(
+                "setting `journald`: cannot reach the journal ({e}); is systemd-journald running? Use --journald no"
+            ));
+        }
         fail(format_args!(
             "setting `errorlog`: cannot open {}: {e}",
             cfg.settings.errorlog

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -350,4 +351,29 @@ fn virtualenv_from_another_python_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("3.7.1") && err.contains("3.11"), "{err}");
+}
+
+#[test]
+fn journald_yes_is_honoured_and_explained_when_there_is_no_journal() {
+    if Path::new("/run/systemd/journal/socket").exists() {
+        return; // a host with journald: the container suite covers it
+    }
+    let o = run(&["--journald", "yes", "conformance:app"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("setting `journald`") && err.contains("--journald no"),
+        "{err}"
+    );
+    let o = run(
+        &[
+            "--journald",
+            "yes",
+            "--error-logfile",
+            "/tmp/x.log",
+            "conformance:app",
+        ],
+        &[],
+    );
+    assert!(stderr(&o).contains("setting `journald`"), "{}", stderr(&o));
 }
