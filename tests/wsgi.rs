@@ -10,6 +10,53 @@ fn conformance() -> Server {
     server("conformance:app").start()
 }
 
+/// The conformance app under a worker class that runs it in its own way:
+/// one app thread, a pool of them, or greenlets on the gevent hub.
+fn conformance_for(class: &str) -> Server {
+    let b = server("conformance:app");
+    match class {
+        "sync" => b.start(),
+        "gthread" => b.args(["-k", "gthread", "--threads", "2"]).start(),
+        "gevent" => b
+            .args(["-k", "gevent", "--virtualenv"])
+            .arg(test_venv().display().to_string())
+            .start(),
+        other => panic!("no worker class {other}"),
+    }
+}
+
+/// Each check below runs once per listed class, as `check::class`.
+macro_rules! under {
+    ($($check:ident: [$($class:ident),+];)*) => {$(
+        mod $check {
+            $(
+                #[test]
+                fn $class() {
+                    super::$check(&super::conformance_for(stringify!($class)));
+                }
+            )+
+        }
+    )*};
+}
+
+under! {
+    input_read_readline_readlines_and_iteration: [gthread, gevent];
+    large_upload_streams_through: [sync, gevent];
+    expect_100_continue: [sync, gevent];
+    validator_wrapped_app_get_post_and_stream: [sync, gevent];
+    streaming_response_is_chunked: [sync, gevent];
+    lazy_start_response_inside_the_iterable: [sync, gevent];
+    write_callable_then_iterable: [sync, gevent];
+    exc_info_replaces_headers_before_output_and_reraises_after: [sync, gevent];
+    app_exception_is_500_with_traceback_and_worker_goes_on: [sync, gevent];
+    crlf_in_a_header_value_never_reaches_the_wire: [sync, gevent];
+    body_is_cut_at_declared_content_length: [sync, gevent];
+    head_has_no_body_and_204_304_have_none: [gthread, gevent];
+    hop_by_hop_headers_are_dropped_server_and_date_added: [sync, gevent];
+    close_is_called_also_when_the_client_goes_away: [sync, gevent];
+    file_wrapper_sends_the_whole_file: [sync, gevent];
+}
+
 #[test]
 fn environ_has_what_gunicorn_sets() {
     let s = server("conformance:app")
@@ -137,20 +184,16 @@ fn post(s: &Server, path: &str, body: &[u8], chunked: bool) -> Response {
     request_bytes(s.addr(), &raw)
 }
 
-#[test]
-fn input_read_readline_readlines_and_iteration() {
-    let s = server("conformance:app")
-        .args(["-k", "gthread", "--threads", "2"])
-        .start();
+fn input_read_readline_readlines_and_iteration(s: &Server) {
     let body = b"first line\nsecond\nthird line here\nno newline at end";
     for chunked in [false, true] {
-        let r = post(&s, "/read?read=10", body, chunked).json();
+        let r = post(s, "/read?read=10", body, chunked).json();
         assert_eq!(
             r,
             serde_json::json!([10, 10, 10, 10, 10, 1, 0]),
             "chunked={chunked}"
         );
-        let r = post(&s, "/read?readline=6", body, chunked).json();
+        let r = post(s, "/read?readline=6", body, chunked).json();
         assert_eq!(
             r,
             serde_json::json!([
@@ -159,7 +202,7 @@ fn input_read_readline_readlines_and_iteration() {
             ]),
             "chunked={chunked}"
         );
-        let r = post(&s, "/read?readlines", body, chunked).json();
+        let r = post(s, "/read?readlines", body, chunked).json();
         assert_eq!(
             r,
             serde_json::json!([
@@ -169,13 +212,13 @@ fn input_read_readline_readlines_and_iteration() {
                 "no newline at end"
             ])
         );
-        let r = post(&s, "/read?readlines=12", body, chunked).json();
+        let r = post(s, "/read?readlines=12", body, chunked).json();
         assert_eq!(
             r,
             serde_json::json!(["first line\n", "second\n"]),
             "readlines(hint) stops once hint is reached"
         );
-        let r = post(&s, "/read?iter", body, chunked).json();
+        let r = post(s, "/read?iter", body, chunked).json();
         assert_eq!(
             r,
             serde_json::json!([
@@ -188,21 +231,17 @@ fn input_read_readline_readlines_and_iteration() {
     }
 }
 
-#[test]
-fn large_upload_streams_through() {
-    let s = conformance();
+fn large_upload_streams_through(s: &Server) {
     let body: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let sum: u64 = body.iter().map(|&b| b as u64).sum::<u64>() % 65536;
     for chunked in [false, true] {
-        let r = post(&s, "/read", &body, chunked).json();
+        let r = post(s, "/read", &body, chunked).json();
         assert_eq!(r["len"], body.len());
         assert_eq!(r["sum"], sum);
     }
 }
 
-#[test]
-fn expect_100_continue() {
-    let s = conformance();
+fn expect_100_continue(s: &Server) {
     let mut c = Conn::open(s.addr());
     c.send("POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
     let interim = c.read_response(false).expect("interim response");
@@ -213,12 +252,10 @@ fn expect_100_continue() {
     assert_eq!(r.json()["len"], 5);
 }
 
-#[test]
-fn validator_wrapped_app_get_post_and_stream() {
-    let s = conformance();
+fn validator_wrapped_app_get_post_and_stream(s: &Server) {
     let r = s.get("/validated");
     assert_eq!((r.status, r.text().as_str()), (200, "validated"));
-    let r = post(&s, "/validated", b"posted body", false);
+    let r = post(s, "/validated", b"posted body", false);
     assert_eq!((r.status, r.text().as_str()), (200, "posted body"));
     let r = s.get("/validated-stream");
     assert_eq!(
@@ -232,9 +269,7 @@ fn validator_wrapped_app_get_post_and_stream() {
     );
 }
 
-#[test]
-fn streaming_response_is_chunked() {
-    let s = conformance();
+fn streaming_response_is_chunked(s: &Server) {
     let r = s.get("/stream");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
@@ -242,18 +277,14 @@ fn streaming_response_is_chunked() {
     assert_eq!(r.text(), expected);
 }
 
-#[test]
-fn lazy_start_response_inside_the_iterable() {
-    let s = conformance();
+fn lazy_start_response_inside_the_iterable(s: &Server) {
     let r = s.get("/lazy");
     assert_eq!(r.status, 201);
     assert_eq!(r.header("x-lazy"), Some("yes"));
     assert_eq!(r.text(), "lazy body");
 }
 
-#[test]
-fn write_callable_then_iterable() {
-    let s = conformance();
+fn write_callable_then_iterable(s: &Server) {
     let r = s.get("/write");
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -261,9 +292,7 @@ fn write_callable_then_iterable() {
     );
 }
 
-#[test]
-fn exc_info_replaces_headers_before_output_and_reraises_after() {
-    let s = conformance();
+fn exc_info_replaces_headers_before_output_and_reraises_after(s: &Server) {
     let r = s.get("/exc-info");
     assert_eq!(r.status, 503);
     assert_eq!(r.header("x-replaced"), Some("1"));
@@ -285,9 +314,7 @@ fn exc_info_replaces_headers_before_output_and_reraises_after() {
     s.wait_log("boom after body", Duration::from_secs(5));
 }
 
-#[test]
-fn app_exception_is_500_with_traceback_and_worker_goes_on() {
-    let s = conformance();
+fn app_exception_is_500_with_traceback_and_worker_goes_on(s: &Server) {
     let pid_before = s.get("/pid").text();
     let r = s.get("/error");
     assert_eq!(r.status, 500);
@@ -306,9 +333,7 @@ fn app_exception_is_500_with_traceback_and_worker_goes_on() {
     );
 }
 
-#[test]
-fn crlf_in_a_header_value_never_reaches_the_wire() {
-    let s = conformance();
+fn crlf_in_a_header_value_never_reaches_the_wire(s: &Server) {
     let mut c = Conn::open(s.addr());
     c.send("GET /crlf HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let r = c.read_response(false).unwrap();
@@ -322,17 +347,13 @@ fn crlf_in_a_header_value_never_reaches_the_wire() {
     s.wait_log("CR, LF and NUL are not allowed", Duration::from_secs(5));
 }
 
-#[test]
-fn body_is_cut_at_declared_content_length() {
-    let s = conformance();
+fn body_is_cut_at_declared_content_length(s: &Server) {
     let r = s.get("/cl-cut");
     assert_eq!(r.header("content-length"), Some("5"));
     assert_eq!(r.text(), "12345");
 }
 
-#[test]
-fn head_has_no_body_and_204_304_have_none() {
-    let s = server("conformance:app").args(["-k", "gthread"]).start();
+fn head_has_no_body_and_204_304_have_none(s: &Server) {
     let mut c = Conn::open(s.addr());
     c.send("HEAD /cl-cut HTTP/1.1\r\nHost: x\r\n\r\n");
     let r = c.read_response(true).unwrap();
@@ -351,9 +372,7 @@ fn head_has_no_body_and_204_304_have_none() {
     assert_eq!(r.text(), "body that must not be sent");
 }
 
-#[test]
-fn hop_by_hop_headers_are_dropped_server_and_date_added() {
-    let s = conformance();
+fn hop_by_hop_headers_are_dropped_server_and_date_added(s: &Server) {
     let r = s.get("/hop");
     assert_eq!(r.text(), "hop");
     assert_eq!(r.header("x-kept"), Some("1"));
@@ -368,15 +387,13 @@ fn closed_marker(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ferricorn-closed-{tag}"))
 }
 
-#[test]
-fn close_is_called_also_when_the_client_goes_away() {
-    let s = conformance();
-    let tag = format!("normal-{}", std::process::id());
+fn close_is_called_also_when_the_client_goes_away(s: &Server) {
+    let tag = format!("normal-{}-{}", std::process::id(), s.addr().port());
     let _ = std::fs::remove_file(closed_marker(&tag));
     assert_eq!(s.get(&format!("/close?{tag}")).text(), "abc");
     assert!(closed_marker(&tag).exists());
 
-    let tag = format!("gone-{}", std::process::id());
+    let tag = format!("gone-{}-{}", std::process::id(), s.addr().port());
     let _ = std::fs::remove_file(closed_marker(&tag));
     {
         let mut c = Conn::open(s.addr());
@@ -398,9 +415,7 @@ fn close_is_called_also_when_the_client_goes_away() {
     let _ = std::fs::remove_file(closed_marker(&tag));
 }
 
-#[test]
-fn file_wrapper_sends_the_whole_file() {
-    let s = conformance();
+fn file_wrapper_sends_the_whole_file(s: &Server) {
     let r = s.get("/file");
     assert_eq!(r.status, 200);
     let expected: Vec<u8> = (0..=255u8).collect::<Vec<_>>().repeat(4096);

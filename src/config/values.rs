@@ -11,6 +11,8 @@ pub enum WorkerClass {
     Sync,
     /// Connections on tokio, app calls on `threads` Python threads, keep-alive.
     Gthread,
+    /// Each request in a greenlet on the gevent hub (monkey-patched), keep-alive.
+    Gevent,
 }
 
 impl WorkerClass {
@@ -18,6 +20,7 @@ impl WorkerClass {
         match self {
             WorkerClass::Sync => "sync",
             WorkerClass::Gthread => "gthread",
+            WorkerClass::Gevent => "gevent",
         }
     }
 }

@@ -6,13 +6,16 @@
 //! chunk only when the body is polled, so an app thread polling directly
 //! would cost two thread wake-ups per chunk (a client sending 7-byte chunks
 //! made an 8 MB upload take 20 s). The app thread is woken only when it is
-//! waiting; the queue is bounded, and the task stops when the app side is gone.
+//! waiting (through its waker: a thread or a parked greenlet); the queue is
+//! bounded, and the task stops when the app side is gone.
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 /// Above this many queued bytes the reader waits for the app to catch up.
 const MAX_QUEUED: usize = 256 * 1024;
@@ -23,15 +26,14 @@ struct Queue {
     queued: usize,
     /// `Some` once the body ended: `Ok` at its end, `Err` for a malformed body.
     end: Option<Result<(), String>>,
-    /// The app thread sleeps on `ready`.
-    waiting: bool,
+    /// Wakes the app side waiting for data.
+    waiter: Option<Waker>,
     /// The app side dropped its handle: stop reading.
     closed: bool,
 }
 
 struct Shared {
     queue: Mutex<Queue>,
-    ready: Condvar,
     space: tokio::sync::Notify,
 }
 
@@ -51,7 +53,6 @@ pub enum Received {
 pub fn spawn(body: Incoming) -> BodyReader {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
-        ready: Condvar::new(),
         space: tokio::sync::Notify::new(),
     });
     tokio::spawn(pump(body, shared.clone()));
@@ -84,18 +85,26 @@ async fn pump(mut body: Incoming, shared: Arc<Shared>) {
                 if data.is_empty() {
                     continue;
                 }
-                let mut q = lock(&shared.queue);
-                q.queued += data.len();
-                q.chunks.push_back(data);
-                if q.waiting {
-                    shared.ready.notify_one();
+                let waiter = {
+                    let mut q = lock(&shared.queue);
+                    q.queued += data.len();
+                    q.chunks.push_back(data);
+                    q.waiter.take()
+                };
+                if let Some(w) = waiter {
+                    w.wake();
                 }
             }
         }
     };
-    let mut q = lock(&shared.queue);
-    q.end = Some(end);
-    shared.ready.notify_one();
+    let waiter = {
+        let mut q = lock(&shared.queue);
+        q.end = Some(end);
+        q.waiter.take()
+    };
+    if let Some(w) = waiter {
+        w.wake();
+    }
 }
 
 fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
@@ -103,25 +112,28 @@ fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
 }
 
 impl BodyReader {
-    /// Block (the caller has released the GIL) until data or the end arrives;
-    /// takes everything queued.
-    pub fn recv(&self) -> Received {
+    /// Data or the end of the body, once there is some; takes everything queued.
+    pub async fn recv(&self) -> Received {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Received> {
         let mut q = lock(&self.shared.queue);
-        while q.chunks.is_empty() && q.end.is_none() {
-            q.waiting = true;
-            q = self.shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-        }
-        q.waiting = false;
         if !q.chunks.is_empty() {
             let n = std::mem::take(&mut q.queued);
             let chunks = std::mem::take(&mut q.chunks);
+            q.waiter = None;
             drop(q);
             self.shared.space.notify_one();
-            return Received::Data(chunks, n);
+            return Poll::Ready(Received::Data(chunks, n));
         }
-        match q.end.clone() {
-            Some(Err(e)) => Received::Failed(e),
-            _ => Received::End,
+        match &q.end {
+            Some(Err(e)) => Poll::Ready(Received::Failed(e.clone())),
+            Some(Ok(())) => Poll::Ready(Received::End),
+            None => {
+                q.waiter = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ pub struct Limits {
 
 /// What every connection of a worker shares.
 pub struct Shared {
-    pub jobs: crossbeam_channel::Sender<Job>,
+    pub jobs: crate::worker::Jobs,
     pub limits: Limits,
     pub stats: Arc<Stats>,
 }
@@ -63,7 +63,7 @@ pub async fn handle(
         busy: BusyGuard::new(conn),
         started,
     };
-    if shared.jobs.send(job).is_err() {
+    if !shared.jobs.send(job) {
         return Ok(error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "worker is stopping",

@@ -53,6 +53,20 @@ def load_app(spec):
     return app
 
 
+def patch_gevent():
+    """gunicorn's gevent worker: patch the standard library before the app is imported.
+
+    False when gevent is not installed.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    if not monkey.is_module_patched("socket"):
+        monkey.patch_all()
+    return True
+
+
 def format_exception():
     return "".join(traceback.format_exc()).rstrip()
 

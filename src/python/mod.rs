@@ -148,6 +148,28 @@ pub fn load_app(py: Python<'_>, support: &Support, spec: &str) -> Result<Py<PyAn
         })
 }
 
+/// `-k gevent`: monkey-patch before the app is imported; the error says what to install.
+pub fn patch_gevent(py: Python<'_>, support: &Support) -> Result<(), String> {
+    let patched = support
+        .attr(py, "patch_gevent")
+        .and_then(|f| f.call0())
+        .and_then(|r| r.is_truthy())
+        .map_err(|e| traceback_text(py, &e))?;
+    if patched {
+        return Ok(());
+    }
+    let prefix = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("prefix"))
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    Err(format!(
+        "--worker-class gevent needs the gevent package, which Python in {prefix} cannot \
+         import: install it there (`{prefix}/bin/pip install gevent`), point --virtualenv \
+         at an environment that has it, or choose another --worker-class"
+    ))
+}
+
 /// Python's `logging` and `wsgi.errors` land here: the error log, with this worker's pid.
 #[pyfunction]
 pub fn emit_log(levelno: i64, msg: &str) {
@@ -201,6 +223,9 @@ pub fn preload(s: &crate::config::Settings) -> Result<LoadedApp, String> {
     })?;
     Python::attach(|py| {
         let support = Support::load(py).map_err(|e| traceback_text(py, &e))?;
+        if s.worker_class == crate::config::WorkerClass::Gevent {
+            patch_gevent(py, &support)?;
+        }
         let app = load_app(py, &support, &s.app)?;
         Ok(LoadedApp { app, support })
     })

@@ -1,16 +1,21 @@
 //! A worker's life after fork: title, privileges, Python, the app, then serving.
 
+mod dispatch;
+mod gevent;
 mod pool;
 pub mod privileges;
 mod reporter;
 mod serve;
+mod wait;
 
+pub use dispatch::Jobs;
 pub use reporter::{Reporter, Stats};
+pub use wait::Wait;
 
 use pyo3::prelude::*;
 use std::os::fd::OwnedFd;
 
-use crate::config::Config;
+use crate::config::{Config, WorkerClass};
 use crate::listen::Listener;
 use crate::master::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::python::{self, Startup, Support};
@@ -82,6 +87,12 @@ pub fn boot(cfg: &Config) -> Result<python::LoadedApp, i32> {
                 return Err(WORKER_BOOT_ERROR);
             }
         };
+        if cfg.worker_class == WorkerClass::Gevent
+            && let Err(e) = python::patch_gevent(py, &support)
+        {
+            error!("{e}");
+            return Err(WORKER_BOOT_ERROR);
+        }
         match python::load_app(py, &support, &s.app) {
             Ok(app) => {
                 info!("Worker (pid:{}) loaded {}", std::process::id(), s.app);

@@ -1,6 +1,7 @@
 //! Serving: a current-thread tokio runtime does all network I/O with hyper;
-//! app calls run on the app threads. The worker accepts only while it has
-//! capacity (sync: one connection; gthread: `worker_connections`).
+//! app calls run on the app threads (sync, gthread) or in greenlets on the
+//! gevent hub. The worker accepts only while it has capacity (sync: one
+//! connection; gthread and gevent: `worker_connections`).
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -14,7 +15,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
-use super::{Reporter, Stats, pool};
+use super::gevent::{self, Hub};
+use super::{Jobs, Reporter, Stats, Wait, pool};
 use crate::config::{BindAddr, Config, WorkerClass};
 use crate::http::idle::{ConnState, IdleIo};
 use crate::http::service::{self, Limits, Shared};
@@ -54,11 +56,11 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
         class,
         capacity: match class {
             WorkerClass::Sync => 1,
-            WorkerClass::Gthread => s.worker_connections as usize,
+            WorkerClass::Gthread | WorkerClass::Gevent => s.worker_connections as usize,
         },
-        keep_alive: class == WorkerClass::Gthread && s.keepalive > 0,
+        keep_alive: class != WorkerClass::Sync && s.keepalive > 0,
         idle: Duration::from_secs(match class {
-            WorkerClass::Gthread if s.keepalive > 0 => s.keepalive,
+            WorkerClass::Gthread | WorkerClass::Gevent if s.keepalive > 0 => s.keepalive,
             _ => s.header_timeout,
         }),
         header_timeout: Duration::from_secs(s.header_timeout),
@@ -70,9 +72,15 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
         },
         max_fields: s.limit_request_fields as usize,
     };
-    let threads = match class {
-        WorkerClass::Sync => 1,
-        WorkerClass::Gthread => s.threads,
+    let hub = match class {
+        WorkerClass::Gevent => match Hub::new() {
+            Ok(hub) => Some(hub),
+            Err(e) => {
+                error!("Could not set up the gevent hub's wake-up descriptor: {e}");
+                return crate::master::WORKER_BOOT_ERROR;
+            }
+        },
+        _ => None,
     };
 
     let stats = Arc::new(Stats::default());
@@ -101,7 +109,7 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
             loaded.app,
             &loaded.support,
             Options {
-                multithread: class == WorkerClass::Gthread,
+                multithread: class != WorkerClass::Sync,
                 multiprocess: s.workers > 1,
                 forwarded: Forwarded {
                     allow_all: cfg.forwarded_allow_all,
@@ -110,6 +118,7 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
                 access,
                 access_wants_headers: s.access_log_format.contains("}o)"),
                 max_requests,
+                wait: hub.clone().map_or(Wait::Thread, Wait::Hub),
             },
             stats.clone(),
             Box::new(move || {
@@ -125,8 +134,19 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
         }
     };
 
-    let (job_tx, job_rx) = crossbeam_channel::unbounded();
-    pool::start(threads, job_rx, app.clone());
+    let jobs = match &hub {
+        Some(hub) => Jobs::Hub(hub.clone()),
+        None => {
+            let (job_tx, job_rx) = crossbeam_channel::unbounded();
+            let threads = if class == WorkerClass::Sync {
+                1
+            } else {
+                s.threads
+            };
+            pool::start(threads, job_rx, app.clone());
+            Jobs::Threads(job_tx)
+        }
+    };
 
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -139,7 +159,7 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
         }
     };
     let shared = Arc::new(Shared {
-        jobs: job_tx,
+        jobs,
         limits: Limits {
             request_line: s.limit_request_line as usize,
             fields: conf.max_fields,
@@ -148,16 +168,29 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
         stats: stats.clone(),
     });
     let conf = Arc::new(conf);
-    rt.block_on(run(
-        listeners,
-        reporter,
-        shared,
-        conf,
-        stats,
-        app,
-        shutdown_tx,
-        shutdown_rx,
-    ))
+    let heartbeat = conf.heartbeat;
+    let io = {
+        let app = app.clone();
+        let hub = hub.clone();
+        move || {
+            rt.block_on(run(
+                listeners,
+                reporter,
+                shared,
+                conf,
+                stats,
+                app,
+                hub,
+                shutdown_tx,
+                shutdown_rx,
+            ))
+        }
+    };
+    match hub {
+        // The hub beats twice per heartbeat so that every tick sees it alive.
+        Some(hub) => gevent::serve(hub, app, heartbeat / 2, io),
+        None => io(),
+    }
 }
 
 fn jitter(max: u64) -> u64 {
@@ -178,6 +211,7 @@ async fn run(
     conf: Arc<Conf>,
     stats: Arc<Stats>,
     app: Arc<WsgiApp>,
+    hub: Option<Arc<Hub>>,
     shutdown_tx: Arc<watch::Sender<bool>>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> i32 {
@@ -245,6 +279,7 @@ async fn run(
     let master = std::os::unix::process::parent_id();
     let mut beat = tokio::time::interval(conf.heartbeat);
     let mut shutdown = shutdown_rx.clone();
+    let mut last_beats = 0;
     loop {
         tokio::select! {
             _ = beat.tick() => {
@@ -253,8 +288,16 @@ async fn run(
                     return 0;
                 }
                 // sync: a worker busy in the app is silent, so a request longer
-                // than --timeout gets it killed (gunicorn's semantics).
-                let silent = conf.class == WorkerClass::Sync && stats.in_flight.load(Ordering::Relaxed) > 0;
+                // than --timeout gets it killed (gunicorn's semantics); gevent:
+                // so is a worker whose hub has not run since the last tick.
+                let silent = match (&hub, conf.class) {
+                    (Some(hub), _) => {
+                        let beats = hub.beats();
+                        std::mem::replace(&mut last_beats, beats) == beats
+                    }
+                    (None, WorkerClass::Sync) => stats.in_flight.load(Ordering::Relaxed) > 0,
+                    (None, _) => false,
+                };
                 if !silent && !reporter.send(Kind::Heartbeat, &stats) {
                     return 0;
                 }
@@ -264,8 +307,13 @@ async fn run(
     }
 
     // Drain: acceptors have stopped; wait for every connection slot to come back.
-    let drained =
-        tokio::time::timeout(conf.graceful, slots.acquire_many(conf.capacity as u32)).await;
+    let deadline = tokio::time::Instant::now() + conf.graceful;
+    let drained = tokio::time::timeout_at(deadline, slots.acquire_many(conf.capacity as u32)).await;
+    // Then for the app to finish with requests whose responses are out
+    // (close(), the access log line).
+    while stats.in_flight.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     if drained.is_err() {
         info!(
             "Worker (pid:{}) graceful timeout reached with connections open",

@@ -1,4 +1,5 @@
-//! `wsgi.input`: the request body streamed from hyper, read without the GIL.
+//! `wsgi.input`: the request body streamed from hyper; waiting for it lets
+//! other requests run (GIL released, or the greenlet parked).
 
 use bytes::{Buf, Bytes};
 use pyo3::exceptions::PyOSError;
@@ -9,12 +10,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::http::request_body::{BodyReader, Received};
+use crate::worker::Wait;
 
 #[pyclass(module = "ferricorn")]
 pub struct Input {
     state: Mutex<State>,
     /// The client sent a malformed body (bad chunk size, short body): answer 400.
     pub client_error: AtomicBool,
+    wait: Wait,
 }
 
 struct State {
@@ -24,7 +27,7 @@ struct State {
 }
 
 impl Input {
-    pub fn new(body: Option<BodyReader>) -> Input {
+    pub fn new(body: Option<BodyReader>, wait: Wait) -> Input {
         Input {
             state: Mutex::new(State {
                 body,
@@ -32,6 +35,7 @@ impl Input {
                 buffered: 0,
             }),
             client_error: AtomicBool::new(false),
+            wait,
         }
     }
 
@@ -39,13 +43,13 @@ impl Input {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wait (without the GIL) until more of the body has arrived and take all
-    /// of it; false at the end of the body.
+    /// Wait (as this worker class waits) until more of the body has arrived
+    /// and take all of it; false at the end of the body.
     fn fill(&self, py: Python<'_>, st: &mut State) -> PyResult<bool> {
         let Some(body) = &st.body else {
             return Ok(false);
         };
-        match py.detach(|| body.recv()) {
+        match self.wait.until(py, body.recv())? {
             Received::Data(chunks, n) => {
                 st.chunks.extend(chunks);
                 st.buffered += n;

@@ -22,7 +22,7 @@ use crate::http::body::BusyGuard;
 use crate::http::service::error_response;
 use crate::log::access::{AccessLog, Record};
 use crate::python::{Support, traceback_text};
-use crate::worker::Stats;
+use crate::worker::{Stats, Wait};
 pub use environ::Forwarded;
 use environ::Keys;
 use input::Input;
@@ -76,6 +76,7 @@ pub struct WsgiApp {
     access: Option<AccessLog>,
     access_wants_headers: bool,
     stats: Arc<Stats>,
+    wait: Wait,
     /// Recycle the worker after this many requests (0: never).
     max_requests: u64,
     on_max_requests: Box<dyn Fn() + Send + Sync>,
@@ -88,6 +89,7 @@ pub struct Options {
     pub access: Option<AccessLog>,
     pub access_wants_headers: bool,
     pub max_requests: u64,
+    pub wait: Wait,
 }
 
 impl WsgiApp {
@@ -125,6 +127,7 @@ impl WsgiApp {
             access: opts.access,
             access_wants_headers: opts.access_wants_headers,
             stats,
+            wait: opts.wait,
             max_requests: opts.max_requests,
             on_max_requests,
         })
@@ -147,12 +150,14 @@ impl WsgiApp {
             busy,
             started,
         } = job;
-        let input = Bound::new(py, Input::new(body)).expect("allocating wsgi.input");
+        let input =
+            Bound::new(py, Input::new(body, self.wait.clone())).expect("allocating wsgi.input");
         let sr = Bound::new(
             py,
             StartResponse::new(
                 reply,
                 busy,
+                self.wait.clone(),
                 self.access.is_some() && self.access_wants_headers,
             ),
         )

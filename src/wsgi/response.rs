@@ -15,15 +15,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::http::ResponseBody;
 use crate::http::body::{Aborted, BusyGuard, Chunk};
+use crate::worker::Wait;
 
 /// Below this size a body is copied; above it the Python bytes object itself is handed over.
 const COPY_BELOW: usize = 4096;
-/// Chunks an app may run ahead of its client before it waits (without the GIL).
+/// Chunks an app may run ahead of its client before it waits.
 const STREAM_DEPTH: usize = 64;
 
 #[pyclass(module = "ferricorn")]
 pub struct StartResponse {
     state: Mutex<State>,
+    wait: Wait,
 }
 
 struct State {
@@ -85,6 +87,7 @@ impl StartResponse {
     pub fn new(
         reply: oneshot::Sender<Response<ResponseBody>>,
         busy: BusyGuard,
+        wait: Wait,
         keep_headers: bool,
     ) -> StartResponse {
         StartResponse {
@@ -99,6 +102,7 @@ impl StartResponse {
                 client_gone: false,
                 keep_headers,
             }),
+            wait,
         }
     }
 
@@ -147,8 +151,8 @@ impl StartResponse {
         let delivered = match tx.try_send(Ok(data)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(item)) => {
-                // The client reads slower than the app writes: wait without the GIL.
-                py.detach(|| tx.blocking_send(item)).is_ok()
+                // The client reads slower than the app writes.
+                self.wait.until(py, tx.send(item))?.is_ok()
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         };

@@ -1,0 +1,48 @@
+"""The gevent worker's Python half: the hub loop that runs each request in a greenlet.
+
+The I/O thread (Rust) never touches Python. It queues requests and wake-ups
+for parked greenlets, then makes an eventfd readable; a watcher on the hub
+takes them. So the hub never blocks on Rust, and a greenlet waiting for body
+data or for a slow client only parks itself.
+"""
+
+import gevent
+from gevent import get_hub, sleep, spawn_raw
+from gevent.hub import Waiter
+
+
+def serve(link, beat_interval):
+    gevent.reinit()  # harmless without fork; needed if the hub existed before it (--preload)
+    hub = get_hub()
+    waiters = {}
+    handle = link.handle
+
+    def park(token):
+        waiter = Waiter(hub)
+        waiters[token] = waiter
+        try:
+            waiter.get()
+        finally:
+            waiters.pop(token, None)
+
+    def on_ready():
+        jobs, woken = link.drain()
+        for job in jobs:
+            spawn_raw(handle, job)
+        for token in woken:
+            waiter = waiters.pop(token, None)
+            if waiter is not None:
+                waiter.switch(None)
+
+    def heartbeat():
+        # The master hears from this worker only while the hub gets to run:
+        # a greenlet that hogs the CPU past --timeout gets it replaced.
+        while True:
+            link.beat()
+            sleep(beat_interval)
+
+    link.set_park(park)
+    watcher = hub.loop.io(link.fileno(), 1)
+    watcher.start(on_ready)
+    spawn_raw(heartbeat)
+    hub.join()
