@@ -50,11 +50,11 @@ _ferricorn() {
                     return 0
                     ;;
                 --worker-class)
-                    COMPREPLY=($(compgen -W "sync gthread" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sync gthread gevent" -- "${cur}"))
                     return 0
                     ;;
                 -k)
-                    COMPREPLY=($(compgen -W "sync gthread" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sync gthread gevent" -- "${cur}"))
                     return 0
                     ;;
                 --threads)

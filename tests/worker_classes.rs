@@ -111,3 +111,183 @@ fn a_busy_sync_worker_leaves_new_connections_to_idle_ones() {
     );
     assert_eq!(slow.join().unwrap().status, 200);
 }
+
+/// One gevent worker on the conformance app, from the test virtualenv (which has gevent).
+fn gevent(extra: &[&str]) -> Server {
+    server("conformance:app")
+        .args(["-w", "1", "-k", "gevent", "--virtualenv"])
+        .arg(test_venv().display().to_string())
+        .args(extra.iter().copied())
+        .start()
+}
+
+#[test]
+fn gevent_serves_both_sleepers_at_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = gevent(&[]);
+    let took = two_clients_at_once(&s);
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    assert!(took < Duration::from_millis(3500), "gevent took {took:?}");
+    let env = s.get("/environ/x").json();
+    assert_eq!(env["wsgi.multithread"], true);
+}
+
+#[test]
+fn gevent_serves_two_hundred_sleepers_with_one_worker() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = gevent(&[]);
+    let pid = s.get("/pid").text();
+    let addr = s.addr();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            std::thread::spawn(move || {
+                request(
+                    addr,
+                    "GET /sleep?1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+            })
+        })
+        .collect();
+    let ok = clients
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .filter(|r| r.status == 200 && r.text() == "slept")
+        .count();
+    let took = t0.elapsed();
+    assert_eq!(ok, 200, "log:\n{}", s.log_text());
+    assert!(took < Duration::from_secs(6), "200 sleepers took {took:?}");
+    assert_eq!(s.get("/pid").text(), pid, "one worker served them all");
+}
+
+#[test]
+fn cpu_bound_greenlet_past_timeout_is_worker_timeout() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = gevent(&["--timeout", "3"]);
+    let old = s.get("/pid").text();
+    // An idle hub keeps the worker alive past the timeout...
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(s.get("/pid").text(), old);
+    assert_eq!(s.count("WORKER TIMEOUT"), 0);
+    // ...a greenlet that never yields stalls it.
+    let mut c = Conn::open(s.addr());
+    c.send("GET /spin?60 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let line = s.wait_log("WORKER TIMEOUT", Duration::from_secs(15));
+    assert!(line.contains(&format!("(pid:{old})")), "{line}");
+    assert!(
+        c.read_response(false).is_none(),
+        "connection closed without a response"
+    );
+    let fresh = s.get("/pid").text();
+    assert_ne!(fresh, old);
+}
+
+#[test]
+fn gevent_quick_requests_pass_a_greenlet_waiting_for_a_slow_upload() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = gevent(&[]);
+    let addr = s.addr();
+    let piece: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let pieces = 40;
+    let upload = std::thread::spawn(move || {
+        let mut c = Conn::open(addr);
+        c.send("POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+        for _ in 0..pieces {
+            std::io::Write::write_all(&mut c.stream, format!("{:x}\r\n", piece.len()).as_bytes())
+                .unwrap();
+            std::io::Write::write_all(&mut c.stream, &piece).unwrap();
+            std::io::Write::write_all(&mut c.stream, b"\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.send("0\r\n\r\n");
+        c.read_response(false).expect("upload response").json()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        assert_eq!(s.get("/pid").status, 200);
+        slowest = slowest.max(t0.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!upload.is_finished(), "the upload should still be going");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a quick request waited {slowest:?} behind the upload"
+    );
+    let r = upload.join().unwrap();
+    assert_eq!(r["len"], 64 * 1024 * pieces);
+}
+
+#[test]
+fn gevent_drains_in_flight_greenlets_on_reload_and_stop() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = gevent(&["--graceful-timeout", "10"]);
+    let sleepers = |s: &Server| -> Vec<std::thread::JoinHandle<Response>> {
+        let addr = s.addr();
+        (0..3)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    request(
+                        addr,
+                        "GET /sleep?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    )
+                })
+            })
+            .collect()
+    };
+    let old = s.workers();
+    let during_reload = sleepers(&s);
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal(libc::SIGHUP);
+    for c in during_reload {
+        assert_eq!(c.join().unwrap().text(), "slept");
+    }
+    wait_gone(&old, Duration::from_secs(10));
+    s.wait_worker_count(1, Duration::from_secs(10));
+    s.wait_count("loaded", 2, Duration::from_secs(20));
+
+    let during_stop = sleepers(&s);
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal(libc::SIGTERM);
+    for c in during_stop {
+        assert_eq!(c.join().unwrap().text(), "slept");
+    }
+    assert!(s.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[test]
+fn gevent_keeps_the_request_limits() {
+    let s = gevent(&["--limit-request-line", "100", "--limit-request-fields", "5"]);
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200));
+    assert_eq!(request(s.addr(), &long).status, 414);
+    let many: String = (0..10).map(|i| format!("X-{i}: y\r\n")).collect();
+    let r = request(
+        s.addr(),
+        &format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+    );
+    assert_eq!(r.status, 431);
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+#[test]
+fn gevent_without_the_package_is_one_clear_error_and_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    let made = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut s = server("conformance:app")
+        .args(["-k", "gevent", "--virtualenv"])
+        .arg(venv.display().to_string())
+        .spawn();
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "log:\n{}", s.log_text());
+    let log = s.log_text();
+    assert!(log.contains("needs the gevent package"), "{log}");
+    assert!(log.contains("pip install gevent"), "{log}");
+    assert_eq!(s.count("Booting worker"), 1, "no respawn loop:\n{log}");
+}

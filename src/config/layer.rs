@@ -36,7 +36,7 @@ pub struct Layer {
     /// Number of worker processes. [default: 1, or $WEB_CONCURRENCY]
     #[arg(short = 'w', long, value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
     pub workers: Option<u32>,
-    /// Worker class: sync (one request at a time) or gthread (threads + keep-alive). [default: sync]
+    /// Worker class: sync (one request at a time), gthread (threads + keep-alive) or gevent (greenlets; needs gevent in the app's environment). [default: sync]
     #[arg(
         short = 'k',
         long = "worker-class",
@@ -47,7 +47,7 @@ pub struct Layer {
     /// Python threads per worker for app calls; above 1, sync becomes gthread. [default: 1]
     #[arg(long, value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
     pub threads: Option<u32>,
-    /// Maximum simultaneous connections per gthread worker. [default: 1000]
+    /// Maximum simultaneous connections per gthread or gevent worker. [default: 1000]
     #[arg(long = "worker-connections", value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
     pub worker_connections: Option<u32>,
     /// Restart a worker after this many requests; 0 disables. [default: 0]
@@ -60,7 +60,7 @@ pub struct Layer {
         help_heading = "Workers"
     )]
     pub max_requests_jitter: Option<u64>,
-    /// Kill and replace a worker silent this many seconds (sync: a request this long); 0 disables. [default: 30]
+    /// Kill and replace a worker silent this many seconds (sync: a request this long; gevent: a hub blocked this long); 0 disables. [default: 30]
     #[arg(short = 't', long, value_name = "SECONDS", help_heading = "Workers")]
     pub timeout: Option<u64>,
     /// Seconds workers get to finish in-flight requests on stop or reload. [default: 30]
@@ -70,7 +70,7 @@ pub struct Layer {
         help_heading = "Workers"
     )]
     pub graceful_timeout: Option<u64>,
-    /// Seconds an idle keep-alive connection is kept open (gthread). [default: 2]
+    /// Seconds an idle keep-alive connection is kept open (gthread, gevent). [default: 2]
     #[arg(long = "keep-alive", value_name = "SECONDS", help_heading = "Workers")]
     pub keepalive: Option<u64>,
     /// Load the app in the master before forking workers (faster boot, shared memory). [default: off]
