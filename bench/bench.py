@@ -37,6 +37,7 @@ def servers(venv, threads):
     return {
         "ferricorn sync": lambda app, port: common_fc(port) + ["-k", "sync", app],
         "ferricorn gthread": lambda app, port: common_fc(port) + ["-k", "gthread", "--threads", str(threads), app],
+        "ferricorn gevent": lambda app, port: common_fc(port) + ["-k", "gevent", "--worker-connections", "1000", app],
         "gunicorn sync": lambda app, port: common_gu(port) + ["-k", "sync", app],
         "gunicorn gthread": lambda app, port: common_gu(port) + ["-k", "gthread", "--threads", str(threads), app],
         "gunicorn gevent": lambda app, port: common_gu(port) + ["-k", "gevent", "--worker-connections", "1000", app],
@@ -61,7 +62,7 @@ SCENARIOS = [
     ("Flask hello", "bench_flask:app", "/", [], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
     ("slow I/O: 10 ms sleep, 256 connections", "bench_app:sleepy", "/", [], 256,
-     ["ferricorn gthread", "gunicorn gthread", "gunicorn gevent", "granian"], 128),
+     ["ferricorn gthread", "ferricorn gevent", "gunicorn gthread", "gunicorn gevent", "granian"], 128),
 ]
 
 

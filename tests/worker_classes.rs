@@ -291,3 +291,39 @@ fn gevent_without_the_package_is_one_clear_error_and_exit_3() {
     assert!(log.contains("pip install gevent"), "{log}");
     assert_eq!(s.count("Booting worker"), 1, "no respawn loop:\n{log}");
 }
+
+#[test]
+fn gevent_with_preload_patches_before_the_import_in_the_master() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = gevent(&["--preload"]);
+    assert!(s.log_text().contains("(preloaded)"), "{}", s.log_text());
+    let took = two_clients_at_once(&s);
+    assert!(took < Duration::from_millis(3500), "gevent took {took:?}");
+}
+
+#[test]
+fn gevent_hands_over_every_request_under_concurrent_load() {
+    // Requests arrive on the I/O thread while the hub drains its inbox: a
+    // lost wake-up there strands a request and, with it, the whole worker.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = gevent(&[]);
+    let addr = s.addr();
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                let mut ok = 0;
+                for _ in 0..300 {
+                    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+                    match c.read_response(false) {
+                        Some(r) if r.status == 200 => ok += 1,
+                        _ => break,
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(ok, 64 * 300, "log:\n{}", s.log_text());
+}

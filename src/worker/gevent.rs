@@ -72,7 +72,7 @@ impl Hub {
     }
 
     fn signal(&self) {
-        if !self.signalled.swap(true, Ordering::AcqRel) {
+        if !self.signalled.swap(true, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: an 8-byte write from a local to our eventfd. It cannot
             // fail short of the counter overflowing, which drain() prevents.
@@ -154,9 +154,10 @@ impl HubLink {
 
     /// Everything that arrived since the last call: new requests, woken tokens.
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        // Clear the flag before taking the inbox: whatever arrives after the
-        // take signals again.
-        self.hub.signalled.store(false, Ordering::Release);
+        // Read the eventfd, then clear the flag, then take the inbox: a push
+        // after the clear writes the eventfd again (another wake-up), and one
+        // before it is in what we take. Clearing first could swallow the
+        // write of a later push and strand it.
         let mut counter = 0u64;
         // SAFETY: an 8-byte read into a local from our non-blocking eventfd;
         // EAGAIN (nothing to read) is fine.
@@ -167,6 +168,7 @@ impl HubLink {
                 8,
             )
         };
+        self.hub.signalled.store(false, Ordering::SeqCst);
         let inbox = std::mem::take(&mut *self.hub.lock());
         let jobs = PyList::empty(py);
         for job in inbox.jobs {
