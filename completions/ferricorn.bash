@@ -23,7 +23,7 @@ _ferricorn() {
 
     case "${cmd}" in
         ferricorn)
-            opts="-b -w -k -t -e -n -p -u -g -m -c -h -V --bind --backlog --workers --worker-class --threads --worker-connections --max-requests --max-requests-jitter --timeout --graceful-timeout --keep-alive --preload --limit-request-line --limit-request-fields --limit-request-field_size --header-timeout --forwarded-allow-ips --chdir --env --pythonpath --virtualenv --name --pid --user --group --umask --initgroups --access-logfile --access-logformat --error-logfile --journald --log-level --config --check-config --print-config --help --version"
+            opts="-b -w -k -t -e -n -p -u -g -m -c -h -V --bind --backlog --workers --worker-class --threads --worker-connections --max-requests --max-requests-jitter --timeout --graceful-timeout --keep-alive --preload --limit-request-line --limit-request-fields --limit-request-field_size --header-timeout --forwarded-allow-ips --chdir --env --pythonpath --virtualenv --name --pid --user --group --umask --initgroups --access-logfile --access-logformat --error-logfile --asgi-loop --asgi-lifespan --root-path --websocket-max-message-size --journald --log-level --config --check-config --print-config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -50,11 +50,11 @@ _ferricorn() {
                     return 0
                     ;;
                 --worker-class)
-                    COMPREPLY=($(compgen -W "sync gthread gevent" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sync gthread gevent asgi" -- "${cur}"))
                     return 0
                     ;;
                 -k)
-                    COMPREPLY=($(compgen -W "sync gthread gevent" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sync gthread gevent asgi" -- "${cur}"))
                     return 0
                     ;;
                 --threads)
@@ -178,6 +178,22 @@ _ferricorn() {
                     return 0
                     ;;
                 --error-logfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --asgi-loop)
+                    COMPREPLY=($(compgen -W "auto asyncio uvloop" -- "${cur}"))
+                    return 0
+                    ;;
+                --asgi-lifespan)
+                    COMPREPLY=($(compgen -W "auto on off" -- "${cur}"))
+                    return 0
+                    ;;
+                --root-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --websocket-max-message-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

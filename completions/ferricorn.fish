@@ -1,16 +1,17 @@
 complete -c ferricorn -s b -l bind -d 'Address to listen on: HOST, HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeatable. [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]' -r
 complete -c ferricorn -l backlog -d 'Maximum number of pending connections. [default: 2048]' -r
 complete -c ferricorn -s w -l workers -d 'Number of worker processes. [default: 1, or $WEB_CONCURRENCY]' -r
-complete -c ferricorn -s k -l worker-class -d 'Worker class: sync (one request at a time), gthread (threads + keep-alive) or gevent (greenlets; needs gevent in the app\'s environment). [default: sync]' -r -f -a "sync\t'One request at a time, `Connection: close`; a long request is a silent worker'
+complete -c ferricorn -s k -l worker-class -d 'Worker class: sync (one request at a time), gthread (threads + keep-alive), gevent (greenlets; needs gevent in the app\'s environment) or asgi (an ASGI 3 app on asyncio). [default: sync]' -r -f -a "sync\t'One request at a time, `Connection: close`; a long request is a silent worker'
 gthread\t'Connections on tokio, app calls on `threads` Python threads, keep-alive'
-gevent\t'Each request in a greenlet on the gevent hub (monkey-patched), keep-alive'"
+gevent\t'Each request in a greenlet on the gevent hub (monkey-patched), keep-alive'
+asgi\t'An ASGI 3 app on an asyncio event loop, one task per request, keep-alive'"
 complete -c ferricorn -l threads -d 'Python threads per worker for app calls; above 1, sync becomes gthread. [default: 1]' -r
-complete -c ferricorn -l worker-connections -d 'Maximum simultaneous connections per gthread or gevent worker. [default: 1000]' -r
+complete -c ferricorn -l worker-connections -d 'Maximum simultaneous connections per gthread, gevent or asgi worker. [default: 1000]' -r
 complete -c ferricorn -l max-requests -d 'Restart a worker after this many requests; 0 disables. [default: 0]' -r
 complete -c ferricorn -l max-requests-jitter -d 'Add a random 0..=N to max-requests per worker, so workers do not restart together. [default: 0]' -r
-complete -c ferricorn -s t -l timeout -d 'Kill and replace a worker silent this many seconds (sync: a request this long; gevent: a hub blocked this long); 0 disables. [default: 30]' -r
+complete -c ferricorn -s t -l timeout -d 'Kill and replace a worker silent this many seconds (sync: a request this long; gevent, asgi: an event loop blocked this long); 0 disables. [default: 30]' -r
 complete -c ferricorn -l graceful-timeout -d 'Seconds workers get to finish in-flight requests on stop or reload. [default: 30]' -r
-complete -c ferricorn -l keep-alive -d 'Seconds an idle keep-alive connection is kept open (gthread, gevent). [default: 2]' -r
+complete -c ferricorn -l keep-alive -d 'Seconds an idle keep-alive connection is kept open (gthread, gevent, asgi). [default: 2]' -r
 complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]' -r
 complete -c ferricorn -l limit-request-fields -d 'Maximum number of request header fields. [default: 100]' -r
 complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means unlimited (up to 8190). [default: 8190]' -r
@@ -28,6 +29,14 @@ complete -c ferricorn -s m -l umask -d 'File mode creation mask, e.g. 0o022. [de
 complete -c ferricorn -l access-logfile -d 'Access log file; `-` is stdout. [default: none]' -r
 complete -c ferricorn -l access-logformat -d 'Access log format with gunicorn\'s atoms (h l u t r s m U q H b B f a T M D L p, {header}i, {header}o, {var}e)' -r
 complete -c ferricorn -l error-logfile -d 'Error log file; `-` is stderr. [default: -]' -r
+complete -c ferricorn -l asgi-loop -d 'asgi: the event loop: auto (uvloop if installed), asyncio, uvloop. [default: auto]' -r -f -a "auto\t'uvloop when it is installed, else asyncio\'s own'
+asyncio\t''
+uvloop\t''"
+complete -c ferricorn -l asgi-lifespan -d 'asgi: the lifespan protocol: auto (when the app supports it), on, off. [default: auto]' -r -f -a "auto\t'Run it; an app that does not support it carries on without'
+on\t'Run it; an app that does not support it fails to boot'
+off\t''"
+complete -c ferricorn -l root-path -d 'asgi: the scope\'s root_path (the prefix the app is mounted under). [default: ""]' -r
+complete -c ferricorn -l websocket-max-message-size -d 'asgi: largest WebSocket message accepted, in bytes. [default: 16777216]' -r
 complete -c ferricorn -l journald -d 'Send logs to journald with structured fields: auto (when stderr is the journal), yes, no. [default: auto]' -r -f -a "auto\t'When stderr is connected to the journal ($JOURNAL_STREAM)'
 yes\t'Always (the error log must be stderr)'
 no\t'Never: plain lines on stderr or in --error-logfile'"

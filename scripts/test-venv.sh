@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/target/test-venv"
 stamp="$venv/.ferricorn-ready"
-packages=("flask>=3,<4" "django>=4.2,<6" "gevent>=24,<26")
+packages=("flask>=3,<4" "django>=4.2,<6" "gevent>=24,<26" "fastapi>=0.110,<1" "uvloop>=0.19,<1")
 mkdir -p "$root/target"
 exec 9>"$root/target/test-venv.lock"
 flock 9

@@ -1,5 +1,6 @@
 //! ferricorn: parse the command line, load the configuration, run the master.
 
+mod asgi;
 mod config;
 mod docs;
 mod http;

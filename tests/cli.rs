@@ -130,6 +130,18 @@ fn bad_values_are_refused_in_one_line_naming_the_setting() {
         ),
         (&["-e", "NOEQUALS", "conformance:app"], "raw_env"),
         (&["--virtualenv", "/tmp", "conformance:app"], "virtualenv"),
+        (
+            &["-k", "asgi", "--asgi-loop", "tokio", "asgi_raw:app"],
+            "--asgi-loop",
+        ),
+        (
+            &["--asgi-lifespan", "maybe", "asgi_raw:app"],
+            "--asgi-lifespan",
+        ),
+        (
+            &["--websocket-max-message-size", "0", "asgi_raw:app"],
+            "--websocket-max-message-size",
+        ),
     ];
     for (args, name) in cases {
         let o = run(args, &[]);

@@ -305,16 +305,19 @@ fn gevent_with_preload_patches_before_the_import_in_the_master() {
 fn gevent_hands_over_every_request_under_concurrent_load() {
     // Requests arrive on the I/O thread while the hub drains its inbox: a
     // lost wake-up there strands a request and, with it, the whole worker.
+    // Streamed responses (100 chunks, more than the stream holds) make
+    // greenlets park and be woken for room again and again.
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&[]);
     let addr = s.addr();
     let clients: Vec<_> = (0..64)
-        .map(|_| {
+        .map(|i| {
             std::thread::spawn(move || {
                 let mut c = Conn::open(addr);
                 let mut ok = 0;
+                let path = if i % 4 == 0 { "/stream" } else { "/pid" };
                 for _ in 0..300 {
-                    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+                    c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
                     match c.read_response(false) {
                         Some(r) if r.status == 200 => ok += 1,
                         _ => break,

@@ -7,7 +7,10 @@ use clap::Args;
 use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;
 
-use super::values::{Journald, Umask, WorkerClass, parse_positive, parse_umask};
+use super::values::{
+    AsgiLifespan, AsgiLoop, Journald, Umask, WorkerClass, parse_positive, parse_positive_u64,
+    parse_umask,
+};
 
 #[derive(Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
@@ -36,7 +39,7 @@ pub struct Layer {
     /// Number of worker processes. [default: 1, or $WEB_CONCURRENCY]
     #[arg(short = 'w', long, value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
     pub workers: Option<u32>,
-    /// Worker class: sync (one request at a time), gthread (threads + keep-alive) or gevent (greenlets; needs gevent in the app's environment). [default: sync]
+    /// Worker class: sync (one request at a time), gthread (threads + keep-alive), gevent (greenlets; needs gevent in the app's environment) or asgi (an ASGI 3 app on asyncio). [default: sync]
     #[arg(
         short = 'k',
         long = "worker-class",
@@ -47,7 +50,7 @@ pub struct Layer {
     /// Python threads per worker for app calls; above 1, sync becomes gthread. [default: 1]
     #[arg(long, value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
     pub threads: Option<u32>,
-    /// Maximum simultaneous connections per gthread or gevent worker. [default: 1000]
+    /// Maximum simultaneous connections per gthread, gevent or asgi worker. [default: 1000]
     #[arg(long = "worker-connections", value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
     pub worker_connections: Option<u32>,
     /// Restart a worker after this many requests; 0 disables. [default: 0]
@@ -60,7 +63,7 @@ pub struct Layer {
         help_heading = "Workers"
     )]
     pub max_requests_jitter: Option<u64>,
-    /// Kill and replace a worker silent this many seconds (sync: a request this long; gevent: a hub blocked this long); 0 disables. [default: 30]
+    /// Kill and replace a worker silent this many seconds (sync: a request this long; gevent, asgi: an event loop blocked this long); 0 disables. [default: 30]
     #[arg(short = 't', long, value_name = "SECONDS", help_heading = "Workers")]
     pub timeout: Option<u64>,
     /// Seconds workers get to finish in-flight requests on stop or reload. [default: 30]
@@ -70,7 +73,7 @@ pub struct Layer {
         help_heading = "Workers"
     )]
     pub graceful_timeout: Option<u64>,
-    /// Seconds an idle keep-alive connection is kept open (gthread, gevent). [default: 2]
+    /// Seconds an idle keep-alive connection is kept open (gthread, gevent, asgi). [default: 2]
     #[arg(long = "keep-alive", value_name = "SECONDS", help_heading = "Workers")]
     pub keepalive: Option<u64>,
     /// Load the app in the master before forking workers (faster boot, shared memory). [default: off]
@@ -195,6 +198,18 @@ pub struct Layer {
         help_heading = "Logging"
     )]
     pub errorlog: Option<String>,
+    /// asgi: the event loop: auto (uvloop if installed), asyncio, uvloop. [default: auto]
+    #[arg(long = "asgi-loop", value_name = "LOOP", help_heading = "ASGI")]
+    pub asgi_loop: Option<AsgiLoop>,
+    /// asgi: the lifespan protocol: auto (when the app supports it), on, off. [default: auto]
+    #[arg(long = "asgi-lifespan", value_name = "WHEN", help_heading = "ASGI")]
+    pub asgi_lifespan: Option<AsgiLifespan>,
+    /// asgi: the scope's root_path (the prefix the app is mounted under). [default: ""]
+    #[arg(long = "root-path", value_name = "PATH", help_heading = "ASGI")]
+    pub root_path: Option<String>,
+    /// asgi: largest WebSocket message accepted, in bytes. [default: 16777216]
+    #[arg(long = "websocket-max-message-size", value_name = "BYTES", value_parser = parse_positive_u64, help_heading = "ASGI")]
+    pub websocket_max_message_size: Option<u64>,
     /// Send logs to journald with structured fields: auto (when stderr is the journal), yes, no. [default: auto]
     #[arg(long = "journald", value_name = "WHEN", help_heading = "Logging")]
     pub journald: Option<Journald>,

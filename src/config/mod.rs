@@ -10,7 +10,7 @@ mod values;
 
 pub use bind::BindAddr;
 pub use layer::Layer;
-pub use values::{Journald, Umask, WorkerClass};
+pub use values::{AsgiLifespan, AsgiLoop, Journald, Umask, WorkerClass};
 
 use clap::Parser;
 use serde::Serialize;
@@ -111,6 +111,10 @@ pub struct Settings {
     pub errorlog: String,
     pub loglevel: String,
     pub journald: Journald,
+    pub asgi_loop: AsgiLoop,
+    pub asgi_lifespan: AsgiLifespan,
+    pub root_path: String,
+    pub websocket_max_message_size: u64,
 }
 
 /// Calls `$m!` with every setting name, so each list of settings is written once.
@@ -120,7 +124,8 @@ macro_rules! with_settings {
             max_requests, max_requests_jitter, timeout, graceful_timeout, keepalive, preload_app,
             limit_request_line, limit_request_fields, limit_request_field_size, header_timeout,
             forwarded_allow_ips, chdir, raw_env, pythonpath, virtualenv, proc_name, pidfile, user,
-            group, umask, initgroups, accesslog, access_log_format, errorlog, loglevel, journald)
+            group, umask, initgroups, accesslog, access_log_format, errorlog, loglevel, journald,
+            asgi_loop, asgi_lifespan, root_path, websocket_max_message_size)
     };
 }
 
@@ -185,6 +190,10 @@ pub const SETTING_NAMES: &[&str] = &[
     "access_log_format",
     "errorlog",
     "loglevel",
+    "asgi_loop",
+    "asgi_lifespan",
+    "root_path",
+    "websocket_max_message_size",
 ];
 
 /// A refusal: one line, naming what is wrong and what to do.
@@ -275,6 +284,10 @@ impl Settings {
             errorlog: "-".into(),
             loglevel: "info".into(),
             journald: Journald::Auto,
+            asgi_loop: AsgiLoop::Auto,
+            asgi_lifespan: AsgiLifespan::Auto,
+            root_path: String::new(),
+            websocket_max_message_size: 16 * 1024 * 1024,
         };
         (settings, sources)
     }

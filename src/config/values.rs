@@ -13,6 +13,8 @@ pub enum WorkerClass {
     Gthread,
     /// Each request in a greenlet on the gevent hub (monkey-patched), keep-alive.
     Gevent,
+    /// An ASGI 3 app on an asyncio event loop, one task per request, keep-alive.
+    Asgi,
 }
 
 impl WorkerClass {
@@ -21,8 +23,30 @@ impl WorkerClass {
             WorkerClass::Sync => "sync",
             WorkerClass::Gthread => "gthread",
             WorkerClass::Gevent => "gevent",
+            WorkerClass::Asgi => "asgi",
         }
     }
+}
+
+/// The asyncio event loop of an asgi worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AsgiLoop {
+    /// uvloop when it is installed, else asyncio's own.
+    Auto,
+    Asyncio,
+    Uvloop,
+}
+
+/// Whether an asgi worker runs the app's lifespan protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AsgiLifespan {
+    /// Run it; an app that does not support it carries on without.
+    Auto,
+    /// Run it; an app that does not support it fails to boot.
+    On,
+    Off,
 }
 
 /// Whether logs use journald's native protocol.
@@ -90,6 +114,13 @@ pub fn parse_umask(s: &str) -> Result<Umask, String> {
 
 pub fn parse_positive(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number of at least 1".into()),
+    }
+}
+
+pub fn parse_positive_u64(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("expected a whole number of at least 1".into()),
     }

@@ -117,7 +117,7 @@ impl BodyReader {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Received> {
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Received> {
         let mut q = lock(&self.shared.queue);
         if !q.chunks.is_empty() {
             let n = std::mem::take(&mut q.queued);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::gevent::Hub;
+use super::hub::Hub;
 use crate::wsgi::Job;
 
 pub enum Jobs {

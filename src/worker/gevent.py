@@ -26,13 +26,15 @@ def serve(link, beat_interval):
             waiters.pop(token, None)
 
     def on_ready():
-        jobs, woken = link.drain()
+        jobs, woken, stop = link.drain()
         for job in jobs:
             spawn_raw(handle, job)
         for token in woken:
             waiter = waiters.pop(token, None)
             if waiter is not None:
                 waiter.switch(None)
+        if stop:
+            link.stopped()
 
     def heartbeat():
         # The master hears from this worker only while the hub gets to run:
@@ -45,4 +47,5 @@ def serve(link, beat_interval):
     watcher = hub.loop.io(link.fileno(), 1)
     watcher.start(on_ready)
     spawn_raw(heartbeat)
+    link.started(True)
     hub.join()

@@ -1,7 +1,10 @@
 //! A worker's life after fork: title, privileges, Python, the app, then serving.
 
+mod asgi;
 mod dispatch;
 mod gevent;
+mod hub;
+mod ledger;
 mod pool;
 pub mod privileges;
 mod reporter;
@@ -9,6 +12,8 @@ mod serve;
 mod wait;
 
 pub use dispatch::Jobs;
+pub use hub::Hub;
+pub use ledger::Ledger;
 pub use reporter::{Reporter, Stats};
 pub use wait::Wait;
 

@@ -15,8 +15,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
-use super::gevent::{self, Hub};
-use super::{Jobs, Reporter, Stats, Wait, pool};
+use super::hub::{Hub, Phase};
+use super::{Jobs, Ledger, Reporter, Stats, Wait, asgi, gevent, pool};
+use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, WorkerClass};
 use crate::http::idle::{ConnState, IdleIo};
 use crate::http::service::{self, Limits, Shared};
@@ -56,11 +57,13 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
         class,
         capacity: match class {
             WorkerClass::Sync => 1,
-            WorkerClass::Gthread | WorkerClass::Gevent => s.worker_connections as usize,
+            _ => s.worker_connections as usize,
         },
         keep_alive: class != WorkerClass::Sync && s.keepalive > 0,
         idle: Duration::from_secs(match class {
-            WorkerClass::Gthread | WorkerClass::Gevent if s.keepalive > 0 => s.keepalive,
+            WorkerClass::Gthread | WorkerClass::Gevent | WorkerClass::Asgi if s.keepalive > 0 => {
+                s.keepalive
+            }
             _ => s.header_timeout,
         }),
         header_timeout: Duration::from_secs(s.header_timeout),
@@ -73,14 +76,14 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
         max_fields: s.limit_request_fields as usize,
     };
     let hub = match class {
-        WorkerClass::Gevent => match Hub::new() {
+        WorkerClass::Gevent | WorkerClass::Asgi => match Hub::new() {
             Ok(hub) => Some(hub),
             Err(e) => {
-                error!("Could not set up the gevent hub's wake-up descriptor: {e}");
+                error!("Could not set up the event loop's wake-up descriptor: {e}");
                 return crate::master::WORKER_BOOT_ERROR;
             }
         },
-        _ => None,
+        WorkerClass::Sync | WorkerClass::Gthread => None,
     };
 
     let stats = Arc::new(Stats::default());
@@ -102,41 +105,48 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
     } else {
         0
     };
-    let app = Python::attach(|py| {
-        let trigger = shutdown_tx.clone();
-        WsgiApp::new(
+    let trigger = shutdown_tx.clone();
+    let ledger = Arc::new(Ledger::new(
+        access,
+        s.access_log_format.contains("}o)"),
+        stats.clone(),
+        max_requests,
+        Box::new(move || {
+            let _ = trigger.send(true);
+        }),
+    ));
+    let forwarded = Forwarded {
+        allow_all: cfg.forwarded_allow_all,
+        allow: cfg.forwarded_allow.clone(),
+    };
+    let app = Python::attach(|py| match class {
+        WorkerClass::Asgi => AsgiApp::new(py, loaded.app, forwarded, &s.root_path, ledger.clone())
+            .map(|a| App::Asgi(Arc::new(a))),
+        _ => WsgiApp::new(
             py,
             loaded.app,
             &loaded.support,
             Options {
                 multithread: class != WorkerClass::Sync,
                 multiprocess: s.workers > 1,
-                forwarded: Forwarded {
-                    allow_all: cfg.forwarded_allow_all,
-                    allow: cfg.forwarded_allow.clone(),
-                },
-                access,
-                access_wants_headers: s.access_log_format.contains("}o)"),
-                max_requests,
+                forwarded,
                 wait: hub.clone().map_or(Wait::Thread, Wait::Hub),
             },
-            stats.clone(),
-            Box::new(move || {
-                let _ = trigger.send(true);
-            }),
+            ledger.clone(),
         )
+        .map(|a| App::Wsgi(Arc::new(a))),
     });
     let app = match app {
-        Ok(app) => Arc::new(app),
+        Ok(app) => app,
         Err(e) => {
-            error!("Could not prepare the WSGI environment: {e}");
+            error!("Could not prepare the app's environment: {e}");
             return crate::master::WORKER_BOOT_ERROR;
         }
     };
 
-    let jobs = match &hub {
-        Some(hub) => Jobs::Hub(hub.clone()),
-        None => {
+    let jobs = match (&hub, &app) {
+        (Some(hub), _) => Jobs::Hub(hub.clone()),
+        (None, App::Wsgi(app)) => {
             let (job_tx, job_rx) = crossbeam_channel::unbounded();
             let threads = if class == WorkerClass::Sync {
                 1
@@ -146,6 +156,7 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
             pool::start(threads, job_rx, app.clone());
             Jobs::Threads(job_tx)
         }
+        (None, App::Asgi(_)) => unreachable!("asgi workers always have a hub"),
     };
 
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -168,9 +179,9 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
         stats: stats.clone(),
     });
     let conf = Arc::new(conf);
-    let heartbeat = conf.heartbeat;
+    // The loop beats twice per heartbeat so that every tick sees it alive.
+    let beat = conf.heartbeat / 2;
     let io = {
-        let app = app.clone();
         let hub = hub.clone();
         move || {
             rt.block_on(run(
@@ -179,18 +190,32 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
                 shared,
                 conf,
                 stats,
-                app,
+                ledger,
                 hub,
                 shutdown_tx,
                 shutdown_rx,
             ))
         }
     };
-    match hub {
-        // The hub beats twice per heartbeat so that every tick sees it alive.
-        Some(hub) => gevent::serve(hub, app, heartbeat / 2, io),
-        None => io(),
+    match (hub, app) {
+        (Some(hub), App::Wsgi(app)) => gevent::serve(hub, app, beat, io),
+        (Some(hub), App::Asgi(app)) => asgi::serve(
+            hub,
+            app,
+            asgi::LoopOptions {
+                beat,
+                event_loop: s.asgi_loop,
+                lifespan: s.asgi_lifespan,
+            },
+            io,
+        ),
+        (None, _) => io(),
     }
+}
+
+enum App {
+    Wsgi(Arc<WsgiApp>),
+    Asgi(Arc<AsgiApp>),
 }
 
 fn jitter(max: u64) -> u64 {
@@ -210,11 +235,18 @@ async fn run(
     shared: Arc<Shared>,
     conf: Arc<Conf>,
     stats: Arc<Stats>,
-    app: Arc<WsgiApp>,
+    ledger: Arc<Ledger>,
     hub: Option<Arc<Hub>>,
     shutdown_tx: Arc<watch::Sender<bool>>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> i32 {
+    // An event loop must be up (asgi: lifespan startup done) before the
+    // worker accepts or counts as booted.
+    if let Some(hub) = &hub
+        && hub.started().await != Phase::Serving
+    {
+        return crate::master::WORKER_BOOT_ERROR;
+    }
     let slots = Arc::new(Semaphore::new(conf.capacity));
     for l in listeners {
         let fd = match l.fd.try_clone() {
@@ -270,7 +302,7 @@ async fn run(
                 _ = term.recv() => { let _ = graceful_tx.send(true); }
                 _ = int.recv() => super::exit(0),
                 _ = quit.recv() => super::exit(0),
-                _ = usr1.recv() => { crate::log::reopen(); app.reopen_logs(); }
+                _ = usr1.recv() => { crate::log::reopen(); ledger.reopen(); }
             }
         }
     });
@@ -319,6 +351,11 @@ async fn run(
             "Worker (pid:{}) graceful timeout reached with connections open",
             std::process::id()
         );
+    }
+    // asgi: lifespan shutdown, given at least a second.
+    if let Some(hub) = &hub {
+        let until = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        let _ = tokio::time::timeout_at(until, hub.stop()).await;
     }
     reporter.send(Kind::Heartbeat, &stats);
     0

@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::gevent::Hub;
+use super::hub::Hub;
 
 #[derive(Clone)]
 pub enum Wait {
@@ -26,22 +26,32 @@ impl Wait {
         F: Future + Send,
         F::Output: Send,
     {
-        let mut fut = pin!(fut);
-        // Most waits are over before they start (the data is there): answer
-        // those without giving up the GIL or switching greenlets.
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            return Ok(v);
-        }
         match self {
-            Wait::Thread => Ok(py.detach(|| block_on(fut))),
-            Wait::Hub(hub) => loop {
-                let token = hub.token();
-                let waker = hub.waker(token);
-                if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Wait::Thread => {
+                let mut fut = pin!(fut);
+                // Most waits are over before they start (the data is there):
+                // answer those without giving up the GIL.
+                if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                     return Ok(v);
                 }
-                hub.park(py, token)?;
-            },
+                Ok(py.detach(|| block_on(fut)))
+            }
+            Wait::Hub(hub) => {
+                // The future moves to the heap before it can wait: tokio's
+                // channels link their waiters into intrusive lists by address,
+                // and a parked greenlet's stack is copied away and its memory
+                // reused by other greenlets. A waiter node on that stack would
+                // be overwritten while the I/O thread still points at it.
+                let mut fut = Box::pin(fut);
+                loop {
+                    let token = hub.token();
+                    let waker = hub.waker(token);
+                    if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+                        return Ok(v);
+                    }
+                    hub.park(py, token)?;
+                }
+            }
         }
     }
 }

@@ -174,7 +174,7 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-fn percent_decode(path: &str) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn percent_decode(path: &str) -> std::borrow::Cow<'_, [u8]> {
     if !path.contains('%') {
         return std::borrow::Cow::Borrowed(path.as_bytes());
     }
@@ -205,7 +205,7 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-fn is_https(headers: &HeaderMap) -> bool {
+pub(crate) fn is_https(headers: &HeaderMap) -> bool {
     let eq = |name: &str, want: &str| {
         headers
             .get(name)

@@ -1,9 +1,9 @@
 //! PEP 3333 on the app threads: environ, wsgi.input, start_response, the
 //! response iterable, file_wrapper, close(), and the access log line.
 
-mod environ;
+pub(crate) mod environ;
 mod input;
-mod response;
+pub(crate) mod response;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -20,9 +20,9 @@ use tokio::sync::oneshot;
 use crate::http::ResponseBody;
 use crate::http::body::BusyGuard;
 use crate::http::service::error_response;
-use crate::log::access::{AccessLog, Record};
+use crate::log::access::Record;
 use crate::python::{Support, traceback_text};
-use crate::worker::{Stats, Wait};
+use crate::worker::{Ledger, Wait};
 pub use environ::Forwarded;
 use environ::Keys;
 use input::Input;
@@ -73,22 +73,14 @@ pub struct WsgiApp {
     base: Py<PyDict>,
     file_wrapper: Py<PyAny>,
     forwarded: Forwarded,
-    access: Option<AccessLog>,
-    access_wants_headers: bool,
-    stats: Arc<Stats>,
+    ledger: Arc<Ledger>,
     wait: Wait,
-    /// Recycle the worker after this many requests (0: never).
-    max_requests: u64,
-    on_max_requests: Box<dyn Fn() + Send + Sync>,
 }
 
 pub struct Options {
     pub multithread: bool,
     pub multiprocess: bool,
     pub forwarded: Forwarded,
-    pub access: Option<AccessLog>,
-    pub access_wants_headers: bool,
-    pub max_requests: u64,
     pub wait: Wait,
 }
 
@@ -98,8 +90,7 @@ impl WsgiApp {
         app: Py<PyAny>,
         support: &Support,
         opts: Options,
-        stats: Arc<Stats>,
-        on_max_requests: Box<dyn Fn() + Send + Sync>,
+        ledger: Arc<Ledger>,
     ) -> PyResult<WsgiApp> {
         let keys = Keys::new(py);
         let emit = pyo3::wrap_pyfunction!(crate::python::emit_log, py)?;
@@ -124,19 +115,9 @@ impl WsgiApp {
             base: base.unbind(),
             file_wrapper: file_wrapper.unbind(),
             forwarded: opts.forwarded,
-            access: opts.access,
-            access_wants_headers: opts.access_wants_headers,
-            stats,
+            ledger,
             wait: opts.wait,
-            max_requests: opts.max_requests,
-            on_max_requests,
         })
-    }
-
-    pub fn reopen_logs(&self) {
-        if let Some(a) = &self.access {
-            a.reopen();
-        }
     }
 
     /// Serve one request on this (app) thread, which holds the GIL.
@@ -158,7 +139,7 @@ impl WsgiApp {
                 reply,
                 busy,
                 self.wait.clone(),
-                self.access.is_some() && self.access_wants_headers,
+                self.ledger.wants_response_headers,
             ),
         )
         .expect("allocating start_response");
@@ -185,11 +166,11 @@ impl WsgiApp {
             }
         }
 
-        if let Some(access) = &self.access {
-            let outcome = sr_ref.outcome(self.access_wants_headers);
+        if self.ledger.logs() {
+            let outcome = sr_ref.outcome(self.ledger.wants_response_headers);
             let failed_early = !sr_ref.head_sent();
             let remote = peer.ip_string();
-            access.write(&Record {
+            self.ledger.served(Some(&Record {
                 remote: &remote,
                 method: parts.method.as_str(),
                 path: parts.uri.path(),
@@ -200,15 +181,9 @@ impl WsgiApp {
                 duration: started.elapsed(),
                 request_headers: &parts.headers,
                 response_headers: &outcome.headers,
-            });
-        }
-        drop(sr_ref);
-
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let served = self.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.max_requests > 0 && served == self.max_requests {
-            crate::info!("Autorestarting worker after current request.");
-            (self.on_max_requests)();
+            }));
+        } else {
+            self.ledger.served(None);
         }
     }
 
@@ -329,7 +304,7 @@ impl WsgiApp {
     }
 }
 
-fn version_str(v: http::Version) -> &'static str {
+pub(crate) fn version_str(v: http::Version) -> &'static str {
     if v == http::Version::HTTP_10 {
         "HTTP/1.0"
     } else {

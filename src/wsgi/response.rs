@@ -20,7 +20,7 @@ use crate::worker::Wait;
 /// Below this size a body is copied; above it the Python bytes object itself is handed over.
 const COPY_BELOW: usize = 4096;
 /// Chunks an app may run ahead of its client before it waits.
-const STREAM_DEPTH: usize = 64;
+pub(crate) const STREAM_DEPTH: usize = 64;
 
 #[pyclass(module = "ferricorn")]
 pub struct StartResponse {
@@ -48,7 +48,7 @@ pub struct Outcome {
     pub headers: Vec<(String, String)>,
 }
 
-fn hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"

@@ -1,0 +1,88 @@
+//! The ASGI `http` connection scope of one request.
+
+use http::Version;
+use http::request::Parts;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::AsgiApp;
+use crate::wsgi::environ::{is_https, percent_decode};
+use crate::wsgi::{Local, Peer};
+
+pub fn http<'py>(
+    py: Python<'py>,
+    app: &AsgiApp,
+    parts: &Parts,
+    peer: &Peer,
+    local: &Local,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    d.set_item(intern!(py, "asgi"), app.asgi.bind(py))?;
+    d.set_item(
+        intern!(py, "http_version"),
+        if parts.version == Version::HTTP_10 {
+            intern!(py, "1.0")
+        } else {
+            intern!(py, "1.1")
+        },
+    )?;
+    d.set_item(intern!(py, "method"), parts.method.as_str())?;
+
+    let trusted = match peer {
+        Peer::Unix => true,
+        Peer::Tcp(sa) => app.forwarded.allow_all || app.forwarded.allow.contains(&sa.ip()),
+    };
+    let scheme = if trusted && is_https(&parts.headers) {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    d.set_item(intern!(py, "scheme"), scheme)?;
+
+    let raw_path = parts.uri.path();
+    let decoded = percent_decode(raw_path);
+    let decoded = String::from_utf8_lossy(&decoded);
+    // As uvicorn does: `path` includes the mount point, `root_path` names it.
+    let path = if app.root_path.is_empty() || decoded.starts_with(&app.root_path) {
+        PyString::new(py, &decoded)
+    } else {
+        PyString::new(py, &format!("{}{decoded}", app.root_path))
+    };
+    d.set_item(intern!(py, "path"), path)?;
+    d.set_item(
+        intern!(py, "raw_path"),
+        PyBytes::new(py, raw_path.as_bytes()),
+    )?;
+    d.set_item(
+        intern!(py, "query_string"),
+        PyBytes::new(py, parts.uri.query().unwrap_or("").as_bytes()),
+    )?;
+    d.set_item(intern!(py, "root_path"), app.root_path.as_str())?;
+
+    let headers = PyList::empty(py);
+    for (name, value) in &parts.headers {
+        headers.append(PyTuple::new(
+            py,
+            [
+                PyBytes::new(py, name.as_str().as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            ],
+        )?)?;
+    }
+    d.set_item(intern!(py, "headers"), headers)?;
+
+    match peer {
+        Peer::Tcp(sa) => d.set_item(
+            intern!(py, "client"),
+            (sa.ip().to_string(), sa.port()).into_pyobject(py)?,
+        )?,
+        Peer::Unix => d.set_item(intern!(py, "client"), py.None())?,
+    }
+    match local.port.parse::<u16>() {
+        Ok(port) => d.set_item(intern!(py, "server"), (local.host.as_str(), port))?,
+        Err(_) => d.set_item(intern!(py, "server"), py.None())?,
+    }
+    Ok(d)
+}

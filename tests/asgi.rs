@@ -1,0 +1,311 @@
+//! `-k asgi`: ASGI 3 apps on an asyncio loop — a hand-written app for the
+//! corners of the protocol, a real FastAPI app for the whole path.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// The raw ASGI app from tests/apps, one worker, from the test virtualenv.
+fn asgi(app: &str, extra: &[&str]) -> Builder {
+    server(app)
+        .args(["-w", "1", "-k", "asgi", "--virtualenv"])
+        .arg(test_venv().display().to_string())
+        .args(extra.iter().copied())
+}
+
+fn post(s: &Server, path: &str, body: &[u8], chunked: bool) -> Response {
+    let mut raw = Vec::new();
+    if chunked {
+        raw.extend_from_slice(
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        for piece in body.chunks(100_000) {
+            raw.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            raw.extend_from_slice(piece);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        raw.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        raw.extend_from_slice(body);
+    }
+    request_bytes(s.addr(), &raw)
+}
+
+#[test]
+fn http_scope_is_complete() {
+    let s = asgi("asgi_raw:app", &["--root-path", "/api"]).start();
+    let r = request(
+        s.addr(),
+        "GET /api/scope/%E2%82%AC?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nX-Custom: one\r\nX-Custom: two\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", s.log_text());
+    let scope = r.json();
+    assert_eq!(scope["type"], "http");
+    assert_eq!(scope["asgi"]["version"], "3.0");
+    assert!(scope["asgi"]["spec_version"].is_string());
+    assert_eq!(scope["http_version"], "1.1");
+    assert_eq!(scope["method"], "GET");
+    assert_eq!(scope["scheme"], "http");
+    assert_eq!(scope["path"], "/api/scope/€");
+    assert_eq!(scope["raw_path"], "/api/scope/%E2%82%AC");
+    assert_eq!(scope["query_string"], "x=1&y=%20");
+    assert_eq!(scope["root_path"], "/api");
+    let headers = scope["headers"].as_array().unwrap();
+    assert!(headers.contains(&serde_json::json!(["host", "example.com"])));
+    assert!(headers.contains(&serde_json::json!(["x-custom", "one"])));
+    assert!(headers.contains(&serde_json::json!(["x-custom", "two"])));
+    assert_eq!(scope["client"][0], "127.0.0.1");
+    assert!(scope["client"][1].as_u64().unwrap() > 0);
+    assert_eq!(scope["server"][0], "127.0.0.1");
+    assert_eq!(scope["server"][1], s.addr().port());
+    assert_eq!(scope["state"]["greeting"], "set at startup");
+
+    // https only from a trusted proxy (loopback is trusted by default).
+    let r = request(
+        s.addr(),
+        "GET /api/scope HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.json()["scheme"], "https");
+}
+
+#[test]
+fn request_bodies_arrive_as_events_with_more_body() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    let body: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|&b| b as u64).sum::<u64>() % 65536;
+    for chunked in [false, true] {
+        let r = post(&s, "/echo", &body, chunked).json();
+        assert_eq!(r["len"], body.len());
+        assert_eq!(r["sum"], sum);
+        assert!(r["events"].as_u64().unwrap() > 1, "{r}");
+    }
+    // No body: one event, empty, more_body false.
+    let r = post(&s, "/echo", b"", false).json();
+    assert_eq!(
+        (r["len"].as_u64(), r["events"].as_u64()),
+        (Some(0), Some(1))
+    );
+    // A slow reader: the client waits for room, nothing is lost.
+    let r = post(&s, "/slow-echo", &body[..2 * 1024 * 1024], true).json();
+    assert_eq!(r["len"], 2 * 1024 * 1024);
+}
+
+#[test]
+fn responses_stream_with_backpressure() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    let r = s.get("/stream");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let expected: String = (0..100).map(|i| format!("chunk{i}\n")).collect();
+    assert_eq!(r.text(), expected);
+    let r = s.get("/big-stream");
+    assert_eq!(r.body.len(), 32 * 1024 * 1024);
+    let r = s.get("/");
+    assert_eq!(r.header("content-length"), Some("10"));
+    assert!(r.header("server").unwrap().starts_with("ferricorn/"));
+    let r = s.get("/headers");
+    assert_eq!(r.headers_named("x-multi"), vec!["a", "b"]);
+    assert_ne!(r.header("connection"), Some("keep-alive"));
+}
+
+#[test]
+fn exceptions_give_a_500_or_a_cut_connection_never_a_hang() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    let r = s.get("/error-before");
+    assert_eq!(r.status, 500);
+    s.wait_log("failed before the response", Duration::from_secs(5));
+    assert!(s.log_text().contains("Traceback"));
+
+    let mut c = Conn::open(s.addr());
+    c.send("GET /error-after HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        c.read_response(false).is_none(),
+        "a response that started must not look complete"
+    );
+    s.wait_log("failed after the response started", Duration::from_secs(5));
+
+    assert_eq!(s.get("/no-response").status, 500);
+    s.wait_log("without starting a response", Duration::from_secs(5));
+    assert_eq!(s.get("/").text(), "hello asgi", "the worker goes on");
+}
+
+#[test]
+fn http_disconnect_is_delivered_when_the_client_goes_away() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    let tag = format!("gone-{}", std::process::id());
+    {
+        let mut c = Conn::open(s.addr());
+        c.send(&format!(
+            "GET /disconnect?{tag} HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    s.wait_log(
+        &format!("saw http.disconnect for {tag}"),
+        Duration::from_secs(10),
+    );
+}
+
+#[test]
+fn one_worker_serves_sleepers_at_once_with_keep_alive() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    let addr = s.addr();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                request(
+                    addr,
+                    "GET /sleep?1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().text(), "slept");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+
+    let mut c = Conn::open(s.addr());
+    for _ in 0..3 {
+        c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response(false).unwrap().text(), "hello asgi");
+    }
+}
+
+#[test]
+fn a_blocked_loop_past_timeout_is_worker_timeout() {
+    let s = asgi("asgi_raw:app", &["--timeout", "3"]).start();
+    let before = s.workers();
+    let mut c = Conn::open(s.addr());
+    c.send("GET /block?60 HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.wait_log("WORKER TIMEOUT", Duration::from_secs(15));
+    assert!(c.read_response(false).is_none());
+    wait_gone(&before, Duration::from_secs(10));
+    assert_eq!(s.get("/").text(), "hello asgi");
+}
+
+#[test]
+fn lifespan_startup_comes_before_ready_and_shutdown_after_the_drain() {
+    let mut s = asgi("asgi_raw:app", &["--graceful-timeout", "10"])
+        .env("ASGI_STARTUP_DELAY", "2")
+        .start();
+    s.wait_log("Ready:", Duration::from_secs(20));
+    let log = s.log_text();
+    let startup = log.find("lifespan startup ran").expect("startup ran");
+    let ready = log.find("Ready:").expect("ready line");
+    assert!(startup < ready, "{log}");
+    assert!(log.contains("Application startup complete."), "{log}");
+
+    let addr = s.addr();
+    let sleeper = std::thread::spawn(move || {
+        request(
+            addr,
+            "GET /sleep?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal(libc::SIGTERM);
+    assert_eq!(sleeper.join().unwrap().text(), "slept");
+    assert!(s.wait_exit(Duration::from_secs(15)).success());
+    let log = s.log_text();
+    let shutdown = log.find("lifespan shutdown ran").expect("shutdown ran");
+    assert!(
+        shutdown > log.find("Handling signal: term").unwrap(),
+        "{log}"
+    );
+}
+
+#[test]
+fn lifespan_auto_carries_on_without_support_off_skips_it_on_refuses_a_failure() {
+    let s = asgi("asgi_raw:no_lifespan", &[]).start();
+    assert_eq!(s.get("/").text(), "no lifespan here");
+    s.wait_log("appears unsupported", Duration::from_secs(5));
+
+    let s = asgi("asgi_raw:app", &["--asgi-lifespan", "off"]).start();
+    assert_eq!(s.get("/").text(), "hello asgi");
+    assert_eq!(s.count("lifespan startup ran"), 0);
+
+    let mut s = asgi("asgi_raw:failing_startup", &["--asgi-lifespan", "on"]).spawn();
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "{}", s.log_text());
+    assert!(s.log_text().contains("database unreachable"));
+    assert_eq!(s.count("Booting worker"), 1, "no respawn loop");
+}
+
+#[test]
+fn asgi_loop_auto_picks_uvloop_and_asyncio_can_be_forced() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    s.wait_log("ASGI event loop: uvloop", Duration::from_secs(5));
+    assert_eq!(s.get("/").text(), "hello asgi");
+    let s = asgi("asgi_raw:app", &["--asgi-loop", "asyncio"]).start();
+    s.wait_log("ASGI event loop: asyncio", Duration::from_secs(5));
+    assert_eq!(s.get("/").text(), "hello asgi");
+}
+
+#[test]
+fn asgi_access_log_and_limits_as_for_wsgi() {
+    let s = asgi(
+        "asgi_raw:app",
+        &["--access-logfile", "-", "--limit-request-line", "100"],
+    )
+    .start();
+    assert_eq!(s.get("/stream?a=1").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        if let Some(l) = s.stdout_text().lines().find(|l| l.contains("/stream")) {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access log line");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        line.starts_with("127.0.0.1 ") && line.contains("\"GET /stream?a=1 HTTP/1.1\" 200 "),
+        "{line}"
+    );
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200));
+    assert_eq!(request(s.addr(), &long).status, 414);
+}
+
+#[test]
+fn fastapi_routes_json_streaming_upload_and_lifespan() {
+    let mut s = asgi("fastapi_app:app", &[]).start();
+    s.wait_log("fastapi startup", Duration::from_secs(5));
+    let r = s.get("/items/42?q=hi");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"item_id": 42, "q": "hi"}));
+    assert_eq!(s.get("/items/notanint").status, 422);
+
+    let body = br#"{"name": "pen", "price": 1.5, "tags": ["a"]}"#;
+    let raw = format!(
+        "POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        std::str::from_utf8(body).unwrap()
+    );
+    let r = request(s.addr(), &raw);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"name": "pen", "total": 3.0, "tags": ["a"]})
+    );
+
+    assert_eq!(s.get("/state").json()["db"], "connected");
+    let r = s.get("/stream");
+    assert_eq!(r.text().lines().count(), 50);
+
+    let upload: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let r = post(&s, "/upload", &upload, true).json();
+    assert_eq!(r["size"], upload.len());
+    assert_eq!(r["sha256"].as_str().unwrap().len(), 64);
+
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(Duration::from_secs(15)).success());
+    assert!(s.log_text().contains("fastapi shutdown"));
+}
