@@ -309,3 +309,172 @@ fn fastapi_routes_json_streaming_upload_and_lifespan() {
     assert!(s.wait_exit(Duration::from_secs(15)).success());
     assert!(s.log_text().contains("fastapi shutdown"));
 }
+
+mod websockets {
+    use super::*;
+    use std::net::TcpStream;
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::{Message, WebSocket};
+
+    fn connect(s: &Server, path: &str, protocol: Option<&str>) -> WebSocket<TcpStream> {
+        let stream = TcpStream::connect(s.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut req = format!("ws://{}{path}", s.addr())
+            .into_client_request()
+            .unwrap();
+        if let Some(p) = protocol {
+            req.headers_mut()
+                .insert("sec-websocket-protocol", p.parse().unwrap());
+        }
+        let (ws, resp) = tungstenite::client(req, stream).expect("handshake");
+        assert_eq!(resp.status(), 101);
+        ws
+    }
+
+    fn next_data(ws: &mut WebSocket<TcpStream>) -> Message {
+        loop {
+            match ws.read().expect("a message") {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                m => return m,
+            }
+        }
+    }
+
+    #[test]
+    fn echo_text_and_binary_with_subprotocol_and_ping() {
+        let s = asgi("asgi_raw:app", &[]).start();
+        let stream = TcpStream::connect(s.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut req = format!("ws://{}/ws/echo", s.addr())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "other, chat".parse().unwrap());
+        let (mut ws, resp) = tungstenite::client(req, stream).expect("handshake");
+        assert_eq!(resp.status(), 101);
+        assert_eq!(resp.headers()["sec-websocket-protocol"], "chat");
+        assert_eq!(resp.headers()["x-ws"], "yes");
+
+        ws.send(Message::text("hello")).unwrap();
+        assert_eq!(next_data(&mut ws), Message::text("echo:hello"));
+        ws.send(Message::binary(vec![1u8, 2, 3])).unwrap();
+        assert_eq!(next_data(&mut ws), Message::binary(vec![3u8, 2, 1]));
+        ws.send(Message::text("scope")).unwrap();
+        let Message::Text(t) = next_data(&mut ws) else {
+            panic!("text expected")
+        };
+        let scope: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(scope["type"], "websocket");
+        assert_eq!(scope["scheme"], "ws");
+        assert_eq!(scope["subprotocols"], serde_json::json!(["other", "chat"]));
+
+        ws.send(Message::Ping(b"are you there".to_vec().into()))
+            .unwrap();
+        let pong = match ws.read().unwrap() {
+            Message::Pong(p) => p,
+            other => panic!("expected a pong, got {other:?}"),
+        };
+        assert_eq!(&pong[..], b"are you there");
+
+        // Many messages at once: more than either queue holds.
+        for i in 0..300 {
+            ws.send(Message::text(format!("m{i}"))).unwrap();
+        }
+        for i in 0..300 {
+            match ws.read() {
+                Ok(m) => assert_eq!(m, Message::text(format!("echo:m{i}"))),
+                Err(e) => panic!("echo {i}: {e}\n{}", s.log_text()),
+            }
+        }
+
+        ws.close(Some(tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .unwrap();
+        loop {
+            match ws.read() {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        s.wait_log("ws disconnect 1000", Duration::from_secs(5));
+    }
+
+    #[test]
+    fn close_codes_limits_and_refusal() {
+        let s = asgi("asgi_raw:app", &["--websocket-max-message-size", "1024"]).start();
+        let mut ws = connect(&s, "/ws/echo", None);
+        ws.send(Message::text("close-me")).unwrap();
+        match next_data(&mut ws) {
+            Message::Close(Some(f)) => {
+                assert_eq!(f.code, CloseCode::from(4001));
+                assert_eq!(f.reason.as_str(), "asked");
+            }
+            other => panic!("expected close 4001, got {other:?}"),
+        }
+
+        let mut ws = connect(&s, "/ws/echo", None);
+        ws.send(Message::binary(vec![7u8; 2000])).unwrap();
+        match next_data(&mut ws) {
+            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Size),
+            other => panic!("expected close 1009, got {other:?}"),
+        }
+        s.wait_log("ws disconnect 1009", Duration::from_secs(5));
+
+        let stream = TcpStream::connect(s.addr()).unwrap();
+        let req = format!("ws://{}/ws/refuse", s.addr())
+            .into_client_request()
+            .unwrap();
+        match tungstenite::client(req, stream) {
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+                assert_eq!(resp.status(), 403)
+            }
+            other => panic!("expected 403, got {:?}", other.map(|(_, r)| r.status())),
+        }
+        assert_eq!(s.get("/").text(), "hello asgi");
+    }
+
+    #[test]
+    fn graceful_stop_closes_open_websockets_with_1001() {
+        let mut s = asgi("asgi_raw:app", &["--graceful-timeout", "10"]).start();
+        let mut ws = connect(&s, "/ws/echo", None);
+        ws.send(Message::text("before")).unwrap();
+        assert_eq!(next_data(&mut ws), Message::text("echo:before"));
+        let t0 = Instant::now();
+        s.signal(libc::SIGTERM);
+        match next_data(&mut ws) {
+            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+        assert!(s.wait_exit(Duration::from_secs(15)).success());
+        assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+        assert!(s.log_text().contains("ws disconnect 1001"));
+    }
+
+    #[test]
+    fn fastapi_websocket_echo() {
+        let s = asgi("fastapi_app:app", &[]).start();
+        let mut ws = connect(&s, "/ws", None);
+        ws.send(Message::text("hi")).unwrap();
+        let Message::Text(t) = next_data(&mut ws) else {
+            panic!("text expected")
+        };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&t).unwrap(),
+            serde_json::json!({"echo": "hi"})
+        );
+        ws.close(Some(tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .unwrap();
+        let _ = ws.read();
+        s.wait_log("fastapi ws closed 1000", Duration::from_secs(5));
+    }
+}

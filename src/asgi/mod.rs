@@ -7,6 +7,9 @@
 //! thread wakes it through the hub when the wait is over.
 
 mod scope;
+mod websocket;
+
+pub use websocket::Socket;
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
@@ -111,6 +114,7 @@ impl Exchange {
             reply,
             busy,
             started,
+            websocket: _,
         } = job;
         Exchange {
             app,
@@ -144,20 +148,6 @@ impl Exchange {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Poll once; when it is not ready, poll again with a waker for a fresh
-    /// token, which the caller returns to the task to await.
-    fn poll<T>(&self, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Result<T, u64> {
-        if let Poll::Ready(v) = f(&mut Context::from_waker(Waker::noop())) {
-            return Ok(v);
-        }
-        let token = self.hub.token();
-        let waker = self.hub.waker(token);
-        match f(&mut Context::from_waker(&waker)) {
-            Poll::Ready(v) => Ok(v),
-            Poll::Pending => Err(token),
-        }
     }
 
     fn send_head(&self, st: &mut State, body: ResponseBody) {
@@ -224,7 +214,7 @@ impl Exchange {
 
     fn flush_held(&self, st: &mut State) -> Option<u64> {
         let room = st.room.as_mut()?;
-        let permit = match self.poll(|cx| room.as_mut().poll(cx)) {
+        let permit = match poll_token(&self.hub, |cx| room.as_mut().poll(cx)) {
             Err(token) => return Some(token),
             Ok(p) => p,
         };
@@ -294,6 +284,20 @@ impl Exchange {
     }
 }
 
+/// Poll once; when it is not ready, poll again with a waker for a fresh
+/// token, which the caller returns to the task to await.
+fn poll_token<T>(hub: &Arc<Hub>, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Result<T, u64> {
+    if let Poll::Ready(v) = f(&mut Context::from_waker(Waker::noop())) {
+        return Ok(v);
+    }
+    let token = hub.token();
+    let waker = hub.waker(token);
+    match f(&mut Context::from_waker(&waker)) {
+        Poll::Ready(v) => Ok(v),
+        Poll::Pending => Err(token),
+    }
+}
+
 /// Header bytes from the app: bytes or bytearray.
 fn bytes_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
@@ -359,7 +363,7 @@ impl Exchange {
         let mut st = self.lock();
         if !st.body_done {
             let polled = match &st.body {
-                Some(body) => self.poll(|cx| body.poll_recv(cx)),
+                Some(body) => poll_token(&self.hub, |cx| body.poll_recv(cx)),
                 None => Ok(Received::End),
             };
             let (data, more) = match polled {
@@ -399,7 +403,7 @@ impl Exchange {
         if !st.complete && !st.client_gone {
             let st = &mut *st;
             let waited = if let Some(reply) = st.reply.as_mut() {
-                self.poll(|cx| reply.poll_closed(cx))
+                poll_token(&self.hub, |cx| reply.poll_closed(cx))
             } else {
                 if st.gone.is_none()
                     && let Some(tx) = &st.stream
@@ -408,7 +412,7 @@ impl Exchange {
                     st.gone = Some(Box::pin(async move { tx.closed().await }));
                 }
                 match st.gone.as_mut() {
-                    Some(gone) => self.poll(|cx| gone.as_mut().poll(cx)),
+                    Some(gone) => poll_token(&self.hub, |cx| gone.as_mut().poll(cx)),
                     None => Ok(()),
                 }
             };

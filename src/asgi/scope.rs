@@ -17,8 +17,44 @@ pub fn http<'py>(
     peer: &Peer,
     local: &Local,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
+    let d = common(py, app, parts, peer, local, false)?;
     d.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    d.set_item(intern!(py, "method"), parts.method.as_str())?;
+    Ok(d)
+}
+
+/// The `websocket` scope: no method, `ws`/`wss`, the offered subprotocols.
+pub fn websocket<'py>(
+    py: Python<'py>,
+    app: &AsgiApp,
+    parts: &Parts,
+    peer: &Peer,
+    local: &Local,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = common(py, app, parts, peer, local, true)?;
+    d.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    let offered: Vec<String> = parts
+        .headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    d.set_item(intern!(py, "subprotocols"), offered)?;
+    Ok(d)
+}
+
+fn common<'py>(
+    py: Python<'py>,
+    app: &AsgiApp,
+    parts: &Parts,
+    peer: &Peer,
+    local: &Local,
+    websocket: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
     d.set_item(intern!(py, "asgi"), app.asgi.bind(py))?;
     d.set_item(
         intern!(py, "http_version"),
@@ -28,16 +64,16 @@ pub fn http<'py>(
             intern!(py, "1.1")
         },
     )?;
-    d.set_item(intern!(py, "method"), parts.method.as_str())?;
 
     let trusted = match peer {
         Peer::Unix => true,
         Peer::Tcp(sa) => app.forwarded.allow_all || app.forwarded.allow.contains(&sa.ip()),
     };
-    let scheme = if trusted && is_https(&parts.headers) {
-        intern!(py, "https")
-    } else {
-        intern!(py, "http")
+    let scheme = match (trusted && is_https(&parts.headers), websocket) {
+        (true, false) => intern!(py, "https"),
+        (false, false) => intern!(py, "http"),
+        (true, true) => intern!(py, "wss"),
+        (false, true) => intern!(py, "ws"),
     };
     d.set_item(intern!(py, "scheme"), scheme)?;
 

@@ -8,7 +8,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,6 +24,8 @@ pub struct ConnState {
     pub requests: AtomicU32,
     /// The first refused request head: (index + 1) << 8 | violation code.
     refused: AtomicU64,
+    /// The connection became a WebSocket: its bytes are no HTTP heads.
+    pub upgraded: AtomicBool,
 }
 
 impl ConnState {
@@ -76,6 +78,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     this.active = true;
+                    if this.scanner.is_some() && this.state.upgraded.load(Ordering::Relaxed) {
+                        this.scanner = None;
+                    }
                     if let Some(scanner) = &mut this.scanner
                         && let Some((index, why)) = scanner.feed(&buf.filled()[before..])
                     {

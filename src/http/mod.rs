@@ -5,5 +5,6 @@ pub mod framing;
 pub mod idle;
 pub mod request_body;
 pub mod service;
+pub mod websocket;
 
 pub use body::ResponseBody;

@@ -7,10 +7,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::body::{BusyGuard, ResponseBody};
 use super::idle::ConnState;
+use super::websocket;
 use crate::worker::Stats;
 use crate::wsgi::{Job, Local, Peer};
 
@@ -27,6 +28,9 @@ pub struct Shared {
     pub jobs: crate::worker::Jobs,
     pub limits: Limits,
     pub stats: Arc<Stats>,
+    /// asgi: WebSocket upgrades are served, messages up to this size.
+    pub websocket_max_message: Option<usize>,
+    pub shutdown: watch::Receiver<bool>,
 }
 
 pub async fn handle(
@@ -34,7 +38,7 @@ pub async fn handle(
     conn: Arc<ConnState>,
     peer: Peer,
     local: Arc<Local>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let index = conn.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(why) = conn.refusal(index) {
@@ -50,6 +54,16 @@ pub async fn handle(
         return Ok(error_response(status, &why));
     }
     let started = Instant::now();
+    let websocket = match shared.websocket_max_message {
+        Some(_) if websocket::is_upgrade(req.method(), req.headers()) => {
+            Some(websocket::channels(hyper::upgrade::on(&mut req)))
+        }
+        _ => None,
+    };
+    let (app_side, io_side) = match websocket {
+        Some((a, i)) => (Some(a), Some(i)),
+        None => (None, None),
+    };
     let (parts, body) = req.into_parts();
     let body = (!body.is_end_stream()).then(|| super::request_body::spawn(body));
     let (reply, response) = oneshot::channel();
@@ -60,8 +74,9 @@ pub async fn handle(
         peer,
         local,
         reply,
-        busy: BusyGuard::new(conn),
+        busy: BusyGuard::new(conn.clone()),
         started,
+        websocket: app_side,
     };
     if !shared.jobs.send(job) {
         return Ok(error_response(
@@ -69,9 +84,16 @@ pub async fn handle(
             "worker is stopping",
         ));
     }
-    Ok(response.await.unwrap_or_else(|_| {
+    let response = response.await.unwrap_or_else(|_| {
         error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-    }))
+    });
+    // The app accepted a WebSocket: serve it once hyper hands the socket over.
+    if let (Some(io), Some(max)) = (io_side, shared.websocket_max_message)
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        tokio::spawn(websocket::run(io, conn, max, shared.shutdown.clone()));
+    }
+    Ok(response)
 }
 
 /// The request line and header limits hyper does not enforce itself.

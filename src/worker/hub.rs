@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Wake, Waker};
 use tokio::sync::watch;
 
-use crate::asgi::{AsgiApp, Exchange};
+use crate::asgi::{AsgiApp, Exchange, Socket};
 use crate::python::traceback_text;
 use crate::wsgi::{Job, WsgiApp};
 
@@ -260,15 +260,29 @@ impl HubLink {
         Ok(())
     }
 
-    /// asgi: the exchange a task runs the app on for one request.
-    fn exchange(&self, job: PyRef<'_, PendingJob>) -> PyResult<Exchange> {
+    /// asgi: what a task runs the app on for one request: an `Exchange`
+    /// (http) or a `Socket` (websocket), with the same methods.
+    fn exchange<'py>(
+        &self,
+        py: Python<'py>,
+        job: PyRef<'_, PendingJob>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let Served::Asgi(app) = &self.served else {
             return Err(PyRuntimeError::new_err("not an ASGI worker"));
         };
-        let job = job
+        let mut job = job
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("request already taken"))?;
-        Ok(Exchange::new(app.clone(), self.hub.clone(), job))
+        match job.websocket.take() {
+            Some(side) => Ok(Bound::new(
+                py,
+                Socket::new(app.clone(), self.hub.clone(), job, side),
+            )?
+            .into_any()),
+            None => {
+                Ok(Bound::new(py, Exchange::new(app.clone(), self.hub.clone(), job))?.into_any())
+            }
+        }
     }
 }
 

@@ -177,6 +177,9 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
             field_size: s.limit_request_field_size as usize,
         },
         stats: stats.clone(),
+        websocket_max_message: (class == WorkerClass::Asgi)
+            .then_some(s.websocket_max_message_size as usize),
+        shutdown: shutdown_rx.clone(),
     });
     let conf = Arc::new(conf);
     // The loop beats twice per heartbeat so that every tick sees it alive.
@@ -455,7 +458,7 @@ async fn connection<S>(
         .keep_alive(conf.keep_alive)
         .header_read_timeout(conf.header_timeout)
         .max_headers(conf.max_fields.max(1));
-    let conn = builder.serve_connection(io, svc);
+    let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
     let finished = tokio::select! {
         r = conn.as_mut() => Some(r),

@@ -64,6 +64,8 @@ pub struct Job {
     pub reply: oneshot::Sender<Response<ResponseBody>>,
     pub busy: BusyGuard,
     pub started: Instant,
+    /// asgi: the request asks for a WebSocket.
+    pub websocket: Option<crate::http::websocket::AppSide>,
 }
 
 /// What a worker's app threads share.
@@ -130,6 +132,7 @@ impl WsgiApp {
             reply,
             busy,
             started,
+            websocket: _,
         } = job;
         let input =
             Bound::new(py, Input::new(body, self.wait.clone())).expect("allocating wsgi.input");

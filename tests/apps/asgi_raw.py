@@ -42,9 +42,36 @@ async def lifespan(scope, receive, send):
             return
 
 
+async def websocket(scope, receive, send):
+    path = scope["path"]
+    assert (await receive())["type"] == "websocket.connect"
+    if path == "/ws/refuse":
+        return await send({"type": "websocket.close", "code": 1008})
+    subprotocol = "chat" if "chat" in scope["subprotocols"] else None
+    await send({"type": "websocket.accept", "subprotocol": subprotocol,
+                "headers": [(b"x-ws", b"yes")]})
+    while True:
+        event = await receive()
+        if event["type"] == "websocket.disconnect":
+            log.warning("ws disconnect %s", event["code"])
+            return
+        if event.get("text") == "close-me":
+            return await send({"type": "websocket.close", "code": 4001, "reason": "asked"})
+        if event.get("text") == "scope":
+            shown = {k: v for k, v in scope.items() if k in ("type", "scheme", "path", "subprotocols")}
+            await send({"type": "websocket.send", "text": json.dumps(shown)})
+            continue
+        if event.get("text") is not None:
+            await send({"type": "websocket.send", "text": "echo:" + event["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": event["bytes"][::-1]})
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
+    if scope["type"] == "websocket":
+        return await websocket(scope, receive, send)
     path = scope["path"][len(scope.get("root_path", "")):]
     query = scope["query_string"].decode()
     if path == "/":

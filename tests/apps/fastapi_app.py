@@ -4,7 +4,7 @@ import hashlib
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -58,3 +58,14 @@ async def upload(request: Request):
         digest.update(chunk)
         size += len(chunk)
     return {"size": size, "sha256": digest.hexdigest()}
+
+
+@app.websocket("/ws")
+async def ws_echo(websocket: WebSocket):
+    await websocket.accept()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_json({"echo": text})
+    except WebSocketDisconnect as e:
+        log.warning("fastapi ws closed %s", e.code)
