@@ -37,6 +37,18 @@ def servers(venv, threads):
     return {
         "ferricorn sync": lambda app, port: common_fc(port) + ["-k", "sync", app],
         "ferricorn gthread": lambda app, port: common_fc(port) + ["-k", "gthread", "--threads", str(threads), app],
+        "ferricorn asgi": lambda app, port: common_fc(port) + ["-k", "asgi", app],
+        "gunicorn asgi": lambda app, port: common_gu(port) + ["-k", "asgi", app],
+        "uvicorn": lambda app, port: [os.path.join(venv, "bin", "uvicorn"), "--workers", str(WORKERS), "--host",
+                                      "127.0.0.1", "--port", str(port), "--app-dir", APPS, "--loop", "uvloop",
+                                      "--log-level", "warning", "--no-access-log", app],
+        "uvicorn (asyncio)": lambda app, port: [os.path.join(venv, "bin", "uvicorn"), "--workers", str(WORKERS),
+                                                "--host", "127.0.0.1", "--port", str(port), "--app-dir", APPS,
+                                                "--loop", "asyncio", "--log-level", "warning", "--no-access-log",
+                                                app],
+        "granian asgi": lambda app, port: [gr, "--interface", "asgi", "--workers", str(WORKERS), "--host",
+                                           "127.0.0.1", "--port", str(port), "--working-dir", APPS,
+                                           "--log-level", "warning", app],
         "ferricorn gevent": lambda app, port: common_fc(port) + ["-k", "gevent", "--worker-connections", "1000", app],
         "gunicorn sync": lambda app, port: common_gu(port) + ["-k", "sync", app],
         "gunicorn gthread": lambda app, port: common_gu(port) + ["-k", "gthread", "--threads", str(threads), app],
@@ -48,8 +60,11 @@ def servers(venv, threads):
     }
 
 
+ASGI_SERVERS = ["ferricorn asgi", "gunicorn asgi", "uvicorn", "uvicorn (asyncio)", "granian asgi"]
+ASGI_BASES = ("granian asgi", "uvicorn")
+
 SCENARIOS = [
-    # name, app, path, wrk extra args, connections, servers, threads
+    # name, app, path, wrk extra args, connections, servers, threads[, (ratio bases)]
     ("plain hello (13 B)", "bench_app:hello", "/", [], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian",
       "hyper (ceiling)"], 4),
@@ -63,6 +78,8 @@ SCENARIOS = [
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
     ("slow I/O: 10 ms sleep, 256 connections", "bench_app:sleepy", "/", [], 256,
      ["ferricorn gthread", "ferricorn gevent", "gunicorn gthread", "gunicorn gevent", "granian"], 128),
+    ("ASGI hello", "bench_app:asgi_hello", "/", [], 64, ASGI_SERVERS, 4, ASGI_BASES),
+    ("FastAPI hello", "bench_fastapi:app", "/", [], 64, ASGI_SERVERS, 4, ASGI_BASES),
 ]
 
 
@@ -123,7 +140,7 @@ def run_wrk(port, path, extra, conns, duration):
 
 
 def measure(name, argv, scenario, duration):
-    _, app, path, extra, conns, _, _ = scenario
+    app, path, extra, conns = scenario[1:5]
     port = free_port()
     cmd = argv(app, port)
     env = dict(os.environ)
@@ -154,12 +171,12 @@ def ratio(a, b):
     return "%.2f×" % (a / b) if b else "–"
 
 
-def table(title, results):
+def table(title, results, bases=("granian", "gunicorn gthread")):
     lines = ["### %s" % title, "",
-             "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | vs granian | vs gunicorn gthread |",
+             "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | vs %s | vs %s |" % bases,
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    base_gr = results.get("granian", {}).get("rps", 0)
-    base_gu = results.get("gunicorn gthread", {}).get("rps", 0)
+    base_gr = (results.get(bases[0]) or {}).get("rps", 0)
+    base_gu = (results.get(bases[1]) or {}).get("rps", 0)
     for name, r in results.items():
         if r is None:
             lines.append("| %s | failed to start | | | | | | | |" % name)
@@ -184,7 +201,8 @@ def machine():
 def versions(venv):
     out = subprocess.run([os.path.join(venv, "bin", "pip"), "list", "--format=freeze"], capture_output=True,
                          text=True).stdout
-    keep = [l for l in out.splitlines() if l.split("==")[0].lower() in ("gunicorn", "granian", "gevent", "flask")]
+    keep = [l for l in out.splitlines() if l.split("==")[0].lower() in ("gunicorn", "granian", "gevent", "flask",
+                                                                     "uvicorn", "uvloop", "fastapi")]
     fc = subprocess.run([os.path.join(ROOT, "target", "release", "ferricorn"), "--version"], capture_output=True,
                         text=True).stdout.strip()
     return ", ".join([fc] + keep)
@@ -214,7 +232,7 @@ def main():
         for name in sc[5]:
             print("bench: %s / %s ..." % (sc[0], name), file=sys.stderr, flush=True)
             results[name] = measure(name, srv[name], sc, duration)
-        t = table("%s (%d connections)" % (sc[0], sc[4]), results)
+        t = table("%s (%d connections)" % (sc[0], sc[4]), results, *sc[7:8])
         print(t, flush=True)
         report.append(t)
     if not args.smoke:

@@ -20,12 +20,13 @@ if ! command -v wrk >/dev/null; then
 fi
 
 venv="$root/target/bench-venv"
-if [ ! -f "$venv/.ready" ]; then
-  echo "bench: creating $venv (gunicorn, granian, gevent, Flask) ..." >&2
-  rm -rf "$venv"
-  /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check gunicorn granian gevent flask packaging
-  touch "$venv/.ready"
+packages="gunicorn granian gevent flask packaging uvicorn uvloop fastapi"
+if [ ! -f "$venv/.ready" ] || [ "$(cat "$venv/.ready")" != "$packages" ]; then
+  echo "bench: preparing $venv ($packages) ..." >&2
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $packages
+  echo "$packages" >"$venv/.ready"
 fi
 
 echo "bench: building ferricorn and the hyper ceiling (release) ..." >&2

@@ -458,6 +458,23 @@ mod websockets {
     }
 
     #[test]
+    fn an_upgrade_in_place_closes_old_websockets_with_1001_and_serves_new_ones() {
+        let s = asgi("asgi_raw:app", &[]).start();
+        let mut old = connect(&s, "/ws/echo", None);
+        old.send(Message::text("a")).unwrap();
+        assert_eq!(next_data(&mut old), Message::text("echo:a"));
+        s.signal(libc::SIGUSR2);
+        match next_data(&mut old) {
+            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+        s.wait_log("Upgraded in place", Duration::from_secs(20));
+        let mut new = connect(&s, "/ws/echo", None);
+        new.send(Message::text("b")).unwrap();
+        assert_eq!(next_data(&mut new), Message::text("echo:b"));
+    }
+
+    #[test]
     fn fastapi_websocket_echo() {
         let s = asgi("fastapi_app:app", &[]).start();
         let mut ws = connect(&s, "/ws", None);

@@ -32,3 +32,11 @@ def sleepy(environ, start_response):
     time.sleep(0.01)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
     return [HELLO]
+
+
+async def asgi_hello(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": HELLO})
