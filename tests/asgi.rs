@@ -157,18 +157,8 @@ fn http_disconnect_is_delivered_when_the_client_goes_away() {
 #[test]
 fn one_worker_serves_sleepers_at_once_with_keep_alive() {
     let s = asgi("asgi_raw:app", &[]).start();
-    let addr = s.addr();
     let t0 = Instant::now();
-    let clients: Vec<_> = (0..50)
-        .map(|_| {
-            std::thread::spawn(move || {
-                request(
-                    addr,
-                    "GET /sleep?1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                )
-            })
-        })
-        .collect();
+    let clients = concurrent_gets(s.addr(), "/sleep?1", 50);
     for c in clients {
         assert_eq!(c.join().unwrap().text(), "slept");
     }

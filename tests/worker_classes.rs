@@ -10,19 +10,25 @@ use std::time::{Duration, Instant};
 /// Timing tests run one at a time so they do not compete for the two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A CPU-bound request past `--timeout`: WORKER TIMEOUT for that worker,
+/// its connection closed without an answer, and a fresh worker serving.
+fn spin_past_the_timeout(s: &Server) {
+    let old = s.get("/pid").text();
+    let mut c = Conn::open(s.addr());
+    c.send("GET /spin?60 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let line = s.wait_log("WORKER TIMEOUT", Duration::from_secs(15));
+    assert!(line.contains(&format!("(pid:{old})")), "{line}");
+    assert!(
+        c.read_response(false).is_none(),
+        "connection closed without a response"
+    );
+    let fresh = s.get("/pid").text();
+    assert_ne!(fresh, old);
+}
+
 fn two_clients_at_once(s: &Server) -> Duration {
-    let addr = s.addr();
     let t0 = Instant::now();
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || {
-                request(
-                    addr,
-                    "GET /sleep?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                )
-            })
-        })
-        .collect();
+    let clients = concurrent_gets(s.addr(), "/sleep?2", 2);
     for c in clients {
         let r = c.join().unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "slept"));
@@ -72,17 +78,7 @@ fn cpu_bound_sync_request_past_timeout_is_worker_timeout() {
     let s = server("conformance:app")
         .args(["-k", "sync", "--timeout", "3"])
         .start();
-    let old = s.get("/pid").text();
-    let mut c = Conn::open(s.addr());
-    c.send("GET /spin?60 HTTP/1.1\r\nHost: x\r\n\r\n");
-    let line = s.wait_log("WORKER TIMEOUT", Duration::from_secs(15));
-    assert!(line.contains(&format!("(pid:{old})")), "{line}");
-    assert!(
-        c.read_response(false).is_none(),
-        "connection closed without a response"
-    );
-    let fresh = s.get("/pid").text();
-    assert_ne!(fresh, old);
+    spin_past_the_timeout(&s);
 }
 
 #[test]
@@ -137,18 +133,8 @@ fn gevent_serves_two_hundred_sleepers_with_one_worker() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&[]);
     let pid = s.get("/pid").text();
-    let addr = s.addr();
     let t0 = Instant::now();
-    let clients: Vec<_> = (0..200)
-        .map(|_| {
-            std::thread::spawn(move || {
-                request(
-                    addr,
-                    "GET /sleep?1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                )
-            })
-        })
-        .collect();
+    let clients = concurrent_gets(s.addr(), "/sleep?1", 200);
     let ok = clients
         .into_iter()
         .map(|c| c.join().unwrap())
@@ -170,16 +156,7 @@ fn cpu_bound_greenlet_past_timeout_is_worker_timeout() {
     assert_eq!(s.get("/pid").text(), old);
     assert_eq!(s.count("WORKER TIMEOUT"), 0);
     // ...a greenlet that never yields stalls it.
-    let mut c = Conn::open(s.addr());
-    c.send("GET /spin?60 HTTP/1.1\r\nHost: x\r\n\r\n");
-    let line = s.wait_log("WORKER TIMEOUT", Duration::from_secs(15));
-    assert!(line.contains(&format!("(pid:{old})")), "{line}");
-    assert!(
-        c.read_response(false).is_none(),
-        "connection closed without a response"
-    );
-    let fresh = s.get("/pid").text();
-    assert_ne!(fresh, old);
+    spin_past_the_timeout(&s);
 }
 
 #[test]
@@ -223,19 +200,7 @@ fn gevent_quick_requests_pass_a_greenlet_waiting_for_a_slow_upload() {
 fn gevent_drains_in_flight_greenlets_on_reload_and_stop() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = gevent(&["--graceful-timeout", "10"]);
-    let sleepers = |s: &Server| -> Vec<std::thread::JoinHandle<Response>> {
-        let addr = s.addr();
-        (0..3)
-            .map(|_| {
-                std::thread::spawn(move || {
-                    request(
-                        addr,
-                        "GET /sleep?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                    )
-                })
-            })
-            .collect()
-    };
+    let sleepers = |s: &Server| concurrent_gets(s.addr(), "/sleep?2", 3);
     let old = s.workers();
     let during_reload = sleepers(&s);
     std::thread::sleep(Duration::from_millis(500));

@@ -6,13 +6,15 @@
 //! call returns a token instead; the task awaits a future for it, and the I/O
 //! thread wakes it through the hub when the wait is over.
 
+mod outbox;
+use outbox::{Outbox, Sent};
 mod scope;
 mod websocket;
 
 pub use websocket::Socket;
 
 use bytes::{Buf, Bytes};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -22,17 +24,15 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-use tokio::sync::mpsc::error::{SendError, TrySendError};
-use tokio::sync::mpsc::{self, OwnedPermit};
+use tokio::sync::mpsc::{self};
 use tokio::sync::oneshot;
 
 use crate::http::ResponseBody;
 use crate::http::body::{Aborted, BusyGuard, Chunk};
 use crate::http::request_body::{BodyReader, Received};
 use crate::http::service::error_response;
-use crate::log::access::Record;
-use crate::worker::{Hub, Ledger};
-use crate::wsgi::response::{STREAM_DEPTH, hop_by_hop};
+use crate::worker::{Answer, Hub, Ledger};
+use crate::wsgi::response::{STREAM_DEPTH, header_pair, hop_by_hop};
 use crate::wsgi::{Forwarded, Job, Local, Peer, SERVER_HEADER};
 
 /// What a worker's requests share.
@@ -66,7 +66,6 @@ impl AsgiApp {
 }
 
 type Gone = Pin<Box<dyn Future<Output = ()> + Send>>;
-type Room = Pin<Box<dyn Future<Output = Result<OwnedPermit<Chunk>, SendError<()>>> + Send>>;
 
 /// One request's conversation between the app and hyper.
 #[pyclass(module = "ferricorn")]
@@ -94,9 +93,8 @@ struct State {
     stream: Option<mpsc::Sender<Chunk>>,
     /// Resolves when the client has gone (the stream's receiver dropped).
     gone: Option<Gone>,
-    /// A chunk waiting for room in the stream, and the wait for it.
-    held: Option<Bytes>,
-    room: Option<Room>,
+    /// A chunk waiting for room in the stream.
+    outbox: Outbox<Chunk>,
     end_after_held: bool,
     complete: bool,
     client_gone: bool,
@@ -135,8 +133,7 @@ impl Exchange {
                 content_length: None,
                 stream: None,
                 gone: None,
-                held: None,
-                room: None,
+                outbox: Outbox::new(),
                 end_after_held: false,
                 complete: false,
                 client_gone: false,
@@ -193,16 +190,14 @@ impl Exchange {
         }
         if !data.is_empty() && !st.client_gone {
             st.sent += data.len() as u64;
-            if let Some(tx) = &st.stream {
-                match tx.try_send(Ok(data)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(Ok(data))) => {
-                        st.held = Some(data);
+            if let Some(tx) = st.stream.clone() {
+                match st.outbox.send(&self.hub, &tx, Ok(data)) {
+                    Sent::Done => {}
+                    Sent::Wait(token) => {
                         st.end_after_held = !more;
-                        st.room = Some(Box::pin(tx.clone().reserve_owned()));
-                        return self.flush_held(st);
+                        return Some(token);
                     }
-                    Err(_) => st.client_gone = true,
+                    Sent::Gone => st.client_gone = true,
                 }
             }
         }
@@ -213,21 +208,12 @@ impl Exchange {
     }
 
     fn flush_held(&self, st: &mut State) -> Option<u64> {
-        let room = st.room.as_mut()?;
-        let permit = match poll_token(&self.hub, |cx| room.as_mut().poll(cx)) {
-            Err(token) => return Some(token),
-            Ok(p) => p,
-        };
-        st.room = None;
-        let held = st.held.take();
-        match (permit, held) {
-            (Ok(permit), Some(data)) => {
-                permit.send(Ok(data));
-            }
-            (Ok(_), None) => {}
-            (Err(_), _) => st.client_gone = true,
+        match st.outbox.flush(&self.hub) {
+            Sent::Wait(token) => return Some(token),
+            Sent::Gone => st.client_gone = true,
+            Sent::Done => {}
         }
-        if st.end_after_held {
+        if std::mem::take(&mut st.end_after_held) {
             Self::end(st);
         }
         None
@@ -252,20 +238,10 @@ impl Exchange {
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
             for pair in headers.try_iter()? {
                 let pair = pair?;
-                let name = bytes_of(&pair.get_item(0)?)?;
-                let value = bytes_of(&pair.get_item(1)?)?;
-                let name = HeaderName::from_bytes(&name).map_err(|_| {
-                    PyValueError::new_err(format!(
-                        "invalid header name {:?}",
-                        String::from_utf8_lossy(&name)
-                    ))
-                })?;
-                let value = HeaderValue::from_bytes(&value).map_err(|_| {
-                    PyValueError::new_err(format!(
-                        "invalid value for header {name}: {:?} (CR, LF and NUL are not allowed)",
-                        String::from_utf8_lossy(&value)
-                    ))
-                })?;
+                let (name, value) = header_pair(
+                    &bytes_of(&pair.get_item(0)?)?,
+                    &bytes_of(&pair.get_item(1)?)?,
+                )?;
                 if hop_by_hop(&name) {
                     continue;
                 }
@@ -518,28 +494,15 @@ impl Exchange {
         }
         st.stream = None;
         st.gone = None;
-        st.room = None;
-        st.held = None;
+        st.outbox.clear();
         st.body = None;
 
-        let ledger = &self.app.ledger;
-        if ledger.logs() {
-            let job = &*st;
-            let remote = job.peer.ip_string();
-            ledger.served(Some(&Record {
-                remote: &remote,
-                method: job.parts.method.as_str(),
-                path: job.parts.uri.path(),
-                query: job.parts.uri.query().unwrap_or(""),
-                protocol: crate::wsgi::version_str(job.parts.version),
+        self.app
+            .ledger
+            .served(&st.parts, &st.peer, st.started, || Answer {
                 status: logged_status,
                 bytes: st.sent,
-                duration: job.started.elapsed(),
-                request_headers: &job.parts.headers,
-                response_headers: &st.logged_headers,
-            }));
-        } else {
-            ledger.served(None);
-        }
+                headers: st.logged_headers.clone(),
+            });
     }
 }

@@ -3,30 +3,26 @@
 //! ways through the I/O thread's task (`http::websocket`). As for HTTP,
 //! nothing blocks the loop: a call that must wait returns a token.
 
-use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::mpsc::error::{SendError, TrySendError};
-use tokio::sync::mpsc::{self, OwnedPermit};
+use tokio::sync::mpsc::{self};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::outbox::{Outbox, Sent};
 use super::{AsgiApp, body_of, bytes_of, event, poll_token, scope};
 use crate::http::ResponseBody;
 use crate::http::body::BusyGuard;
 use crate::http::service::error_response;
 use crate::http::websocket::{AppSide, Incoming, Outgoing};
-use crate::log::access::Record;
-use crate::worker::Hub;
+use crate::worker::{Answer, Hub};
+use crate::wsgi::response::header_pair;
 use crate::wsgi::{Job, Local, Peer, SERVER_HEADER};
-
-type Room = Pin<Box<dyn Future<Output = Result<OwnedPermit<Outgoing>, SendError<()>>> + Send>>;
 
 #[pyclass(module = "ferricorn")]
 pub struct Socket {
@@ -48,8 +44,7 @@ struct State {
     accepted: bool,
     /// The close code once the connection is over (either side).
     closed: Option<(u16, String)>,
-    held: Option<Outgoing>,
-    room: Option<Room>,
+    outbox: Outbox<Outgoing>,
     status: u16,
     finished: bool,
 }
@@ -80,8 +75,7 @@ impl Socket {
                 connect_delivered: false,
                 accepted: false,
                 closed: None,
-                held: None,
-                room: None,
+                outbox: Outbox::new(),
                 status: 0,
                 finished: false,
             }),
@@ -133,10 +127,10 @@ impl Socket {
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
             for pair in headers.try_iter()? {
                 let pair = pair?;
-                let name = HeaderName::from_bytes(&bytes_of(&pair.get_item(0)?)?)
-                    .map_err(|_| PyValueError::new_err("invalid header name"))?;
-                let value = HeaderValue::from_bytes(&bytes_of(&pair.get_item(1)?)?)
-                    .map_err(|_| PyValueError::new_err("invalid header value"))?;
+                let (name, value) = header_pair(
+                    &bytes_of(&pair.get_item(0)?)?,
+                    &bytes_of(&pair.get_item(1)?)?,
+                )?;
                 h.append(name, value);
             }
         }
@@ -150,29 +144,11 @@ impl Socket {
 
     /// Queue one message for the socket: None when queued, a token to await otherwise.
     fn queue(&self, st: &mut State, msg: Outgoing) -> Option<u64> {
-        let Some(tx) = &st.outgoing else { return None };
-        match tx.try_send(msg) {
-            Ok(()) => None,
-            Err(TrySendError::Full(msg)) => {
-                st.held = Some(msg);
-                st.room = Some(Box::pin(tx.clone().reserve_owned()));
-                self.flush_held(st)
-            }
-            Err(TrySendError::Closed(_)) => None,
+        let tx = st.outgoing.clone()?;
+        match st.outbox.send(&self.hub, &tx, msg) {
+            Sent::Wait(token) => Some(token),
+            Sent::Done | Sent::Gone => None,
         }
-    }
-
-    fn flush_held(&self, st: &mut State) -> Option<u64> {
-        let room = st.room.as_mut()?;
-        let permit = match poll_token(&self.hub, |cx| room.as_mut().poll(cx)) {
-            Err(token) => return Some(token),
-            Ok(p) => p,
-        };
-        st.room = None;
-        if let (Ok(permit), Some(msg)) = (permit, st.held.take()) {
-            permit.send(msg);
-        }
-        None
     }
 }
 
@@ -298,8 +274,10 @@ impl Socket {
     }
 
     fn flush(&self) -> Option<u64> {
-        let mut st = self.lock();
-        self.flush_held(&mut st)
+        match self.lock().outbox.flush(&self.hub) {
+            Sent::Wait(token) => Some(token),
+            Sent::Done | Sent::Gone => None,
+        }
     }
 
     /// The app's coroutine is over: refuse or close what is still open, log, count.
@@ -328,26 +306,14 @@ impl Socket {
             }
         }
         st.outgoing = None;
-        st.room = None;
-        st.held = None;
+        st.outbox.clear();
 
-        let ledger = &self.app.ledger;
-        if ledger.logs() {
-            let remote = st.peer.ip_string();
-            ledger.served(Some(&Record {
-                remote: &remote,
-                method: st.parts.method.as_str(),
-                path: st.parts.uri.path(),
-                query: st.parts.uri.query().unwrap_or(""),
-                protocol: crate::wsgi::version_str(st.parts.version),
+        self.app
+            .ledger
+            .served(&st.parts, &st.peer, st.started, || Answer {
                 status: st.status,
                 bytes: 0,
-                duration: st.started.elapsed(),
-                request_headers: &st.parts.headers,
-                response_headers: &[],
-            }));
-        } else {
-            ledger.served(None);
-        }
+                headers: Vec::new(),
+            });
     }
 }

@@ -2,11 +2,22 @@
 //! access log line, the worker's counters, and recycling after
 //! `--max-requests`.
 
+use http::request::Parts;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::Stats;
 use crate::log::access::{AccessLog, Record};
+use crate::wsgi::Peer;
+
+/// How a request was answered, as the access log shows it.
+pub struct Answer {
+    pub status: u16,
+    pub bytes: u64,
+    /// Only when the format shows response headers.
+    pub headers: Vec<(String, String)>,
+}
 
 pub struct Ledger {
     access: Option<AccessLog>,
@@ -35,21 +46,40 @@ impl Ledger {
         }
     }
 
-    /// Whether `served` wants a record (build one only then).
-    pub fn logs(&self) -> bool {
-        self.access.is_some()
-    }
-
     pub fn reopen(&self) {
         if let Some(a) = &self.access {
             a.reopen();
         }
     }
 
-    /// One request is over: log it, count it, recycle the worker when due.
-    pub fn served(&self, record: Option<&Record<'_>>) {
-        if let (Some(access), Some(record)) = (&self.access, record) {
-            access.write(record);
+    /// One request is over: log it (`answer` is asked only when there is an
+    /// access log), count it, recycle the worker when due.
+    pub fn served(
+        &self,
+        parts: &Parts,
+        peer: &Peer,
+        started: Instant,
+        answer: impl FnOnce() -> Answer,
+    ) {
+        if let Some(access) = &self.access {
+            let answer = answer();
+            let remote = peer.ip_string();
+            access.write(&Record {
+                remote: &remote,
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query().unwrap_or(""),
+                protocol: if parts.version == http::Version::HTTP_10 {
+                    "HTTP/1.0"
+                } else {
+                    "HTTP/1.1"
+                },
+                status: answer.status,
+                bytes: answer.bytes,
+                duration: started.elapsed(),
+                request_headers: &parts.headers,
+                response_headers: &answer.headers,
+            });
         }
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         let served = self.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;

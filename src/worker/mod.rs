@@ -13,7 +13,7 @@ mod wait;
 
 pub use dispatch::Jobs;
 pub use hub::Hub;
-pub use ledger::Ledger;
+pub use ledger::{Answer, Ledger};
 pub use reporter::{Reporter, Stats};
 pub use wait::Wait;
 

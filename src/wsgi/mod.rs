@@ -20,9 +20,8 @@ use tokio::sync::oneshot;
 use crate::http::ResponseBody;
 use crate::http::body::BusyGuard;
 use crate::http::service::error_response;
-use crate::log::access::Record;
 use crate::python::{Support, traceback_text};
-use crate::worker::{Ledger, Wait};
+use crate::worker::{Answer, Ledger, Wait};
 pub use environ::Forwarded;
 use environ::Keys;
 use input::Input;
@@ -169,25 +168,18 @@ impl WsgiApp {
             }
         }
 
-        if self.ledger.logs() {
+        self.ledger.served(&parts, &peer, started, || {
             let outcome = sr_ref.outcome(self.ledger.wants_response_headers);
-            let failed_early = !sr_ref.head_sent();
-            let remote = peer.ip_string();
-            self.ledger.served(Some(&Record {
-                remote: &remote,
-                method: parts.method.as_str(),
-                path: parts.uri.path(),
-                query: parts.uri.query().unwrap_or(""),
-                protocol: version_str(parts.version),
-                status: if failed_early { 500 } else { outcome.status },
+            Answer {
+                status: if sr_ref.head_sent() {
+                    outcome.status
+                } else {
+                    500
+                },
                 bytes: outcome.bytes,
-                duration: started.elapsed(),
-                request_headers: &parts.headers,
-                response_headers: &outcome.headers,
-            }));
-        } else {
-            self.ledger.served(None);
-        }
+                headers: outcome.headers,
+            }
+        });
     }
 
     fn run<'py>(
@@ -304,13 +296,5 @@ impl WsgiApp {
             }
         }
         Ok(())
-    }
-}
-
-pub(crate) fn version_str(v: http::Version) -> &'static str {
-    if v == http::Version::HTTP_10 {
-        "HTTP/1.0"
-    } else {
-        "HTTP/1.1"
     }
 }

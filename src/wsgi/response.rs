@@ -62,6 +62,24 @@ pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// A response header from the app, refused when it could not go on the wire
+/// as it is (a CR or LF in a value would split the response).
+pub(crate) fn header_pair(name: &[u8], value: &[u8]) -> PyResult<(HeaderName, HeaderValue)> {
+    let name = HeaderName::from_bytes(name).map_err(|_| {
+        PyValueError::new_err(format!(
+            "invalid header name {:?}",
+            String::from_utf8_lossy(name)
+        ))
+    })?;
+    let value = HeaderValue::from_bytes(value).map_err(|_| {
+        PyValueError::new_err(format!(
+            "invalid value for header {name}: {:?} (CR, LF and NUL are not allowed)",
+            String::from_utf8_lossy(value)
+        ))
+    })?;
+    Ok((name, value))
+}
+
 /// A str header field as latin-1 bytes (PEP 3333), refusing what is not.
 fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     let s = s.cast::<PyString>().map_err(|_| {
@@ -336,20 +354,10 @@ impl StartResponse {
                     "headers must be a list of (name, value) tuples",
                 ));
             }
-            let name = latin1_bytes(&pair.get_item(0)?, "name")?;
-            let value = latin1_bytes(&pair.get_item(1)?, "value")?;
-            let name = HeaderName::from_bytes(&name).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "invalid header name {:?}",
-                    String::from_utf8_lossy(&name)
-                ))
-            })?;
-            let value = HeaderValue::from_bytes(&value).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "invalid value for header {name}: {:?} (CR, LF and NUL are not allowed)",
-                    String::from_utf8_lossy(&value)
-                ))
-            })?;
+            let (name, value) = header_pair(
+                &latin1_bytes(&pair.get_item(0)?, "name")?,
+                &latin1_bytes(&pair.get_item(1)?, "value")?,
+            )?;
             if hop_by_hop(&name) {
                 continue;
             }

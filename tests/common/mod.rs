@@ -340,6 +340,21 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// `n` clients at once, each sending `GET path` on a connection of its own.
+pub fn concurrent_gets(
+    addr: SocketAddr,
+    path: &str,
+    n: usize,
+) -> Vec<std::thread::JoinHandle<Response>> {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    (0..n)
+        .map(|_| {
+            let raw = raw.clone();
+            std::thread::spawn(move || request(addr, &raw))
+        })
+        .collect()
+}
+
 /// Send raw bytes on a new connection and read one response (to EOF).
 pub fn request(addr: SocketAddr, raw: &str) -> Response {
     request_bytes(addr, raw.as_bytes())
