@@ -100,6 +100,24 @@ def tree_rss_kb(pid):
     return total
 
 
+def tree_cpu_seconds(pid):
+    """User + system CPU time of a process tree so far (all threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            # After the command name: field 3 (state) is [0], so utime (14) and stime (15) are [11], [12].
+            total += int(fields[11]) + int(fields[12])
+            with open("/proc/%d/task/%d/children" % (p, p)) as f:
+                todo.extend(int(c) for c in f.read().split())
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
 def wait_ready(port, deadline):
     while time.time() < deadline:
         try:
@@ -154,9 +172,13 @@ def measure(name, argv, scenario, duration):
         ready = time.time() - t0
         # Warm up, then measure.
         run_wrk(port, path, extra, conns, 1)
+        cpu0 = tree_cpu_seconds(proc.pid)
         rps, p50, p99, errors = run_wrk(port, path, extra, conns, duration)
+        cpu = tree_cpu_seconds(proc.pid) - cpu0
         rss = tree_rss_kb(proc.pid)
-        return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "rss_mb": rss / 1024, "ready": ready}
+        cpu_us = cpu * 1e6 / (rps * duration) if rps else float("nan")
+        return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "rss_mb": rss / 1024, "ready": ready,
+                "cpu_us": cpu_us}
     finally:
         # Stop what we started: the whole session of this server, by its id.
         try:
@@ -173,16 +195,16 @@ def ratio(a, b):
 
 def table(title, results, bases=("granian", "gunicorn gthread")):
     lines = ["### %s" % title, "",
-             "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | vs %s | vs %s |" % bases,
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | CPU µs/req | vs %s | vs %s |" % bases,
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base_gr = (results.get(bases[0]) or {}).get("rps", 0)
     base_gu = (results.get(bases[1]) or {}).get("rps", 0)
     for name, r in results.items():
         if r is None:
-            lines.append("| %s | failed to start | | | | | | | |" % name)
+            lines.append("| %s | failed to start | | | | | | | | |" % name)
             continue
-        lines.append("| %s | %.0f | %.2f | %.2f | %d | %.0f | %.2f | %s | %s |" % (
-            name, r["rps"], r["p50"], r["p99"], r["errors"], r["rss_mb"], r["ready"],
+        lines.append("| %s | %.0f | %.2f | %.2f | %d | %.0f | %.2f | %.1f | %s | %s |" % (
+            name, r["rps"], r["p50"], r["p99"], r["errors"], r["rss_mb"], r["ready"], r["cpu_us"],
             ratio(r["rps"], base_gr), ratio(r["rps"], base_gu)))
     return "\n".join(lines) + "\n"
 
