@@ -144,6 +144,29 @@ fn ready_waits_for_the_app_import_and_only_the_master_notifies() {
 }
 
 #[test]
+fn asgi_ready_waits_for_lifespan_startup_and_the_app_cannot_notify() {
+    let n = NotifySocket::new();
+    let t0 = Instant::now();
+    let s = server("asgi_raw:app")
+        .args(["-w", "2", "-k", "asgi", "--virtualenv"])
+        .arg(test_venv().display().to_string())
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .env("ASGI_STARTUP_DELAY", "2")
+        .wait_workers(2)
+        .start();
+    let ready = n.wait_for("READY=1", Duration::from_secs(30));
+    assert!(
+        ready.at.duration_since(t0) >= Duration::from_secs(2),
+        "READY before lifespan startup finished"
+    );
+    assert_eq!(s.count("lifespan startup ran"), 2, "{}", s.log_text());
+    for note in n.notes() {
+        assert_eq!(note.pid, s.pid, "only the master notifies: {note:?}");
+    }
+    assert_eq!(s.get("/").text(), "hello asgi");
+}
+
+#[test]
 fn status_reports_workers_and_requests() {
     let n = NotifySocket::new();
     let s = server("conformance:app")
