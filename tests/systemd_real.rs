@@ -162,6 +162,51 @@ fn under_real_systemd() {
     assert_eq!(master_line["_PID"], main_pid.as_str());
     assert!(master_line.get("WORKER_PID").is_none());
 
+    // An asgi instance of the same template: READY after lifespan startup,
+    // the same journal fields, lifespan shutdown on stop.
+    let api_port = free_port();
+    c.write(
+        "/etc/ferricorn/api.toml",
+        "app = \"asgi_raw:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\nworker_class = \"asgi\"\naccesslog = \"-\"\n",
+    );
+    c.write(
+        "/etc/systemd/system/ferricorn@api.socket.d/tcp.conf",
+        &format!("[Socket]\nListenStream=127.0.0.1:{api_port}\n"),
+    );
+    c.ok("systemctl daemon-reload");
+    c.ok("systemctl start ferricorn@api.service");
+    assert_eq!(c.prop("ferricorn@api.service", "ActiveState"), "active");
+    assert_eq!(
+        get(api_port, "/").expect("asgi answers").text(),
+        "hello asgi"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let api = json_entries(&c.ok("journalctl -u ferricorn@api.service -o json --no-pager"));
+    let startup = api
+        .iter()
+        .position(|e| e["MESSAGE"] == "Application startup complete.")
+        .unwrap_or_else(|| panic!("no lifespan startup: {api:?}"));
+    let ready = api
+        .iter()
+        .position(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Ready:"))
+        })
+        .expect("ready line");
+    assert!(startup < ready, "lifespan startup before READY");
+    let access = api
+        .iter()
+        .find(|e| e["FERRICORN_LOG"] == "access" && e["HTTP_PATH"] == "/")
+        .unwrap_or_else(|| panic!("no asgi access entry: {api:?}"));
+    assert_eq!(access["HTTP_STATUS"], "200");
+    assert_eq!(access["RESPONSE_BYTES"], "10");
+    assert_eq!(access["_PID"], access["WORKER_PID"]);
+    c.ok("systemctl stop ferricorn@api.service ferricorn@api.socket");
+    assert_eq!(c.prop("ferricorn@api.service", "Result"), "success");
+    let journal = c.ok("journalctl -u ferricorn@api.service --no-pager -o cat");
+    assert!(journal.contains("lifespan shutdown ran"), "{journal}");
+
     // systemctl reload under load: no failed request, same main PID, no restart.
     let load = Load::start(format!("127.0.0.1:{port}").parse().unwrap(), "/pid");
     std::thread::sleep(Duration::from_secs(1));
