@@ -27,11 +27,11 @@ use crate::log::Level;
     version = crate::VERSION,
     // As with gunicorn's argparse, a repeated single-valued option takes the last value.
     args_override_self = true,
-    about = "A pre-fork HTTP server for Python WSGI apps, built for systemd.",
-    long_about = "A pre-fork HTTP server for Python WSGI apps, built for systemd.\n\n\
+    about = "A pre-fork HTTP server for Python WSGI and ASGI apps, built for systemd.",
+    long_about = "A pre-fork HTTP server for Python WSGI and ASGI apps, built for systemd.\n\n\
         Options keep gunicorn's names and defaults. Settings are layered: defaults < \
         config file (-c) < $FERRICORN_CMD_ARGS < command line.",
-    after_help = "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload, TTIN/TTOU one worker more/less, USR1 reopen logs.\nSee ferricorn(1) and ferricorn.toml(5)."
+    after_help = "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload, USR2 upgrade in place (same PID), TTIN/TTOU one worker more/less, USR1 reopen logs.\nSee ferricorn(1) and ferricorn.toml(5)."
 )]
 pub struct Cli {
     #[command(flatten)]
