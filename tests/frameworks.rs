@@ -17,7 +17,7 @@ fn post(s: &Server, path: &str, ctype: &str, body: &str) -> Response {
 #[test]
 fn flask_app_answers_correctly() {
     let venv = test_venv();
-    for class in ["sync", "gthread"] {
+    for class in ["sync", "gthread", "gevent"] {
         let s = server("flaskapp:app")
             .args(["--virtualenv", venv.to_str().unwrap(), "-k", class])
             .start();
@@ -71,18 +71,44 @@ fn virtualenv_is_sys_prefix_and_its_packages_import() {
     assert_eq!(s.get("/").text(), venv.to_str().unwrap());
 }
 
-#[test]
-fn django_project_answers_correctly() {
+fn django(app: &str, extra: &[&str]) -> Server {
     let venv = test_venv();
     let dir = apps_dir().join("djangoproj");
-    let s = server("mysite")
+    server(app)
         .args([
             "--virtualenv",
             venv.to_str().unwrap(),
             "--chdir",
             dir.to_str().unwrap(),
         ])
-        .start();
+        .args(extra.iter().copied())
+        .start()
+}
+
+#[test]
+fn django_async_views_under_asgi() {
+    let s = django("mysite:asgi_application", &["-k", "asgi", "-w", "1"]);
+    django_answers_correctly(&s);
+    // Django has no lifespan support: auto notices and carries on.
+    s.wait_log("appears unsupported", std::time::Duration::from_secs(5));
+    let t0 = std::time::Instant::now();
+    let naps = concurrent_gets(s.addr(), "/nap/?s=1", 20);
+    for n in naps {
+        assert_eq!(n.join().unwrap().text(), "async nap");
+    }
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(4),
+        "20 async naps of 1 s on one worker took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn django_project_answers_correctly() {
+    django_answers_correctly(&django("mysite", &[]));
+}
+
+fn django_answers_correctly(s: &Server) {
     let r = s.get("/");
     assert_eq!((r.status, r.text().as_str()), (200, "Hello from Django"));
     let r = s.get("/items/7/").json();
@@ -91,7 +117,7 @@ fn django_project_answers_correctly() {
         serde_json::json!({"id": 7, "path": "/items/7/", "scheme": "http"})
     );
     let r = post(
-        &s,
+        s,
         "/echo/",
         "application/x-www-form-urlencoded",
         "a=1&b=two",
@@ -100,7 +126,7 @@ fn django_project_answers_correctly() {
         r.json(),
         serde_json::json!({"form": {"a": "1", "b": "two"}, "method": "POST"})
     );
-    let r = post(&s, "/echo/", "application/json", r#"{"k": [true, null]}"#);
+    let r = post(s, "/echo/", "application/json", r#"{"k": [true, null]}"#);
     assert_eq!(r.json(), serde_json::json!({"json": {"k": [true, null]}}));
     // CommonMiddleware's APPEND_SLASH redirect.
     let r = s.get("/items/7");

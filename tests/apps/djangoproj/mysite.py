@@ -1,5 +1,6 @@
 """A minimal real Django project in one module (settings, URLs and views)."""
 
+import asyncio
 import json
 
 from django.conf import settings
@@ -31,8 +32,14 @@ def item(request, item_id):
     return JsonResponse({"id": item_id, "path": request.path, "scheme": request.scheme})
 
 
+async def nap(request):
+    await asyncio.sleep(float(request.GET.get("s", "0.5")))
+    return HttpResponse("async nap")
+
+
 urlpatterns = [
     path("", index),
+    path("nap/", nap),
     path("echo/", echo),
     path("items/<int:item_id>/", item),
 ]
@@ -40,3 +47,7 @@ urlpatterns = [
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+asgi_application = get_asgi_application()
