@@ -148,6 +148,26 @@ impl Hub {
             .await;
     }
 
+    /// What arrived since the last call (the loop's side, after a wake-up).
+    fn take(&self) -> Inbox {
+        // Read the eventfd, then clear the flag, then take the inbox: a push
+        // after the clear writes the eventfd again (another wake-up), and one
+        // before it is in what we take. Clearing first could swallow the
+        // write of a later push and strand it.
+        let mut counter = 0u64;
+        // SAFETY: an 8-byte read into a local from our non-blocking eventfd;
+        // EAGAIN (nothing to read) is fine.
+        unsafe {
+            libc::read(
+                self.wake_fd.as_raw_fd(),
+                &mut counter as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+        self.signalled.store(false, Ordering::SeqCst);
+        std::mem::take(&mut *self.lock())
+    }
+
     fn phase(&self) -> Phase {
         *self.phase.borrow()
     }
@@ -224,22 +244,7 @@ impl HubLink {
         &self,
         py: Python<'py>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, bool)> {
-        // Read the eventfd, then clear the flag, then take the inbox: a push
-        // after the clear writes the eventfd again (another wake-up), and one
-        // before it is in what we take. Clearing first could swallow the
-        // write of a later push and strand it.
-        let mut counter = 0u64;
-        // SAFETY: an 8-byte read into a local from our non-blocking eventfd;
-        // EAGAIN (nothing to read) is fine.
-        unsafe {
-            libc::read(
-                self.hub.wake_fd.as_raw_fd(),
-                &mut counter as *mut u64 as *mut libc::c_void,
-                8,
-            )
-        };
-        self.hub.signalled.store(false, Ordering::SeqCst);
-        let inbox = std::mem::take(&mut *self.hub.lock());
+        let inbox = self.hub.take();
         let jobs = PyList::empty(py);
         for job in inbox.jobs {
             jobs.append(Bound::new(py, PendingJob(Mutex::new(Some(job))))?)?;
@@ -335,4 +340,53 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+    use std::time::Instant;
+
+    /// Wait until the eventfd is readable; false after a second of silence.
+    fn readable(hub: &Hub) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: hub.wake_fd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd that lives across the call.
+        unsafe { libc::poll(&mut pfd, 1, 1000) > 0 }
+    }
+
+    /// The I/O thread wakes tokens as fast as it can while the loop drains:
+    /// every token must arrive, and no wake-up may be lost (a lost one shows
+    /// as a second of silence with tokens still in the inbox).
+    #[test]
+    fn no_wake_up_is_lost_between_the_threads() {
+        const N: u64 = 200_000;
+        let hub = Hub::new().unwrap();
+        let producer = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for t in 0..N {
+                    hub.wake(t);
+                }
+            })
+        };
+        let t0 = Instant::now();
+        let mut seen = 0u64;
+        while seen < N {
+            assert!(
+                readable(&hub),
+                "wake-up lost: {seen} of {N} tokens seen, {} waiting",
+                hub.lock().woken.len()
+            );
+            seen += hub.take().woken.len() as u64;
+            assert!(t0.elapsed() < Duration::from_secs(60));
+        }
+        producer.join().unwrap();
+        assert_eq!(seen, N);
+    }
 }
