@@ -15,29 +15,7 @@ fn asgi(app: &str, extra: &[&str]) -> Builder {
 }
 
 fn post(s: &Server, path: &str, body: &[u8], chunked: bool) -> Response {
-    let mut raw = Vec::new();
-    if chunked {
-        raw.extend_from_slice(
-            format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        );
-        for piece in body.chunks(100_000) {
-            raw.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-            raw.extend_from_slice(piece);
-            raw.extend_from_slice(b"\r\n");
-        }
-        raw.extend_from_slice(b"0\r\n\r\n");
-    } else {
-        raw.extend_from_slice(
-            format!(
-                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        );
-        raw.extend_from_slice(body);
-    }
-    request_bytes(s.addr(), &raw)
+    post_body(s.addr(), path, body, chunked.then_some(100_000))
 }
 
 #[test]

@@ -119,14 +119,20 @@ fn int_stops_fast_without_waiting_for_requests() {
     );
 }
 
-#[test]
-fn hup_reloads_the_config_file_and_replaces_workers() {
+/// A server whose config file (`workers = 1`) the test may rewrite before HUP.
+fn one_worker_from_a_config_file() -> (tempfile::TempDir, std::path::PathBuf, Server) {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("app.toml");
     std::fs::write(&conf, "workers = 1\n").unwrap();
     let s = server("conformance:app")
         .args(["-c", conf.to_str().unwrap()])
         .start();
+    (dir, conf, s)
+}
+
+#[test]
+fn hup_reloads_the_config_file_and_replaces_workers() {
+    let (_dir, conf, s) = one_worker_from_a_config_file();
     let old = s.wait_worker_count(1, LONG);
     std::fs::write(&conf, "workers = 3\n").unwrap();
     s.signal(libc::SIGHUP);
@@ -141,12 +147,7 @@ fn hup_reloads_the_config_file_and_replaces_workers() {
 
 #[test]
 fn hup_with_a_broken_config_keeps_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("app.toml");
-    std::fs::write(&conf, "workers = 1\n").unwrap();
-    let s = server("conformance:app")
-        .args(["-c", conf.to_str().unwrap()])
-        .start();
+    let (_dir, conf, s) = one_worker_from_a_config_file();
     let old = s.wait_worker_count(1, LONG);
     std::fs::write(&conf, "workers = \"many\"\n").unwrap();
     s.signal(libc::SIGHUP);

@@ -355,6 +355,37 @@ pub fn concurrent_gets(
         .collect()
 }
 
+/// POST `body` on a new connection: with Content-Length, or chunked in
+/// pieces of the given size.
+pub fn post_body(addr: SocketAddr, path: &str, body: &[u8], chunk: Option<usize>) -> Response {
+    let mut raw = Vec::new();
+    match chunk {
+        Some(size) => {
+            raw.extend_from_slice(
+                format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            for piece in body.chunks(size) {
+                raw.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                raw.extend_from_slice(piece);
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"0\r\n\r\n");
+        }
+        None => {
+            raw.extend_from_slice(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            raw.extend_from_slice(body);
+        }
+    }
+    request_bytes(addr, &raw)
+}
+
 /// Send raw bytes on a new connection and read one response (to EOF).
 pub fn request(addr: SocketAddr, raw: &str) -> Response {
     request_bytes(addr, raw.as_bytes())
