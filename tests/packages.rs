@@ -196,7 +196,7 @@ fn deb_install_upgrade_under_load_remove_and_purge_in_systemd() {
     assert!(c.ok("getent passwd ferricorn").starts_with("ferricorn:"));
     c.write(
         "/etc/ferricorn/shop.toml",
-        "app = \"conformance:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\nworkers = 2\nworker_class = \"gthread\"\n",
+        "app = \"conformance:app\"\nchdir = \"/srv/ferricorn-apps\"\nworkers = 2\nworker_class = \"gthread\"\n",
     );
     c.ok("systemctl enable --now ferricorn@shop.socket");
     let r = c.ok("curl -s -o /dev/null -w '%{http_code}' --unix-socket /run/ferricorn/shop.sock http://x/pid");

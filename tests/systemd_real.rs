@@ -55,7 +55,7 @@ fn under_real_systemd() {
     c.ok("systemd-sysusers");
     c.write(
         "/etc/ferricorn/demo.toml",
-        "app = \"conformance:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\nworkers = 2\nworker_class = \"gthread\"\nthreads = 4\naccesslog = \"-\"\n",
+        "app = \"conformance:app\"\nchdir = \"/srv/ferricorn-apps\"\nworkers = 2\nworker_class = \"gthread\"\nthreads = 4\naccesslog = \"-\"\n",
     );
     c.write(
         "/etc/systemd/system/ferricorn@demo.socket.d/tcp.conf",
@@ -167,7 +167,7 @@ fn under_real_systemd() {
     let api_port = free_port();
     c.write(
         "/etc/ferricorn/api.toml",
-        "app = \"asgi_raw:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\nworker_class = \"asgi\"\naccesslog = \"-\"\n",
+        "app = \"asgi_raw:app\"\nchdir = \"/srv/ferricorn-apps\"\nworker_class = \"asgi\"\naccesslog = \"-\"\n",
     );
     c.write(
         "/etc/systemd/system/ferricorn@api.socket.d/tcp.conf",
@@ -245,7 +245,7 @@ fn under_real_systemd() {
     // READY=1 waits for the app: `systemctl start` of a 3 s import takes 3 s.
     c.write(
         "/etc/ferricorn/slow.toml",
-        "app = \"slow_import:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\nraw_env = [\"SLOW_IMPORT_SECONDS=3\"]\n",
+        "app = \"slow_import:app\"\nchdir = \"/srv/ferricorn-apps\"\nraw_env = [\"SLOW_IMPORT_SECONDS=3\"]\n",
     );
     let t0 = Instant::now();
     c.ok("systemctl start ferricorn@slow.service");
@@ -262,7 +262,7 @@ fn under_real_systemd() {
     // A frozen master stops the watchdog pings: systemd kills it (Result=watchdog).
     c.write(
         "/etc/ferricorn/dog.toml",
-        "app = \"conformance:app\"\nchdir = \"/opt/ferricorn/tests/apps\"\n",
+        "app = \"conformance:app\"\nchdir = \"/srv/ferricorn-apps\"\n",
     );
     c.write(
         "/etc/systemd/system/ferricorn@dog.service.d/watchdog.conf",

@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
+/// Inside the container: the test apps, readable by the units' user.
+pub const APPS: &str = "/srv/ferricorn-apps";
+
 /// A real systemd in systemd-nspawn (tests/systemd/container.sh); powered off on drop.
 pub struct Container {
     name: String,
@@ -29,10 +32,18 @@ impl Container {
             .trim()
             .parse()
             .expect("leader pid");
-        Container {
+        let c = Container {
             name: name.into(),
             leader,
-        }
+        };
+        // The repository is bind-mounted with its own mode, which may keep
+        // out the units' unprivileged user (a clone in a `mktemp -d`
+        // directory is 0700). The services run the test apps from a copy
+        // they can read.
+        c.ok(&format!(
+            "cp -r /opt/ferricorn/tests/apps {APPS} && chmod -R a+rX {APPS}"
+        ));
+        c
     }
 
     /// Run a shell command inside; returns (exit code, stdout+stderr).
