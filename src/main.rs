@@ -15,6 +15,12 @@ mod systemd;
 mod worker;
 mod wsgi;
 
+// The I/O thread allocates a request's buffers and an app thread frees them:
+// glibc's malloc pays for every cross-thread free (arena locks, consolidation);
+// mimalloc's per-thread heaps take them back without a lock.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use clap::error::ErrorKind;
 
