@@ -61,6 +61,51 @@ fn gthread_with_two_threads_serves_both_at_once() {
     assert!(took < Duration::from_millis(3500), "gthread took {took:?}");
 }
 
+/// Only one thread runs Python at a time: idle app threads must not take
+/// turns with a busy one (each turn a forced GIL switch in the middle of a
+/// request), or every request takes as long as all of them together.
+#[test]
+fn gthread_runs_cpu_bound_requests_to_the_end_one_after_another() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = server("conformance:app")
+        .args(["-w", "1", "-k", "gthread", "--threads", "4"])
+        .start();
+    let clients = concurrent_gets(s.addr(), "/work?0.05", 8);
+    let mut stretch: Vec<f64> = clients
+        .into_iter()
+        .map(|c| {
+            let r = c.join().unwrap();
+            assert_eq!(r.status, 200);
+            let text = r.text();
+            let (wall, cpu) = text.split_once(' ').expect("wall cpu");
+            wall.parse::<f64>().unwrap() / cpu.parse::<f64>().unwrap()
+        })
+        .collect();
+    stretch.sort_by(f64::total_cmp);
+    // Taking turns, each request's wall time is about four times its CPU time.
+    let median = stretch[stretch.len() / 2];
+    assert!(median < 1.6, "wall time / CPU time per request: {stretch:?}");
+}
+
+/// The other side of the same coin: once the busy request blocks (here in
+/// a 3 s sleep), the requests queued behind it go to the idle threads at once.
+#[test]
+fn gthread_serves_queued_requests_while_a_busy_one_blocks() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = server("conformance:app")
+        .args(["-w", "1", "-k", "gthread", "--threads", "4"])
+        .start();
+    let slow = concurrent_gets(s.addr(), "/work-then-sleep?0.03,3", 1);
+    std::thread::sleep(Duration::from_millis(10));
+    let t0 = Instant::now();
+    for c in concurrent_gets(s.addr(), "/work?0.01", 3) {
+        assert_eq!(c.join().unwrap().status, 200);
+    }
+    let quick = t0.elapsed();
+    assert!(quick < Duration::from_secs(1), "queued requests took {quick:?}");
+    assert_eq!(slow.into_iter().next().unwrap().join().unwrap().status, 200);
+}
+
 #[test]
 fn sync_with_threads_becomes_gthread() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

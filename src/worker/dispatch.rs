@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use super::hub::Hub;
+use super::pool::Queue;
 use crate::wsgi::Job;
 
 pub enum Jobs {
-    Threads(crossbeam_channel::Sender<Job>),
+    Threads(Arc<Queue>),
     Hub(Arc<Hub>),
 }
 
@@ -14,7 +15,10 @@ impl Jobs {
     /// False when nothing will run the job any more (the worker is going away).
     pub fn send(&self, job: Job) -> bool {
         match self {
-            Jobs::Threads(tx) => tx.send(job).is_ok(),
+            Jobs::Threads(queue) => {
+                queue.push(job);
+                true
+            }
             Jobs::Hub(hub) => {
                 hub.submit(job);
                 true

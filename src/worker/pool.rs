@@ -1,29 +1,228 @@
-//! The app threads: each takes requests from the I/O thread and runs the app
-//! with the GIL, draining whatever queued up before letting the GIL go.
+//! The app threads of a sync or gthread worker, and the queue the I/O thread
+//! hands them requests through.
+//!
+//! Only one thread can run Python at a time, so a request is worth handing to
+//! another thread only when the thread that holds the GIL is stuck outside
+//! Python (a socket, a sleep, a lock). The queue therefore keeps one thread
+//! draining it with the GIL, and calls at most one more at a time: that
+//! "seeker" waits for the GIL *without* a request in hand. If the drainer
+//! blocks, it lets the GIL go and the seeker takes over the queue at once. If
+//! the drainer is busy in Python, CPython's switch interval eventually forces
+//! the GIL over to the seeker; the seeker notices the long wait and gives the
+//! GIL straight back, so a CPU-bound app runs each request to its end on one
+//! thread instead of being preempted by every idle thread in turn (that
+//! preemption was most of gthread's p99 under Flask).
 
 use pyo3::prelude::*;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::wsgi::{Job, WsgiApp};
 
-pub fn start(n: u32, jobs: crossbeam_channel::Receiver<Job>, app: Arc<WsgiApp>) {
+/// A seeker that waited this long for the GIL got it by a forced switch
+/// (CPython's default switch interval is 5 ms), not because the drainer
+/// blocked.
+const FORCED_SWITCH: Duration = Duration::from_millis(4);
+
+/// The longest a seeker that gave the GIL back stays out of the way.
+const STAND_DOWN: Duration = Duration::from_millis(10);
+
+pub struct Queue {
+    state: Mutex<State>,
+    called: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    /// Threads asleep until called.
+    sleeping: u32,
+    /// Calls made and not yet taken by a sleeper.
+    calls: u32,
+    /// Called threads that have not taken a request yet (at most one).
+    seeking: u32,
+    /// Threads working through the queue (running a request, or between two).
+    draining: u32,
+    /// Requests the drainers have finished (counts, wraps harmlessly).
+    progress: u64,
+    /// `progress` when a seeker last gave the GIL back: until a drainer
+    /// finishes a request, calling another seeker would only interrupt it again.
+    gave_back: Option<u64>,
+}
+
+impl State {
+    /// Wake a sleeper to seek the GIL, unless one is already on its way.
+    fn call(&mut self) -> bool {
+        if self.seeking == 0 && self.sleeping > 0 && self.gave_back != Some(self.progress) {
+            self.sleeping -= 1;
+            self.calls += 1;
+            self.seeking += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Queue {
+    pub fn push(&self, job: Job) {
+        let mut s = self.lock();
+        s.jobs.push_back(job);
+        let wake = s.call();
+        drop(s);
+        if wake {
+            self.called.notify_one();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in this file; the
+        // state stays consistent at every unlock, so carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleep (without the GIL) until called.
+    fn sleep(&self) {
+        let mut s = self.lock();
+        // Work that came while this thread was on its way here called no one
+        // if every thread was busy: seek for it now.
+        if !s.jobs.is_empty() && s.seeking == 0 {
+            s.seeking += 1;
+            return;
+        }
+        s.sleeping += 1;
+        while s.calls == 0 {
+            s = self.called.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.calls -= 1;
+    }
+
+    /// After giving the GIL back: stand down until the drainer has finished
+    /// a request, or at most `STAND_DOWN` (a drainer that went from Python
+    /// into a long block must not keep the queue waiting).
+    fn stand_down(&self) {
+        let mut s = self.lock();
+        s.seeking -= 1;
+        s.gave_back = Some(s.progress);
+        s.sleeping += 1;
+        let mut deadline = Some(Instant::now() + STAND_DOWN);
+        while s.calls == 0 {
+            match deadline {
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    s = self
+                        .called
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if s.calls == 0 && Instant::now() >= at {
+                        deadline = None;
+                        s.gave_back = None;
+                        // Work still waiting: call ourselves (taken below).
+                        if !s.jobs.is_empty() {
+                            s.call();
+                        }
+                    }
+                }
+                None => s = self.called.wait(s).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+        s.calls -= 1;
+    }
+
+    /// The seeker holds the GIL now: take the first request.
+    fn take_first(&self, waited: Duration) -> First {
+        let mut s = self.lock();
+        if waited >= FORCED_SWITCH && s.draining > 0 {
+            return First::GiveBack;
+        }
+        s.seeking -= 1;
+        let Some(job) = s.jobs.pop_front() else {
+            return First::Nothing;
+        };
+        s.draining += 1;
+        // More waiting: the next seeker stands by in case this request blocks.
+        let wake = !s.jobs.is_empty() && s.call();
+        drop(s);
+        if wake {
+            self.called.notify_one();
+        }
+        First::Job(job)
+    }
+
+    /// A drainer between two requests: the next one, or None (and it stops
+    /// draining) when the queue is empty.
+    fn take_next(&self) -> Option<Job> {
+        let mut s = self.lock();
+        s.progress = s.progress.wrapping_add(1);
+        let job = s.jobs.pop_front();
+        if job.is_none() {
+            s.draining -= 1;
+        }
+        job
+    }
+}
+
+// Lives for one move out of the queue; boxing the request would cost an
+// allocation per request instead.
+#[allow(clippy::large_enum_variant)]
+enum First {
+    Job(Job),
+    /// Someone else drained the queue meanwhile.
+    Nothing,
+    /// The GIL came by a forced switch away from a drainer still busy in
+    /// Python: hand it back and keep standing by.
+    GiveBack,
+}
+
+pub fn start(n: u32, app: Arc<WsgiApp>) -> Arc<Queue> {
+    let queue = Arc::new(Queue {
+        state: Mutex::new(State::default()),
+        called: Condvar::new(),
+    });
     for i in 0..n {
-        let jobs = jobs.clone();
+        let queue = queue.clone();
         let app = app.clone();
         std::thread::Builder::new()
             .name(format!("ferricorn-app-{i}"))
             .spawn(move || {
                 keep_thread_state();
-                while let Ok(job) = jobs.recv() {
-                    Python::attach(|py| {
-                        app.handle(py, job);
-                        while let Ok(job) = jobs.try_recv() {
-                            app.handle(py, job);
-                        }
-                    });
+                loop {
+                    queue.sleep();
+                    seek(&queue, &app);
                 }
             })
             .expect("spawning an app thread");
+    }
+    queue
+}
+
+/// Called: wait for the GIL with empty hands, then drain the queue.
+fn seek(queue: &Queue, app: &WsgiApp) {
+    loop {
+        let asked = Instant::now();
+        let gave_back = Python::attach(|py| {
+            let mut job = match queue.take_first(asked.elapsed()) {
+                First::Job(job) => job,
+                First::Nothing => return false,
+                First::GiveBack => return true,
+            };
+            loop {
+                app.handle(py, job);
+                match queue.take_next() {
+                    Some(next) => job = next,
+                    None => return false,
+                }
+            }
+        });
+        // Given back: the GIL is the drainer's again (released when this
+        // attach ended). Taking it again at once would only win it back
+        // before the drainer wakes up.
+        if !gave_back {
+            return;
+        }
+        queue.stand_down();
     }
 }
 

@@ -147,14 +147,12 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
     let jobs = match (&hub, &app) {
         (Some(hub), _) => Jobs::Hub(hub.clone()),
         (None, App::Wsgi(app)) => {
-            let (job_tx, job_rx) = crossbeam_channel::unbounded();
             let threads = if class == WorkerClass::Sync {
                 1
             } else {
                 s.threads
             };
-            pool::start(threads, job_rx, app.clone());
-            Jobs::Threads(job_tx)
+            Jobs::Threads(pool::start(threads, app.clone()))
         }
         (None, App::Asgi(_)) => unreachable!("asgi workers always have a hub"),
     };

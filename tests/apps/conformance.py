@@ -212,6 +212,29 @@ def spin_route(environ, start_response):
     return [b"spun"]
 
 
+def work_route(environ, start_response):
+    """Busy for the given seconds of this thread's CPU time; answers the
+    request's wall time and CPU time in ms."""
+    want = float(environ["QUERY_STRING"] or 0.05)
+    wall0, cpu0 = time.monotonic(), time.thread_time()
+    while time.thread_time() - cpu0 < want:
+        pass
+    wall, cpu = time.monotonic() - wall0, time.thread_time() - cpu0
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%.1f %.1f" % (wall * 1000, cpu * 1000)]
+
+
+def work_then_sleep_route(environ, start_response):
+    """Busy for a while, then blocked for a while (seconds: 'busy,blocked')."""
+    busy, blocked = (float(x) for x in environ["QUERY_STRING"].split(","))
+    cpu0 = time.thread_time()
+    while time.thread_time() - cpu0 < busy:
+        pass
+    time.sleep(blocked)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"worked and slept"]
+
+
 def import_pid_route(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(IMPORT_PID).encode()]
@@ -262,6 +285,8 @@ ROUTES = {
     "/sleep": sleep_route,
     "/print": print_route,
     "/spin": spin_route,
+    "/work": work_route,
+    "/work-then-sleep": work_then_sleep_route,
     "/pid": pid_route,
     "/osenv": osenv_route,
     "/import-pid": import_pid_route,
