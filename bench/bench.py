@@ -193,19 +193,53 @@ def ratio(a, b):
     return "%.2f×" % (a / b) if b else "–"
 
 
-def table(title, results, bases=("granian", "gunicorn gthread")):
-    lines = ["### %s" % title, "",
-             "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | CPU µs/req | vs %s | vs %s |" % bases,
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def combine(rounds):
+    """One row from a server's rounds: medians, except errors (summed) and RSS (the largest)."""
+    if any(r is None for r in rounds):
+        return None
+    row = {k: median([r[k] for r in rounds]) for k in ("rps", "p50", "p99", "ready", "cpu_us")}
+    row["errors"] = sum(r["errors"] for r in rounds)
+    row["rss_mb"] = max(r["rss_mb"] for r in rounds)
+    return row
+
+
+def lowest_ratio(rounds, base_rounds):
+    """The worst of the per-round ratios: each round's servers ran back to back, so a
+    round's ratio compares like with like even when the machine's load drifts."""
+    if not rounds or not base_rounds or any(r is None for r in rounds + base_rounds):
+        return 0
+    return min(a["rps"] / b["rps"] for a, b in zip(rounds, base_rounds) if b["rps"])
+
+
+def table(title, per_round, bases=("granian", "gunicorn gthread")):
+    """per_round: server name -> list of results, one per round."""
+    rounds = max((len(v) for v in per_round.values()), default=1)
+    header = "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | CPU µs/req | vs %s | vs %s |" % bases
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if rounds > 1:
+        header += " vs %s, worst round |" % bases[0]
+        sep += "---:|"
+    lines = ["### %s" % title, "", header, sep]
+    results = {name: combine(rs) for name, rs in per_round.items()}
     base_gr = (results.get(bases[0]) or {}).get("rps", 0)
     base_gu = (results.get(bases[1]) or {}).get("rps", 0)
     for name, r in results.items():
         if r is None:
-            lines.append("| %s | failed to start | | | | | | | | |" % name)
+            lines.append("| %s | failed to start |%s" % (name, " |" * (8 + (rounds > 1))))
             continue
-        lines.append("| %s | %.0f | %.2f | %.2f | %d | %.0f | %.2f | %.1f | %s | %s |" % (
+        line = "| %s | %.0f | %.2f | %.2f | %d | %.0f | %.2f | %.1f | %s | %s |" % (
             name, r["rps"], r["p50"], r["p99"], r["errors"], r["rss_mb"], r["ready"], r["cpu_us"],
-            ratio(r["rps"], base_gr), ratio(r["rps"], base_gu)))
+            ratio(r["rps"], base_gr), ratio(r["rps"], base_gu))
+        if rounds > 1:
+            worst = lowest_ratio(per_round[name], per_round.get(bases[0], []))
+            line += " %s |" % ("%.2f×" % worst if worst else "–")
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -234,27 +268,37 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--venv", required=True)
     ap.add_argument("--smoke", action="store_true", help="1 s per server and scenario; do not write docs")
-    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--only", help="run only scenarios whose name contains this")
+    ap.add_argument("--servers", help="comma-separated server names to run (default: each scenario's list)")
+    ap.add_argument("--rounds", type=int, help="measure every server this many times, interleaved, and report "
+                                               "medians (default 3, or 1 with --smoke)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "benchmarks-results.md"))
     args = ap.parse_args()
     duration = 1 if args.smoke else args.duration
+    rounds = args.rounds or (1 if args.smoke else 3)
     srv_by_threads = {}
     report = ["## Results", "",
               "Date: %s. Machine: %s." % (datetime.date.today().isoformat(), machine()), "",
               "Versions: %s." % versions(args.venv), "",
-              "Each server: %d workers, wrk -t2, %d s after a 1 s warm-up; errors are connect/write/timeout "
-              "errors and non-2xx responses." % (WORKERS, duration), ""]
+              "Each server: %d workers, wrk -t2, %d s after a 1 s warm-up, %d round(s): within a round every "
+              "server runs once, each round in a different order; the table gives each server's median over the "
+              "rounds (RSS: the largest, errors: the sum). Errors are connect/write/timeout errors and non-2xx "
+              "responses." % (WORKERS, duration, rounds), ""]
     for sc in SCENARIOS:
         if args.only and args.only not in sc[0]:
             continue
         threads = sc[6]
         srv = srv_by_threads.setdefault(threads, servers(args.venv, threads))
-        results = {}
-        for name in sc[5]:
-            print("bench: %s / %s ..." % (sc[0], name), file=sys.stderr, flush=True)
-            results[name] = measure(name, srv[name], sc, duration)
-        t = table("%s (%d connections)" % (sc[0], sc[4]), results, *sc[7:8])
+        names = [n for n in sc[5] if not args.servers or n in args.servers.split(",")]
+        per_round = {name: [] for name in names}
+        for r in range(rounds):
+            # Rotate the order so that no server always runs first (or right after the heaviest one).
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                print("bench: %s / %s (round %d of %d) ..." % (sc[0], name, r + 1, rounds), file=sys.stderr,
+                      flush=True)
+                per_round[name].append(measure(name, srv[name], sc, duration))
+        t = table("%s (%d connections)" % (sc[0], sc[4]), per_round, *sc[7:8])
         print(t, flush=True)
         report.append(t)
     if not args.smoke:
