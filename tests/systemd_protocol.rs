@@ -64,14 +64,24 @@ impl NotifySocket {
     }
 
     fn wait_for(&self, needle: &str, timeout: Duration) -> Note {
+        self.wait_for_nth(needle, 1, timeout)
+    }
+
+    /// The `nth` (from 1) notification that contains `needle`.
+    fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Note {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(n) = self.notes().into_iter().find(|n| n.text.contains(needle)) {
+            let found = self
+                .notes()
+                .into_iter()
+                .filter(|n| n.text.contains(needle))
+                .nth(nth - 1);
+            if let Some(n) = found {
                 return n;
             }
             assert!(
                 Instant::now() < deadline,
-                "no {needle:?} in {:?}",
+                "no {nth}. {needle:?} in {:?}",
                 self.notes()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -209,6 +219,8 @@ fn reload_and_stop_are_announced() {
     let reloading = n.wait_for("RELOADING=1", Duration::from_secs(10));
     assert!(reloading.text.contains("MONOTONIC_USEC="), "{reloading:?}");
     s.wait_log("Reload complete", Duration::from_secs(10));
+    // The datagram may still be on its way when the log line is read.
+    n.wait_for_nth("READY=1", 2, Duration::from_secs(10));
     let readies: Vec<Note> = n
         .notes()
         .into_iter()

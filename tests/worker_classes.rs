@@ -84,7 +84,10 @@ fn gthread_runs_cpu_bound_requests_to_the_end_one_after_another() {
     stretch.sort_by(f64::total_cmp);
     // Taking turns, each request's wall time is about four times its CPU time.
     let median = stretch[stretch.len() / 2];
-    assert!(median < 1.6, "wall time / CPU time per request: {stretch:?}");
+    assert!(
+        median < 1.6,
+        "wall time / CPU time per request: {stretch:?}"
+    );
 }
 
 /// The other side of the same coin: once the busy request blocks (here in
@@ -102,7 +105,10 @@ fn gthread_serves_queued_requests_while_a_busy_one_blocks() {
         assert_eq!(c.join().unwrap().status, 200);
     }
     let quick = t0.elapsed();
-    assert!(quick < Duration::from_secs(1), "queued requests took {quick:?}");
+    assert!(
+        quick < Duration::from_secs(1),
+        "queued requests took {quick:?}"
+    );
     assert_eq!(slow.into_iter().next().unwrap().join().unwrap().status, 200);
 }
 
