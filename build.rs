@@ -1,0 +1,63 @@
+//! Link CPython statically when the distribution ships the archive that its
+//! own `/usr/bin/python3` is built from (Debian: `libpython3.X.a` in
+//! `LIBPL`), else the shared libpython that pyo3 links by default (RHEL ships
+//! no archive).
+//!
+//! Why: the shared library is compiled as position-independent code without
+//! the optimisations of the interpreter binary, and every call between its
+//! own functions goes through the PLT. Measured here: the same pure-Python
+//! loop takes about 10 % longer in the shared library, and a Flask hello
+//! world served about a third more requests per second with the archive
+//! (docs/benchmarks.md). Set `FERRICORN_SHARED_LIBPYTHON=1` to link the
+//! shared library anyway.
+
+use std::path::Path;
+use std::process::Command;
+
+const QUERY: &str = "import sysconfig as s
+print(s.get_config_var('LIBPL') or '')
+print(s.get_config_var('LIBRARY') or '')
+print(' '.join(s.get_config_var(k) or '' for k in ('LIBS', 'SYSLIBS', 'MODLIBS')))";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    println!("cargo:rerun-if-env-changed=FERRICORN_SHARED_LIBPYTHON");
+    if std::env::var_os("FERRICORN_SHARED_LIBPYTHON").is_some() {
+        return;
+    }
+    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
+    let Ok(out) = Command::new(&python).args(["-c", QUERY]).output() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let (Some(dir), Some(library), Some(libs)) = (lines.next(), lines.next(), lines.next()) else {
+        return;
+    };
+    let archive = Path::new(dir).join(library);
+    if !out.status.success() || !library.ends_with(".a") || !archive.is_file() {
+        return;
+    }
+    println!("cargo:rerun-if-changed={}", archive.display());
+    // Linked ahead of pyo3's `-lpythonX.Y`, the archive defines every
+    // symbol first, so `--as-needed` drops the shared library. The whole
+    // archive: extension modules need functions this program never calls.
+    let name = library
+        .trim_start_matches("lib")
+        .trim_end_matches(".a")
+        .to_owned();
+    println!("cargo:rustc-link-search=native={dir}");
+    println!("cargo:rustc-link-lib=static:+whole-archive={name}");
+    // The archive is not position-independent code.
+    println!("cargo:rustc-link-arg=-no-pie");
+    // C extension modules look the interpreter's symbols up in the program.
+    println!("cargo:rustc-link-arg=-Wl,--export-dynamic");
+    let mut seen = Vec::new();
+    for lib in libs.split_whitespace() {
+        if !seen.contains(&lib) {
+            seen.push(lib);
+            println!("cargo:rustc-link-arg={lib}");
+        }
+    }
+}
