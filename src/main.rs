@@ -15,16 +15,6 @@ mod systemd;
 mod worker;
 mod wsgi;
 
-// The I/O thread allocates a request's buffers and an app thread frees them:
-// glibc's malloc pays for every cross-thread free (arena locks, consolidation);
-// mimalloc's per-thread heaps take them back without a lock.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc 3's option enum (libmimalloc-sys
-/// names only some of them).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 use clap::Parser;
 use clap::error::ErrorKind;
 
@@ -46,12 +36,6 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
-    // By default mimalloc keeps freed pages for 10 ms before handing them back;
-    // after a burst of 1 MB bodies that left each worker about 30 MB larger
-    // than with glibc. Give them back at once: a worker's memory is then what
-    // it uses.
-    // SAFETY: sets one integer option of the allocator, before any thread starts.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     // Read argv before anything rewrites it for the process title; an
     // upgrade re-executes the same command line from the same path.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
