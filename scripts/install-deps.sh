@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing ferricorn needs on Debian 12:
-# the system Python's headers and venv module (ferricorn links libpython3.X),
+# the system Python's headers and venv module (ferricorn links libpython3.X, statically from python3-dev's archive),
 # debootstrap and systemd-container, man-db, dpkg-dev and rpm, then cargo-deb
 # and cargo-generate-rpm, the test virtualenv (Flask, Django) and the cached
 # container rootfs, both under target/.
