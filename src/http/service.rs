@@ -78,12 +78,7 @@ pub async fn handle(
         started,
         websocket: app_side,
     };
-    if !shared.jobs.send(job) {
-        return Ok(error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "worker is stopping",
-        ));
-    }
+    shared.jobs.send(job);
     let response = response.await.unwrap_or_else(|_| {
         error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
     });

@@ -12,17 +12,11 @@ pub enum Jobs {
 }
 
 impl Jobs {
-    /// False when nothing will run the job any more (the worker is going away).
-    pub fn send(&self, job: Job) -> bool {
+    /// Both live as long as the worker: a job sent is always taken.
+    pub fn send(&self, job: Job) {
         match self {
-            Jobs::Threads(queue) => {
-                queue.push(job);
-                true
-            }
-            Jobs::Hub(hub) => {
-                hub.submit(job);
-                true
-            }
+            Jobs::Threads(queue) => queue.push(job),
+            Jobs::Hub(hub) => hub.submit(job),
         }
     }
 }

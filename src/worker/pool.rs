@@ -92,10 +92,7 @@ impl Queue {
             return;
         }
         s.sleeping += 1;
-        while s.calls == 0 {
-            s = self.called.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        s.calls -= 1;
+        self.wait_for_call(s);
     }
 
     /// After giving the GIL back: stand down until the drainer has finished
@@ -106,27 +103,30 @@ impl Queue {
         s.seeking -= 1;
         s.gave_back = Some(s.progress);
         s.sleeping += 1;
-        let mut deadline = Some(Instant::now() + STAND_DOWN);
+        let until = Instant::now() + STAND_DOWN;
         while s.calls == 0 {
-            match deadline {
-                Some(at) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    s = self
-                        .called
-                        .wait_timeout(s, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                    if s.calls == 0 && Instant::now() >= at {
-                        deadline = None;
-                        s.gave_back = None;
-                        // Work still waiting: call ourselves (taken below).
-                        if !s.jobs.is_empty() {
-                            s.call();
-                        }
-                    }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                s.gave_back = None;
+                // Work still waiting: call ourselves (taken below).
+                if !s.jobs.is_empty() {
+                    s.call();
                 }
-                None => s = self.called.wait(s).unwrap_or_else(|e| e.into_inner()),
+                break;
             }
+            s = self
+                .called
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        self.wait_for_call(s);
+    }
+
+    /// Counted among the sleepers: wait for a call and take it.
+    fn wait_for_call(&self, mut s: MutexGuard<'_, State>) {
+        while s.calls == 0 {
+            s = self.called.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         s.calls -= 1;
     }
