@@ -91,7 +91,7 @@ impl FramingScanner {
                 State::Off => return None,
                 State::Head => {
                     let (head, used) = if self.pending.is_empty() {
-                        match find(data, b"\r\n\r\n") {
+                        match find_head_end(data) {
                             Some(end) => (&data[..end + 4], end + 4),
                             None => {
                                 self.pending.extend_from_slice(data);
@@ -101,7 +101,7 @@ impl FramingScanner {
                     } else {
                         let start = self.pending.len().saturating_sub(3);
                         self.pending.extend_from_slice(data);
-                        match find(&self.pending[start..], b"\r\n\r\n") {
+                        match find_head_end(&self.pending[start..]) {
                             Some(end) => {
                                 let total = start + end + 4;
                                 let used = total - (self.pending.len() - data.len());
@@ -195,6 +195,11 @@ impl FramingScanner {
     fn on_head(&mut self, head: &[u8]) -> Option<(u32, Violation)> {
         let seq = self.seq;
         self.seq += 1;
+        if !names_framing(head) {
+            // Most heads (a GET with no body): nothing to check, no second parse.
+            self.state = State::Head;
+            return None;
+        }
         // Most heads fit a small stack array; only long ones pay for a heap one
         // (uninitialised: zeroing 1 KB per request showed up in profiles.)
         let mut small = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; 32];
@@ -268,8 +273,26 @@ fn is_chunked(te: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Where the blank line that ends a head starts (`\r\n\r\n`).
+fn find_head_end(hay: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, b"\r\n\r\n")
+}
+
+/// Whether a head may say anything about framing: a CONNECT, or a line that
+/// names Content-Length, Transfer-Encoding or Upgrade. Only those heads are
+/// parsed; for the others the next head starts right after this one. (A head
+/// malformed in a way this misses — say, a space before the colon — is
+/// refused by hyper, which then closes the connection: there is no next head
+/// to find.)
+fn names_framing(head: &[u8]) -> bool {
+    const NAMES: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
+    head.starts_with(b"CONNECT ")
+        || memchr::memchr_iter(b'\n', head).any(|nl| {
+            let line = &head[nl + 1..];
+            NAMES.iter().any(|name| {
+                line.get(name.len()) == Some(&b':') && line[..name.len()].eq_ignore_ascii_case(name)
+            })
+        })
 }
 
 #[cfg(test)]
@@ -314,6 +337,28 @@ mod tests {
         }
         head.extend_from_slice(b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx");
         assert_eq!(scan(&[&head]), Some((0, Violation::DuplicateContentLength)));
+    }
+
+    #[test]
+    fn only_heads_naming_framing_are_parsed() {
+        assert!(!names_framing(
+            b"GET /content-length HTTP/1.1\r\nHost: upgrade\r\nX-Transfer-Encoding: x\r\n\r\n"
+        ));
+        assert!(names_framing(
+            b"POST / HTTP/1.1\r\ncOnTeNt-LeNgTh: 3\r\n\r\n"
+        ));
+        assert!(names_framing(
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(names_framing(
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(names_framing(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n"));
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"),
+            Some(20)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\n\r\n"), None);
     }
 
     #[test]

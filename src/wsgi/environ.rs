@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderName, Method, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use super::{Local, Peer};
@@ -79,8 +80,34 @@ pub struct Keys {
     http11: Py<PyString>,
     empty: Py<PyString>,
     methods: Vec<(Method, Py<PyString>)>,
-    headers: HashMap<HeaderName, Py<PyString>>,
+    headers: HashMap<HeaderName, Py<PyString>, BuildHasherDefault<NameHasher>>,
     script_name: String,
+}
+
+/// The interned-key table is looked up once per request header. Its keys
+/// are fixed at start-up and chosen by us, so it needs no defence against
+/// collisions: SipHash's set-up and finish would cost more than the lookup.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Who may tell us the original scheme through `X-Forwarded-*` headers.
@@ -205,15 +232,20 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
+// Named once: looking a header up by `&str` parses the name on every call.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
+const X_FORWARDED_PROTOCOL: HeaderName = HeaderName::from_static("x-forwarded-protocol");
+
 pub(crate) fn is_https(headers: &HeaderMap) -> bool {
-    let eq = |name: &str, want: &str| {
+    let eq = |name: &HeaderName, want: &str| {
         headers
             .get(name)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(want.as_bytes()))
     };
-    eq("x-forwarded-proto", "https")
-        || eq("x-forwarded-ssl", "on")
-        || eq("x-forwarded-protocol", "ssl")
+    eq(&X_FORWARDED_PROTO, "https")
+        || eq(&X_FORWARDED_SSL, "on")
+        || eq(&X_FORWARDED_PROTOCOL, "ssl")
 }
 
 /// Fill a copy of the worker's template environ for one request.
@@ -286,13 +318,13 @@ pub fn fill<'py>(
 
     match peer {
         Peer::Tcp(sa) => {
-            env.set_item(
-                k(&keys.remote_addr),
-                PyString::new(py, &sa.ip().to_string()),
-            )?;
+            let mut buf = [0u8; IP_TEXT_MAX];
+            let ip = ip_text(sa.ip(), &mut buf);
+            env.set_item(k(&keys.remote_addr), latin1(py, ip))?;
+            let mut buf = [0u8; 5];
             env.set_item(
                 k(&keys.remote_port),
-                PyString::new(py, &sa.port().to_string()),
+                latin1(py, port_text(sa.port(), &mut buf)),
             )?;
         }
         Peer::Unix => {
@@ -302,7 +334,10 @@ pub fn fill<'py>(
     }
     env.set_item(k(&keys.wsgi_input), input)?;
 
-    for name in parts.headers.keys() {
+    // One pass: a header sent more than once comes out as consecutive
+    // values under the same name (joined with commas, as gunicorn does).
+    let mut headers = parts.headers.iter().peekable();
+    while let Some((name, first)) = headers.next() {
         let key = if name == http::header::CONTENT_TYPE {
             k(&keys.content_type)
         } else if name == http::header::CONTENT_LENGTH {
@@ -312,16 +347,19 @@ pub fn fill<'py>(
         } else {
             match header_key_string(name.as_str()) {
                 Some(s) => PyString::new(py, &s),
-                None => continue,
+                None => {
+                    while headers.next_if(|(n, _)| *n == name).is_some() {}
+                    continue;
+                }
             }
         };
-        let mut values = parts.headers.get_all(name).iter();
-        let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
-        let value = match values.next() {
-            None => latin1(py, first),
-            Some(second) => {
-                let mut joined = first.to_vec();
-                for v in std::iter::once(second).chain(values) {
+        let value = match headers.next_if(|(n, _)| *n == name) {
+            None => latin1(py, first.as_bytes()),
+            Some((_, second)) => {
+                let mut joined = first.as_bytes().to_vec();
+                for v in std::iter::once(second).chain(std::iter::from_fn(|| {
+                    headers.next_if(|(n, _)| *n == name).map(|(_, v)| v)
+                })) {
                     joined.push(b',');
                     joined.extend_from_slice(v.as_bytes());
                 }
@@ -331,6 +369,56 @@ pub fn fill<'py>(
         env.set_item(key, value)?;
     }
     Ok(())
+}
+
+/// The longest text form of an IP address.
+const IP_TEXT_MAX: usize = 45;
+
+/// REMOTE_ADDR without the formatting machinery and a heap string per request.
+fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let mut digits = [0u8; 3];
+                // Byte by byte: a memcpy call costs more than three stores.
+                for &d in decimal(u16::from(octet), &mut digits) {
+                    buf[n] = d;
+                    n += 1;
+                }
+            }
+            &buf[..n]
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            // Cannot fail: the longest IPv6 text fits the buffer.
+            let _ = write!(cursor, "{v6}");
+            let n = cursor.position() as usize;
+            &buf[..n]
+        }
+    }
+}
+
+fn port_text(port: u16, buf: &mut [u8; 5]) -> &[u8] {
+    decimal(port, buf)
+}
+
+/// `n` in decimal, right-aligned in `buf`, which must hold all its digits.
+fn decimal(mut n: u16, buf: &mut [u8]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 fn split_host<'a>(host: &'a str, default_port: &'a str) -> (&'a str, &'a str) {
@@ -365,6 +453,27 @@ mod tests {
         assert_eq!(&*percent_decode("/a%20b/%E2%82%AC"), b"/a b/\xe2\x82\xac");
         assert_eq!(&*percent_decode("/100%"), b"/100%");
         assert_eq!(&*percent_decode("/%zz"), b"/%zz");
+    }
+
+    #[test]
+    fn addresses_as_text() {
+        let mut buf = [0u8; IP_TEXT_MAX];
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.3.100",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(parsed, &mut buf), ip.as_bytes());
+        }
+        let mut buf = [0u8; 5];
+        for port in [0u16, 7, 80, 8080, 65535] {
+            assert_eq!(port_text(port, &mut buf), port.to_string().as_bytes());
+        }
     }
 
     #[test]
