@@ -55,6 +55,26 @@ fn flask_app_answers_correctly() {
     }
 }
 
+/// Flask answers with an iterator over its body and a Content-Length: the
+/// body goes out with the head, so under load the app thread can hand
+/// responses back to the I/O thread a few at a time (as a streamed body,
+/// each response woke the I/O thread for its head, its chunk and its end).
+#[test]
+fn flask_responses_are_handed_back_in_batches_under_load() {
+    let venv = test_venv();
+    let s = server("flaskapp:app")
+        .args(["--virtualenv", venv.to_str().unwrap()])
+        .args(["-w", "1", "-k", "gthread", "--threads", "2"])
+        .start();
+    let r = s.get("/");
+    assert_eq!(r.header("content-length"), Some("16"));
+    let per_request = io_thread_sleeps_per_request(&s, "/");
+    assert!(
+        per_request < 0.6,
+        "the I/O thread went to sleep {per_request:.2} times per request"
+    );
+}
+
 #[test]
 fn virtualenv_is_sys_prefix_and_its_packages_import() {
     let venv = test_venv();

@@ -112,6 +112,53 @@ fn gthread_serves_queued_requests_while_a_busy_one_blocks() {
     assert_eq!(slow.into_iter().next().unwrap().join().unwrap().status, 200);
 }
 
+/// While an app thread works through queued requests, it hands finished
+/// responses back a few at a time: the I/O thread (the worker's main
+/// thread) wakes once for several instead of once per response and once
+/// more per next request (about 1.5 sleeps per request before).
+#[test]
+fn gthread_hands_back_responses_in_batches_while_requests_queue() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = server("conformance:app")
+        .args(["-w", "1", "-k", "gthread", "--threads", "2"])
+        .start();
+    let per_request = io_thread_sleeps_per_request(&s, "/work?0.0003");
+    assert!(
+        per_request < 0.6,
+        "the I/O thread went to sleep {per_request:.2} times per request"
+    );
+}
+
+/// The other side: a held response leaves within the I/O thread's tick,
+/// never after the long request the app thread went on with.
+#[test]
+fn a_held_response_does_not_wait_for_the_next_long_request() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = server("conformance:app")
+        .args(["-w", "1", "-k", "gthread", "--threads", "1"])
+        .start();
+    // The app thread is busy; a quick request and then a long one queue up
+    // behind it. Their order in the queue is the order they were sent.
+    let first = concurrent_gets(s.addr(), "/work?0.2", 1);
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    let quick = concurrent_gets(s.addr(), "/work?0.001", 1);
+    std::thread::sleep(Duration::from_millis(30));
+    let long = concurrent_gets(s.addr(), "/work?1.5", 1);
+    assert_eq!(
+        quick.into_iter().next().unwrap().join().unwrap().status,
+        200
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited < Duration::from_millis(900),
+        "the quick response came after {waited:?}, with the long request"
+    );
+    for c in first.into_iter().chain(long) {
+        assert_eq!(c.join().unwrap().status, 200);
+    }
+}
+
 #[test]
 fn sync_with_threads_becomes_gthread() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

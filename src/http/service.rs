@@ -67,7 +67,9 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let body = (!body.is_end_stream()).then(|| super::request_body::spawn(body));
     let (reply, response) = oneshot::channel();
-    shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    if shared.stats.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+        shared.jobs.busy();
+    }
     let job = Job {
         parts,
         body,

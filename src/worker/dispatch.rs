@@ -19,4 +19,11 @@ impl Jobs {
             Jobs::Hub(hub) => hub.submit(job),
         }
     }
+
+    /// A request is in flight again after none was.
+    pub fn busy(&self) {
+        if let Jobs::Threads(queue) = self {
+            queue.outbox.busy();
+        }
+    }
 }

@@ -260,7 +260,8 @@ impl HubLink {
         let taken = job.take();
         drop(job);
         if let Some(job) = taken {
-            app.handle(py, job);
+            // The hub's loop is the I/O thread's peer already: nothing to batch.
+            app.handle(py, job, false);
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ mod dispatch;
 mod gevent;
 mod hub;
 mod ledger;
+mod outbox;
 mod pool;
 pub mod privileges;
 mod reporter;
@@ -14,6 +15,7 @@ mod wait;
 pub use dispatch::Jobs;
 pub use hub::Hub;
 pub use ledger::{Answer, Ledger};
+pub use outbox::Finished;
 pub use reporter::{Reporter, Stats};
 pub use wait::Wait;
 

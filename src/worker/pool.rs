@@ -15,9 +15,11 @@
 
 use pyo3::prelude::*;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::outbox::Outbox;
 use crate::wsgi::{Job, WsgiApp};
 
 /// A seeker that waited this long for the GIL got it by a forced switch
@@ -31,6 +33,12 @@ const STAND_DOWN: Duration = Duration::from_millis(10);
 pub struct Queue {
     state: Mutex<State>,
     called: Condvar,
+    /// Where drainers leave responses while more requests wait (when
+    /// `batch`: a sync worker's queue never holds a second request).
+    pub outbox: Outbox,
+    pub batch: bool,
+    /// Times an app thread of this pool took the GIL.
+    takeovers: AtomicU64,
 }
 
 #[derive(Default)]
@@ -176,10 +184,13 @@ enum First {
     GiveBack,
 }
 
-pub fn start(n: u32, app: Arc<WsgiApp>) -> Arc<Queue> {
+pub fn start(n: u32, app: Arc<WsgiApp>, batch: bool) -> Arc<Queue> {
     let queue = Arc::new(Queue {
         state: Mutex::new(State::default()),
         called: Condvar::new(),
+        outbox: Outbox::default(),
+        batch,
+        takeovers: AtomicU64::new(0),
     });
     for i in 0..n {
         let queue = queue.clone();
@@ -203,16 +214,38 @@ fn seek(queue: &Queue, app: &WsgiApp) {
     loop {
         let asked = Instant::now();
         let gave_back = Python::attach(|py| {
+            // The GIL changed hands: a drainer holding responses may be
+            // stuck in a long request now. Let them go.
+            queue.takeovers.fetch_add(1, Ordering::Relaxed);
+            queue.outbox.request_flush();
             let mut job = match queue.take_first(asked.elapsed()) {
                 First::Job(job) => job,
                 First::Nothing => return false,
                 First::GiveBack => return true,
             };
             loop {
-                app.handle(py, job);
+                let before = queue.takeovers.load(Ordering::Relaxed);
+                let done = app.handle(py, job, queue.batch);
+                // Hold only after a request that ran through without giving
+                // up the GIL to another app thread: one that blocks (an app
+                // doing I/O) would make the next one's wait long too.
+                let ran_through = queue.takeovers.load(Ordering::Relaxed) == before;
                 match queue.take_next() {
-                    Some(next) => job = next,
-                    None => return false,
+                    Some(next) => {
+                        match done {
+                            Some(done) if ran_through => queue.outbox.hold(done),
+                            Some(done) => done.send(),
+                            None => {}
+                        }
+                        job = next;
+                    }
+                    None => {
+                        if let Some(done) = done {
+                            done.send();
+                        }
+                        queue.outbox.request_flush();
+                        return false;
+                    }
                 }
             }
         });

@@ -152,7 +152,11 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
             } else {
                 s.threads
             };
-            Jobs::Threads(pool::start(threads, app.clone()))
+            Jobs::Threads(pool::start(
+                threads,
+                app.clone(),
+                class == WorkerClass::Gthread,
+            ))
         }
         (None, App::Asgi(_)) => unreachable!("asgi workers always have a hub"),
     };
@@ -307,6 +311,13 @@ async fn run(
             }
         }
     });
+
+    if let Jobs::Threads(queue) = &shared.jobs
+        && queue.batch
+    {
+        let (queue, stats) = (queue.clone(), stats.clone());
+        tokio::spawn(async move { queue.outbox.run(&stats.in_flight).await });
+    }
 
     reporter.send(Kind::Booted, &stats);
     let master = std::os::unix::process::parent_id();

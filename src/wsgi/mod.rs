@@ -21,7 +21,7 @@ use crate::http::ResponseBody;
 use crate::http::body::BusyGuard;
 use crate::http::service::error_response;
 use crate::python::{Support, traceback_text};
-use crate::worker::{Answer, Ledger, Wait};
+use crate::worker::{Answer, Finished, Ledger, Wait};
 pub use environ::Forwarded;
 use environ::Keys;
 use input::Input;
@@ -121,8 +121,9 @@ impl WsgiApp {
         })
     }
 
-    /// Serve one request on this (app) thread, which holds the GIL.
-    pub fn handle(&self, py: Python<'_>, job: Job) {
+    /// Serve one request on this (app) thread, which holds the GIL. With
+    /// `hold`, a complete response is returned for the caller to send.
+    pub fn handle(&self, py: Python<'_>, job: Job, hold: bool) -> Option<Finished> {
         let Job {
             parts,
             body,
@@ -142,6 +143,7 @@ impl WsgiApp {
                 busy,
                 self.wait.clone(),
                 self.ledger.wants_response_headers,
+                hold,
             ),
         )
         .expect("allocating start_response");
@@ -180,6 +182,7 @@ impl WsgiApp {
                 headers: outcome.headers,
             }
         });
+        sr_ref.take_held()
     }
 
     fn run<'py>(

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::http::ResponseBody;
 use crate::http::body::{Aborted, BusyGuard, Chunk};
-use crate::worker::Wait;
+use crate::worker::{Finished, Wait};
 
 /// Below this size a body is copied; above it the Python bytes object itself is handed over.
 const COPY_BELOW: usize = 4096;
@@ -39,6 +39,9 @@ struct State {
     client_gone: bool,
     /// The access log shows response headers: keep a copy after sending.
     keep_headers: bool,
+    /// Keep a complete response for the caller to send (see worker::outbox).
+    hold: bool,
+    held: Option<Finished>,
 }
 
 /// How the response ended, for the access log.
@@ -107,6 +110,7 @@ impl StartResponse {
         busy: BusyGuard,
         wait: Wait,
         keep_headers: bool,
+        hold: bool,
     ) -> StartResponse {
         StartResponse {
             state: Mutex::new(State {
@@ -119,6 +123,8 @@ impl StartResponse {
                 sent: 0,
                 client_gone: false,
                 keep_headers,
+                hold,
+                held: None,
             }),
             wait,
         }
@@ -156,6 +162,15 @@ impl StartResponse {
             Some(cl) if st.sent + data.len() as u64 > cl => data.slice(..(cl - st.sent) as usize),
             _ => data,
         };
+        if st.reply.is_some() && st.content_length == Some(data.len() as u64) {
+            // The first chunk is the whole declared body (Flask's and
+            // Django's usual answer, an iterator over one string): send it
+            // with the head. A stream would cost a channel and a wake-up
+            // for the chunk and another for its end.
+            st.sent = data.len() as u64;
+            Self::send_head(&mut st, ResponseBody::full(data));
+            return Ok(());
+        }
         if st.reply.is_some() {
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
             st.stream = Some(tx);
@@ -193,9 +208,22 @@ impl StartResponse {
         } else {
             std::mem::take(&mut st.headers)
         };
+        // A complete body (no stream to feed) can wait for the caller.
+        if st.hold && st.stream.is_none() {
+            st.held = Some(Finished {
+                reply,
+                response: resp,
+            });
+            return;
+        }
         if reply.send(resp).is_err() {
             st.client_gone = true;
         }
+    }
+
+    /// The complete response kept back for the caller, if any.
+    pub fn take_held(&self) -> Option<Finished> {
+        self.lock().held.take()
     }
 
     /// The whole body in one piece (a list of one item): hyper sets Content-Length.

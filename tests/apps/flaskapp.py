@@ -1,5 +1,7 @@
 """A small real Flask app: routing, a form POST, JSON in and out, a fixed-size body."""
 
+import os
+
 from flask import Flask, jsonify, request
 
 app = Flask(__name__)
@@ -24,6 +26,11 @@ def form():
 def json_echo():
     data = request.get_json()
     return jsonify(received=data, count=len(data))
+
+
+@app.get("/pid")
+def pid():
+    return str(os.getpid())
 
 
 @app.get("/big")

@@ -340,6 +340,43 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// A thread's voluntary context switches so far (times it went to sleep).
+fn sleeps(pid: u32, tid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// Times a one-worker server's I/O thread (the worker's main thread, whose
+/// pid `/pid` answers) went to sleep per request while 16 keep-alive
+/// clients sent 40 requests each for `path`.
+pub fn io_thread_sleeps_per_request(s: &Server, path: &str) -> f64 {
+    let pid: u32 = s.get("/pid").text().trim().parse().expect("a pid");
+    let (clients, each) = (16, 40);
+    let before = sleeps(pid, pid);
+    let addr = s.addr();
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let raw = raw.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                for _ in 0..each {
+                    c.send(&raw);
+                    assert_eq!(c.read_response(false).expect("a response").status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (sleeps(pid, pid) - before) as f64 / (clients * each) as f64
+}
+
 /// `n` clients at once, each sending `GET path` on a connection of its own.
 pub fn concurrent_gets(
     addr: SocketAddr,
