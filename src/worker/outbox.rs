@@ -32,6 +32,11 @@ const HOLD_MAX: usize = 16;
 /// The longest a response waits while the I/O thread sleeps.
 const TICK: Duration = Duration::from_millis(1);
 
+/// Ticks with nothing in flight before the tick stops until the next
+/// request. Not at once: one client's requests one after another would
+/// otherwise restart it for every request.
+const IDLE_TICKS: u32 = 100;
+
 /// A complete response and where it goes.
 pub struct Finished {
     pub reply: oneshot::Sender<Response<ResponseBody>>,
@@ -105,18 +110,22 @@ impl Outbox {
     /// I/O thread task: send held responses when asked, and every `TICK`
     /// while requests are in flight (`in_flight` is the worker's count).
     pub async fn run(&self, in_flight: &AtomicU32) {
+        let mut idle_ticks = 0;
         loop {
-            if self.count.load(Ordering::Acquire) == 0 && in_flight.load(Ordering::Relaxed) == 0 {
+            if idle_ticks >= IDLE_TICKS {
                 // Only the I/O thread starts requests, so none can start
-                // between this check and the wait.
+                // between the last check and this wait.
                 self.busy.notified().await;
-                continue;
+                idle_ticks = 0;
             }
             tokio::select! {
                 _ = self.flush.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
             }
             self.send_held();
+            let idle =
+                self.count.load(Ordering::Acquire) == 0 && in_flight.load(Ordering::Relaxed) == 0;
+            idle_ticks = if idle { idle_ticks + 1 } else { 0 };
         }
     }
 }
