@@ -13,7 +13,8 @@
 //! - `HOLD_MAX` responses held,
 //! - another app thread taking the GIL (the drainer blocked or was
 //!   preempted, so the request it went on with may be long),
-//! - the I/O thread's tick, every `TICK` while requests are in flight.
+//! - the I/O thread's tick, every `TICK` while requests are in flight
+//!   (and for `IDLE_TICKS` ticks after the last one).
 //!
 //! (Sending them whenever the I/O thread is about to sleep was tried: it
 //! sleeps after every request it reads, so that sent them one by one again.)
