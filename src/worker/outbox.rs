@@ -96,7 +96,7 @@ impl Outbox {
         }
         let mut held = self.lock();
         self.count.store(0, Ordering::Release);
-        let batch: Vec<Finished> = held.drain(..).collect();
+        let batch = std::mem::take(&mut *held);
         drop(held);
         for done in batch {
             done.send();
