@@ -20,11 +20,28 @@ pub type Chunk = Result<Bytes, Aborted>;
 
 enum Kind {
     Full(Option<Bytes>),
-    /// `aborted`: an abort was found while coalescing; it is reported next.
     Stream {
         rx: mpsc::Receiver<Chunk>,
-        aborted: bool,
+        abort: Abort,
     },
+}
+
+/// Where a stream stands with an abort from the app.
+///
+/// hyper drops its write buffer when a body fails, and it polls the body
+/// again right after buffering a frame, before flushing. An abort reported as
+/// soon as it is seen would so swallow the head and the chunks before it,
+/// which the client must get (PEP 3333: the error is re-raised after output
+/// began, so the client sees a cut body, not nothing). The body first answers
+/// `Pending` once, which lets hyper flush, and reports the abort on the next
+/// poll.
+#[derive(Clone, Copy, PartialEq)]
+enum Abort {
+    None,
+    /// Seen; hyper still has to flush what it holds.
+    Seen,
+    /// Hyper has flushed; report it.
+    Due,
 }
 
 pub struct ResponseBody {
@@ -46,7 +63,10 @@ impl ResponseBody {
 
     pub fn stream(rx: mpsc::Receiver<Chunk>) -> ResponseBody {
         ResponseBody {
-            kind: Kind::Stream { rx, aborted: false },
+            kind: Kind::Stream {
+                rx,
+                abort: Abort::None,
+            },
             _busy: None,
         }
     }
@@ -68,12 +88,18 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         match &mut self.kind {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Stream { aborted: true, .. } => Poll::Ready(Some(Err(Aborted))),
-            Kind::Stream { rx, aborted } => match rx.poll_recv(cx) {
+            Kind::Stream {
+                abort: Abort::Due, ..
+            } => Poll::Ready(Some(Err(Aborted))),
+            Kind::Stream {
+                abort: abort @ Abort::Seen,
+                ..
+            } => flush_first(abort, cx),
+            Kind::Stream { rx, abort } => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(first))) => {
-                    Poll::Ready(Some(Ok(Frame::data(coalesce(rx, first, aborted)))))
+                    Poll::Ready(Some(Ok(Frame::data(coalesce(rx, first, abort)))))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Err(Aborted))) => flush_first(abort, cx),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
@@ -93,10 +119,21 @@ impl Body for ResponseBody {
     }
 }
 
+/// Answers `Pending` once so that hyper flushes, and wakes itself to report
+/// the abort on the next poll.
+fn flush_first(
+    abort: &mut Abort,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+    *abort = Abort::Due;
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
 /// Chunks that are already waiting go out as one frame: an app that yields
 /// many small pieces costs one chunk header and one write, not one per piece.
 /// Nothing waits for more data, so a stream's latency is unchanged.
-fn coalesce(rx: &mut mpsc::Receiver<Chunk>, first: Bytes, aborted: &mut bool) -> Bytes {
+fn coalesce(rx: &mut mpsc::Receiver<Chunk>, first: Bytes, abort: &mut Abort) -> Bytes {
     const MAX: usize = 64 * 1024;
     let mut merged: Option<bytes::BytesMut> = None;
     while merged.as_ref().map_or(first.len(), |m| m.len()) < MAX {
@@ -110,7 +147,7 @@ fn coalesce(rx: &mut mpsc::Receiver<Chunk>, first: Bytes, aborted: &mut bool) ->
                 })
                 .extend_from_slice(&next),
             Ok(Err(Aborted)) => {
-                *aborted = true;
+                *abort = Abort::Seen;
                 break;
             }
             Err(_) => break,
@@ -132,5 +169,59 @@ impl BusyGuard {
 impl Drop for BusyGuard {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Wake, Waker};
+
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn poll(body: &mut ResponseBody, cx: &mut Context<'_>) -> &'static str {
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(_))) => "data",
+            Poll::Ready(Some(Err(Aborted))) => "abort",
+            Poll::Ready(None) => "end",
+            Poll::Pending => "pending",
+        }
+    }
+
+    #[test]
+    fn an_abort_waits_one_poll_so_that_hyper_flushes_what_came_before() {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        // Coalesced: the abort is found behind the data in the same poll.
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"partial"))).unwrap();
+        tx.try_send(Err(Aborted)).unwrap();
+        let mut body = ResponseBody::stream(rx);
+        assert_eq!(poll(&mut body, &mut cx), "data");
+        assert_eq!(poll(&mut body, &mut cx), "pending");
+        assert_eq!(counter.0.load(Ordering::Relaxed), 1, "must wake itself");
+        assert_eq!(poll(&mut body, &mut cx), "abort");
+
+        // Received on its own, after data hyper may not have flushed yet.
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = ResponseBody::stream(rx);
+        tx.try_send(Ok(Bytes::from_static(b"partial"))).unwrap();
+        assert_eq!(poll(&mut body, &mut cx), "data");
+        tx.try_send(Err(Aborted)).unwrap();
+        assert_eq!(poll(&mut body, &mut cx), "pending");
+        assert_eq!(counter.0.load(Ordering::Relaxed), 2, "must wake itself");
+        assert_eq!(poll(&mut body, &mut cx), "abort");
     }
 }
