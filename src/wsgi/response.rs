@@ -10,6 +10,7 @@ use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString, PyTuple};
+use std::borrow::Cow;
 use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,7 +85,8 @@ pub(crate) fn header_pair(name: &[u8], value: &[u8]) -> PyResult<(HeaderName, He
 }
 
 /// A str header field as latin-1 bytes (PEP 3333), refusing what is not.
-fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+/// ASCII, nearly every header, is borrowed from the str: no allocation.
+fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
     let s = s.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
             "header {what} must be str, not {}",
@@ -96,11 +98,15 @@ fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     })?;
     let text = s.to_cow()?;
     if text.is_ascii() {
-        return Ok(text.as_bytes().to_vec());
+        return Ok(match text {
+            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+        });
     }
     text.chars()
         .map(|c| u8::try_from(c as u32).ok())
         .collect::<Option<Vec<u8>>>()
+        .map(Cow::Owned)
         .ok_or_else(|| PyValueError::new_err(format!("header {what} {text:?} is not latin-1")))
 }
 
@@ -357,9 +363,10 @@ impl StartResponse {
                 return Err(PyAssertionError::new_err("Response headers already set!"));
             }
         }
-        let status_str: String = status
-            .extract()
-            .map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?;
+        let status_str = status
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?
+            .to_cow()?;
         let code = status_str
             .get(..3)
             .and_then(|c| c.parse::<u16>().ok())
