@@ -15,7 +15,7 @@ complete -c ferricorn -l keep-alive -d 'Seconds an idle keep-alive connection is
 complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]' -r
 complete -c ferricorn -l limit-request-fields -d 'Maximum number of request header fields. [default: 100]' -r
 complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means unlimited (up to 8190). [default: 8190]' -r
-complete -c ferricorn -l header-timeout -d 'Seconds a client gets to send its request headers before it is cut off. [default: 10]' -r
+complete -c ferricorn -l header-timeout -d 'Seconds a client gets to send a request head, from its first byte to the blank line ending it, before it is cut off (the wait between requests is --keep-alive\'s). [default: 10]' -r
 complete -c ferricorn -l forwarded-allow-ips -d 'Peers trusted to set X-Forwarded-Proto and friends, comma separated; * trusts all. [default: 127.0.0.1,::1]' -r
 complete -c ferricorn -l chdir -d 'Change to this directory before loading the app. [default: the current directory]' -r -F
 complete -c ferricorn -s e -l env -d 'Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]' -r

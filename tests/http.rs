@@ -184,3 +184,33 @@ fn a_client_that_dribbles_its_headers_is_cut_off() {
     s.wait_log("Invalid request from 127.0.0.1", Duration::from_secs(5));
     assert_eq!(s.get("/pid").status, 200);
 }
+
+#[test]
+fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
+    // --header-timeout bounds how long a request head may take to arrive,
+    // not how long a client may wait between requests (--keep-alive does).
+    let s = server("conformance:app")
+        .args([
+            "-k",
+            "gthread",
+            "--keep-alive",
+            "4",
+            "--header-timeout",
+            "1",
+        ])
+        .start();
+    let mut c = Conn::open(s.addr());
+    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(2500));
+    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c
+        .read_response(false)
+        .expect("the connection was closed while idle for less than --keep-alive");
+    assert_eq!(r.status, 200);
+    assert!(
+        !s.log_text().contains("Invalid request"),
+        "{}",
+        s.log_text()
+    );
+}

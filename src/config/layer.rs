@@ -108,7 +108,7 @@ pub struct Layer {
         help_heading = "Request limits"
     )]
     pub limit_request_field_size: Option<u32>,
-    /// Seconds a client gets to send its request headers before it is cut off. [default: 10]
+    /// Seconds a client gets to send a request head, from its first byte to the blank line ending it, before it is cut off (the wait between requests is --keep-alive's). [default: 10]
     #[arg(
         long = "header-timeout",
         value_name = "SECONDS",

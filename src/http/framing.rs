@@ -69,6 +69,8 @@ pub struct FramingScanner {
     /// Index of the next request head on this connection.
     seq: u32,
     max_headers: usize,
+    /// A head grew past `MAX_HEAD` unfinished: still a head to time out.
+    oversized: bool,
 }
 
 /// Heads larger than this are hyper's to refuse (431); we stop following.
@@ -81,7 +83,13 @@ impl FramingScanner {
             pending: Vec::new(),
             seq: 0,
             max_headers: max_headers.clamp(1, 32768),
+            oversized: false,
         }
+    }
+
+    /// A request head has begun arriving and has not ended yet.
+    pub fn mid_head(&self) -> bool {
+        matches!(self.state, State::Head) && !self.pending.is_empty() || self.oversized
     }
 
     /// Feed bytes as they are read; returns the index of a refused request head.
@@ -117,6 +125,7 @@ impl FramingScanner {
                             None => {
                                 if self.pending.len() > MAX_HEAD {
                                     self.state = State::Off;
+                                    self.oversized = true;
                                 }
                                 return None;
                             }
@@ -302,6 +311,26 @@ mod tests {
     fn scan(pieces: &[&[u8]]) -> Option<(u32, Violation)> {
         let mut s = FramingScanner::new(100);
         pieces.iter().find_map(|p| s.feed(p))
+    }
+
+    #[test]
+    fn a_head_is_mid_way_only_between_its_first_and_last_byte() {
+        let mut s = FramingScanner::new(100);
+        assert!(!s.mid_head());
+        s.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(!s.mid_head(), "a whole head in one read");
+        s.feed(b"POST / HTTP/1.1\r\nContent-Len");
+        assert!(s.mid_head());
+        s.feed(b"gth: 4\r\n\r\n");
+        assert!(!s.mid_head(), "in the body");
+        s.feed(b"abcdGET /");
+        assert!(s.mid_head(), "the next head began");
+        let mut big = FramingScanner::new(100);
+        big.feed(b"GET / HTTP/1.1\r\n");
+        for _ in 0..(MAX_HEAD / 1000 + 1) {
+            big.feed(&[b'a'; 1000]);
+        }
+        assert!(big.mid_head(), "too big to follow, still unfinished");
     }
 
     #[test]

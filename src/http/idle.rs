@@ -1,10 +1,17 @@
 //! The socket under hyper: closes connections that sit idle between requests
-//! (`--keep-alive`) and lets the framing scanner see request heads first.
+//! (`--keep-alive`), cuts off a client whose request head takes longer than
+//! `--header-timeout` to arrive, and lets the framing scanner see request
+//! heads first.
 //!
 //! hyper has no idle timeout of its own for HTTP/1, so the socket is wrapped:
 //! while no request is in progress on the connection, a read that stays
 //! pending past the idle limit ends as EOF and hyper closes the connection.
+//! hyper's own header read timeout is not used: it runs from the moment hyper
+//! waits for a head, so it also cut idle keep-alive connections short, and it
+//! reads the clock and allocates and registers a timer for every request.
+//! Here a head timer is armed only when a head arrives split across reads.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,10 +58,25 @@ pub struct IdleIo<S> {
     active: bool,
     sleep: Pin<Box<Sleep>>,
     scanner: Option<FramingScanner>,
+    header_limit: Duration,
+    /// Runs while a request head is partly received.
+    head_timer: Option<Pin<Box<Sleep>>>,
 }
 
+/// The read error that ends a connection whose request head took longer
+/// than `--header-timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("request head not received within {0:?} (--header-timeout)")]
+pub struct HeadTimeout(Duration);
+
 impl<S> IdleIo<S> {
-    pub fn new(inner: S, state: Arc<ConnState>, limit: Duration, max_headers: usize) -> IdleIo<S> {
+    pub fn new(
+        inner: S,
+        state: Arc<ConnState>,
+        limit: Duration,
+        header_limit: Duration,
+        max_headers: usize,
+    ) -> IdleIo<S> {
         IdleIo {
             inner,
             state,
@@ -62,7 +84,39 @@ impl<S> IdleIo<S> {
             active: false,
             sleep: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
             scanner: Some(FramingScanner::new(max_headers)),
+            header_limit,
+            head_timer: None,
         }
+    }
+
+    /// Start the head timer when a head begins arriving in pieces; stop it
+    /// when the head is complete.
+    fn track_head(&mut self) {
+        let mid = self.scanner.as_ref().is_some_and(FramingScanner::mid_head);
+        match (&self.head_timer, mid) {
+            (None, true) => {
+                self.head_timer = Some(Box::pin(tokio::time::sleep(self.header_limit)));
+            }
+            (Some(_), false) => self.head_timer = None,
+            _ => {}
+        }
+    }
+
+    /// Whether the head in progress is overdue. While a request is being
+    /// served the next head's clock does not run out: it restarts.
+    fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = &mut self.head_timer else {
+            return false;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if self.state.busy.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
+        timer.as_mut().reset(Instant::now() + self.header_limit);
+        let _ = timer.as_mut().poll(cx);
+        false
     }
 }
 
@@ -88,10 +142,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                         this.state.refused.store(code, Ordering::Release);
                         this.scanner = None;
                     }
+                    this.track_head();
                 }
                 Poll::Ready(r)
             }
             Poll::Pending => {
+                if this.head_overdue(cx) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        HeadTimeout(this.header_limit),
+                    )));
+                }
                 if this.state.busy.load(Ordering::Relaxed) == 0 {
                     while this.sleep.as_mut().poll(cx).is_ready() {
                         if !this.active {

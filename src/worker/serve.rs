@@ -5,7 +5,7 @@
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use pyo3::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,7 +19,7 @@ use super::hub::{Hub, Phase};
 use super::{Jobs, Ledger, Reporter, Stats, Wait, asgi, gevent, pool};
 use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, WorkerClass};
-use crate::http::idle::{ConnState, IdleIo};
+use crate::http::idle::{ConnState, HeadTimeout, IdleIo};
 use crate::http::service::{self, Limits, Shared};
 use crate::listen::Listener;
 use crate::log::access::AccessLog;
@@ -455,6 +455,7 @@ async fn connection<S>(
         stream,
         state.clone(),
         conf.idle,
+        conf.header_timeout,
         conf.max_fields,
     ));
     let svc_state = state.clone();
@@ -462,10 +463,9 @@ async fn connection<S>(
         service::handle(shared.clone(), svc_state.clone(), peer, local.clone(), req)
     });
     let mut builder = http1::Builder::new();
+    // No hyper timer: --header-timeout is IdleIo's (see src/http/idle.rs).
     builder
-        .timer(TokioTimer::new())
         .keep_alive(conf.keep_alive)
-        .header_read_timeout(conf.header_timeout)
         .max_headers(conf.max_fields.max(1));
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
@@ -500,12 +500,19 @@ async fn connection<S>(
         }
     };
     if let Err(e) = result {
-        if e.is_parse() || e.is_parse_status() || e.is_timeout() {
+        if e.is_parse() || e.is_parse_status() || head_timed_out(&e) {
             crate::warning!("Invalid request from {}: {e}", peer.ip_string());
         } else if !e.is_incomplete_message() && !e.is_closed() && !e.is_canceled() {
             crate::debug!("connection from {} ended: {e}", peer.ip_string());
         }
     }
+}
+
+fn head_timed_out(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| inner.is::<HeadTimeout>())
 }
 
 /// Resolves once the worker is stopping (the watch guard is not held across awaits).
