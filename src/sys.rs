@@ -121,3 +121,27 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `n` counters in memory shared with every process forked after this call.
+/// The mapping is never unmapped: it lives as long as the process.
+pub fn shared_counters(n: usize) -> io::Result<&'static [std::sync::atomic::AtomicU32]> {
+    let len = n * std::mem::size_of::<std::sync::atomic::AtomicU32>();
+    // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the mapping is page-aligned, zero-filled (a valid AtomicU32 is
+    // any bit pattern), `len` bytes long and never unmapped, so a 'static
+    // shared slice of atomics over it is sound.
+    Ok(unsafe { std::slice::from_raw_parts(ptr as *const std::sync::atomic::AtomicU32, n) })
+}

@@ -202,6 +202,47 @@ fn a_busy_sync_worker_leaves_new_connections_to_idle_ones() {
     assert_eq!(slow.join().unwrap().status, 200);
 }
 
+/// Connections opened in a burst (a proxy filling its keep-alive pool, wrk
+/// starting) must not all land on the worker that happened to be awake.
+fn a_burst_of_keep_alive_connections_is_shared_by_the_workers(class: &str) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = server("conformance:app")
+        .args([
+            "-w",
+            "2",
+            "-k",
+            class,
+            "--threads",
+            "2",
+            "--keep-alive",
+            "30",
+        ])
+        .wait_workers(2)
+        .start();
+    const N: usize = 40;
+    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::open(s.addr())).collect();
+    let mut per_worker = std::collections::HashMap::<String, usize>::new();
+    for c in &mut conns {
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    for c in &mut conns {
+        let r = c
+            .read_response(false)
+            .expect("an answer on every connection");
+        *per_worker.entry(r.text()).or_default() += 1;
+    }
+    let fewest = per_worker.values().copied().min().unwrap_or(0);
+    assert!(
+        per_worker.len() == 2 && fewest >= N / 4,
+        "connections per worker: {per_worker:?}"
+    );
+}
+
+#[test]
+fn gthread_workers_share_a_burst_of_connections() {
+    a_burst_of_keep_alive_connections_is_shared_by_the_workers("gthread");
+}
+
 /// One gevent worker on the conformance app, from the test virtualenv (which has gevent).
 fn gevent(extra: &[&str]) -> Server {
     server("conformance:app")

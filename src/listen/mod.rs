@@ -1,6 +1,7 @@
 //! Listening sockets: bound by the master (or adopted), shared by every worker.
 
 pub mod activation;
+pub mod balance;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

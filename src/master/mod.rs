@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Cli, Config};
 use crate::listen::Listener;
+use crate::listen::balance::{Board, Seat};
 use crate::proto::{Kind, MSG_LEN, Msg};
 use crate::sys::{self, Exit};
 use crate::systemd::notify::{self, Notifier};
@@ -42,6 +43,9 @@ struct Worker {
     /// Sent TERM (retired by HUP, TTOU or shutdown); killed at this deadline.
     retire_deadline: Option<Instant>,
     aborted_at: Option<Instant>,
+    /// Its place on the connection board (None: adopted after an upgrade,
+    /// or the board is full).
+    seat: Option<Seat>,
 }
 
 enum Stop {
@@ -79,6 +83,8 @@ pub struct Master {
     upgraded_from: Option<String>,
     /// Appended to STATUS= until the next successful reload (a refused upgrade).
     status_note: Option<String>,
+    /// Connections per worker, shared with the workers (see `listen::balance`).
+    board: Option<Board>,
 }
 
 impl Master {
@@ -119,6 +125,13 @@ impl Master {
             check: None,
             upgraded_from: None,
             status_note: None,
+            board: match Board::new() {
+                Ok(board) => Some(board),
+                Err(e) => {
+                    warning!("Connections will not be balanced between workers: {e}");
+                    None
+                }
+            },
         };
         if let Some(h) = handover {
             master.adopt(h);
@@ -149,6 +162,7 @@ impl Master {
                 in_flight: 0,
                 retire_deadline: w.retiring.then_some(now + graceful),
                 aborted_at: None,
+                seat: None,
             });
         }
         // The new generation boots; the adopted one retires once it is ready.
@@ -491,6 +505,9 @@ impl Master {
                 continue;
             };
             let w = self.workers.remove(idx);
+            if let Some(seat) = w.seat {
+                seat.release();
+            }
             let expected = w.retire_deadline.is_some() || self.stopping.is_some();
             match exit {
                 // Retired, stopping, or recycled after max_requests.
@@ -675,12 +692,19 @@ impl Master {
             .map(|w| w.pipe.as_raw_fd())
             .chain(self.signals.fds())
             .collect();
+        let seat = self.board.and_then(|b| b.claim());
         let (pid, pipe) = spawn::fork_worker(
             &self.cfg,
             &self.listeners,
+            seat,
             &close_in_child,
             self.preloaded.as_ref(),
-        )?;
+        )
+        .inspect_err(|_| {
+            if let Some(seat) = seat {
+                seat.release();
+            }
+        })?;
         info!("Booting worker with pid: {pid}");
         self.workers.push(Worker {
             pid,
@@ -693,6 +717,7 @@ impl Master {
             in_flight: 0,
             retire_deadline: None,
             aborted_at: None,
+            seat,
         });
         Ok(())
     }

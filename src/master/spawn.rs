@@ -6,12 +6,14 @@ use std::os::fd::OwnedFd;
 use super::signals;
 use crate::config::Config;
 use crate::listen::Listener;
+use crate::listen::balance::Seat;
 use crate::python::{self, LoadedApp};
 
 /// Fork a worker; returns its pid and the read end of its status pipe.
 pub fn fork_worker(
     cfg: &Config,
     listeners: &[Listener],
+    seat: Option<Seat>,
     close_in_child: &[i32],
     preloaded: Option<&LoadedApp>,
 ) -> anyhow::Result<(i32, OwnedFd)> {
@@ -53,7 +55,7 @@ pub fn fork_worker(
         for &fd in close_in_child {
             crate::sys::close_fd(fd);
         }
-        crate::worker::run(cfg, listeners, write, preloaded)
+        crate::worker::run(cfg, listeners, seat, write, preloaded)
     }
     signals::restore(&mask);
     drop(write);

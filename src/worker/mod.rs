@@ -1,5 +1,6 @@
 //! A worker's life after fork: title, privileges, Python, the app, then serving.
 
+mod acceptor;
 mod asgi;
 mod dispatch;
 mod gevent;
@@ -24,6 +25,7 @@ use std::os::fd::OwnedFd;
 
 use crate::config::{Config, WorkerClass};
 use crate::listen::Listener;
+use crate::listen::balance::Seat;
 use crate::master::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::python::{self, Startup, Support};
 use crate::{error, info};
@@ -32,6 +34,7 @@ use crate::{error, info};
 pub fn run(
     cfg: &Config,
     listeners: &[Listener],
+    seat: Option<Seat>,
     pipe: OwnedFd,
     preloaded: Option<&python::LoadedApp>,
 ) -> ! {
@@ -56,7 +59,7 @@ pub fn run(
         );
     }
     let code = match booted {
-        Ok(app) => serve::serve(cfg, listeners, Reporter::new(pipe), app),
+        Ok(app) => serve::serve(cfg, listeners, seat, Reporter::new(pipe), app),
         Err(code) => code,
     };
     exit(code)

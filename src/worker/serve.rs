@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
+use super::acceptor::Acceptor;
 use super::hub::{Hub, Phase};
 use super::{Jobs, Ledger, Reporter, Stats, Wait, asgi, gevent, pool};
 use crate::asgi::AsgiApp;
@@ -22,6 +22,7 @@ use crate::config::{BindAddr, Config, WorkerClass};
 use crate::http::idle::{ConnState, HeadTimeout, IdleIo};
 use crate::http::service::{self, Limits, Shared};
 use crate::listen::Listener;
+use crate::listen::balance::Seat;
 use crate::log::access::AccessLog;
 use crate::proto::Kind;
 use crate::python::LoadedApp;
@@ -37,7 +38,7 @@ extern "C" fn on_abort(_: libc::c_int) {
 /// How long a stopping worker waits for the first request on a fresh connection.
 const FRESH_GRACE: Duration = Duration::from_secs(1);
 
-struct Conf {
+pub(super) struct Conf {
     class: WorkerClass,
     capacity: usize,
     idle: Duration,
@@ -46,9 +47,18 @@ struct Conf {
     graceful: Duration,
     heartbeat: Duration,
     max_fields: usize,
+    /// This worker's place on the master's connection board (not for sync
+    /// workers: one connection at a time balances itself).
+    pub(super) seat: Option<Seat>,
 }
 
-pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: LoadedApp) -> i32 {
+pub fn serve(
+    cfg: &Config,
+    listeners: &[Listener],
+    seat: Option<Seat>,
+    reporter: Reporter,
+    loaded: LoadedApp,
+) -> i32 {
     // SAFETY: installing an async-signal-safe handler before any thread starts.
     unsafe { libc::signal(libc::SIGABRT, on_abort as *const () as libc::sighandler_t) };
     let s = &cfg.settings;
@@ -74,6 +84,7 @@ pub fn serve(cfg: &Config, listeners: &[Listener], reporter: Reporter, loaded: L
             Duration::from_millis((s.timeout * 1000 / 4).clamp(100, 1000))
         },
         max_fields: s.limit_request_fields as usize,
+        seat: seat.filter(|_| class != WorkerClass::Sync),
     };
     let hub = match class {
         WorkerClass::Gevent | WorkerClass::Asgi => match Hub::new() {
@@ -274,20 +285,11 @@ async fn run(
             conf: conf.clone(),
             local,
         };
-        if l.is_unix() {
-            match UnixListener::from_std(std::os::unix::net::UnixListener::from(fd)) {
-                Ok(ul) => {
-                    tokio::spawn(accept.unix(ul));
-                }
-                Err(e) => error!("Could not use listener {}: {e}", l.addr),
+        match accept.start(fd, l.is_unix()) {
+            Ok(task) => {
+                tokio::spawn(task);
             }
-        } else {
-            match TcpListener::from_std(std::net::TcpListener::from(fd)) {
-                Ok(tl) => {
-                    tokio::spawn(accept.tcp(tl));
-                }
-                Err(e) => error!("Could not use listener {}: {e}", l.addr),
-            }
+            Err(e) => error!("Could not use listener {}: {e}", l.addr),
         }
     }
 
@@ -349,6 +351,9 @@ async fn run(
             _ = stopping(&mut shutdown) => break,
         }
     }
+    if let Some(seat) = conf.seat {
+        seat.retire();
+    }
 
     // Drain: acceptors have stopped; wait for every connection slot to come back.
     let deadline = tokio::time::Instant::now() + conf.graceful;
@@ -373,74 +378,7 @@ async fn run(
     0
 }
 
-struct Acceptor {
-    slots: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
-    shared: Arc<Shared>,
-    conf: Arc<Conf>,
-    local: Arc<Local>,
-}
-
-macro_rules! accept_loop {
-    ($self:ident, $listener:ident, $peer:expr, $prepare:expr) => {{
-        let mut shutdown = $self.shutdown.clone();
-        loop {
-            let permit = tokio::select! {
-                p = $self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = stopping(&mut shutdown) => break,
-            };
-            let accepted = tokio::select! {
-                r = $listener.accept() => r,
-                _ = stopping(&mut shutdown) => break,
-            };
-            match accepted {
-                Ok((stream, addr)) => {
-                    $prepare(&stream);
-                    let peer = $peer(addr);
-                    let conn = connection(
-                        stream,
-                        peer,
-                        $self.shared.clone(),
-                        $self.conf.clone(),
-                        $self.local.clone(),
-                        $self.shutdown.clone(),
-                    );
-                    tokio::spawn(async move {
-                        conn.await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    error!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }};
-}
-
-impl Acceptor {
-    async fn tcp(self, listener: TcpListener) {
-        // Responses are written whole or in deliberate pieces (streams):
-        // Nagle's algorithm would hold each last piece for the client's
-        // delayed ACK (40 ms per streamed response).
-        accept_loop!(self, listener, Peer::Tcp, |s: &tokio::net::TcpStream| {
-            let _ = s.set_nodelay(true);
-        });
-    }
-
-    async fn unix(self, listener: UnixListener) {
-        accept_loop!(
-            self,
-            listener,
-            |_addr| Peer::Unix,
-            |_: &tokio::net::UnixStream| {}
-        );
-    }
-}
-
-async fn connection<S>(
+pub(super) async fn connection<S>(
     stream: S,
     peer: Peer,
     shared: Arc<Shared>,
@@ -516,6 +454,6 @@ fn head_timed_out(e: &hyper::Error) -> bool {
 }
 
 /// Resolves once the worker is stopping (the watch guard is not held across awaits).
-async fn stopping(rx: &mut watch::Receiver<bool>) {
+pub(super) async fn stopping(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
