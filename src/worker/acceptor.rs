@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use super::serve::{Conf, connection, stopping};
 use crate::error;
 use crate::http::service::Shared;
+use crate::listen::balance::Seat;
 use crate::wsgi::{Local, Peer};
 
 /// How long a worker ahead of the others waits before it accepts anyway.
@@ -87,28 +88,16 @@ impl Acceptor {
     fn serve(&self, socket: Socket, addr: SockAddr, unix: bool, permit: OwnedSemaphorePermit) {
         let (shared, conf, local) = (self.shared.clone(), self.conf.clone(), self.local.clone());
         let shutdown = self.shutdown.clone();
-        let seat = conf.seat;
-        if let Some(seat) = seat {
-            seat.joined();
-        }
-        let done = move || {
-            if let Some(seat) = seat {
-                seat.left();
-            }
-            drop(permit);
-        };
+        let held = Held::new(conf.seat, permit);
         if unix {
             match tokio::net::UnixStream::from_std(socket.into()) {
                 Ok(stream) => {
                     tokio::spawn(async move {
                         connection(stream, Peer::Unix, shared, conf, local, shutdown).await;
-                        done();
+                        drop(held);
                     });
                 }
-                Err(e) => {
-                    error!("accept failed: {e}");
-                    done();
-                }
+                Err(e) => error!("accept failed: {e}"),
             }
             return;
         }
@@ -121,12 +110,38 @@ impl Acceptor {
             tokio::net::TcpStream::from_std(socket.into()),
         ) else {
             error!("accept failed: not a TCP connection");
-            done();
             return;
         };
         tokio::spawn(async move {
             connection(stream, Peer::Tcp(addr), shared, conf, local, shutdown).await;
-            done();
+            drop(held);
         });
+    }
+}
+
+/// A connection's slot and its count on the board, given back when dropped
+/// (also if the connection's task ends early).
+struct Held {
+    seat: Option<Seat>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Held {
+    fn new(seat: Option<Seat>, permit: OwnedSemaphorePermit) -> Held {
+        if let Some(seat) = seat {
+            seat.joined();
+        }
+        Held {
+            seat,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(seat) = self.seat {
+            seat.left();
+        }
     }
 }
