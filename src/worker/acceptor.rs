@@ -76,6 +76,8 @@ impl Acceptor {
             };
             match accepted {
                 Ok((socket, addr)) => self.serve(socket, addr, unix, permit),
+                // The client gave up before we accepted: nothing to serve.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     error!("accept failed: {e}");
