@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A seat nobody holds.
 const EMPTY: u32 = u32::MAX;
-/// Set on the seat of a worker that no longer accepts (it is stopping): the
-/// others do not wait for it. Its count below this bit still moves as its
-/// connections close.
-const RETIRED: u32 = 1 << 31;
+/// Set on the seat of a worker that does not accept (yet: it is booting; or
+/// any more: it is stopping): the others do not wait for it. Its count below
+/// this bit still moves as its connections close.
+const CLOSED: u32 = 1 << 31;
 /// How many connections a worker may hold above the fewest before it defers.
 const SLACK: u32 = 1;
 
@@ -47,7 +47,7 @@ impl Board {
     pub fn claim(&self) -> Option<Seat> {
         let index =
             (1..self.slots.len()).find(|&i| self.slots[i].load(Ordering::Relaxed) == EMPTY)?;
-        self.slots[index].store(0, Ordering::Relaxed);
+        self.slots[index].store(CLOSED, Ordering::Relaxed);
         self.slots[0].fetch_max(index as u32, Ordering::Relaxed);
         Some(Seat {
             board: *self,
@@ -69,9 +69,14 @@ impl Seat {
         self.slot().store(EMPTY, Ordering::Relaxed);
     }
 
+    /// This worker accepts connections from now on (the worker, once booted).
+    pub fn open(&self) {
+        self.slot().fetch_and(!CLOSED, Ordering::Relaxed);
+    }
+
     /// This worker accepts no more connections (the worker, when stopping).
     pub fn retire(&self) {
-        self.slot().fetch_or(RETIRED, Ordering::Relaxed);
+        self.slot().fetch_or(CLOSED, Ordering::Relaxed);
     }
 
     pub fn joined(&self) {
@@ -91,7 +96,7 @@ impl Seat {
         let fewest = (1..=used)
             .filter(|&i| i != self.index)
             .map(|i| slots[i].load(Ordering::Relaxed))
-            .filter(|&n| n & RETIRED == 0)
+            .filter(|&n| n & CLOSED == 0)
             .min();
         fewest.is_some_and(|f| mine > f.saturating_add(SLACK))
     }
@@ -109,9 +114,14 @@ mod tests {
     fn a_worker_defers_only_when_above_the_fewest_by_more_than_the_slack() {
         let board = Board::new().unwrap();
         let a = board.claim().unwrap();
+        a.open();
         assert!(!a.ahead(), "alone: never ahead");
         let b = board.claim().unwrap();
         a.joined();
+        a.joined();
+        assert!(!a.ahead(), "a booting worker does not count");
+        a.left();
+        b.open();
         assert!(!a.ahead(), "one above: within the slack");
         a.joined();
         assert!(a.ahead(), "two above");
@@ -126,6 +136,7 @@ mod tests {
         assert!(!a.ahead(), "nor does a released seat");
         let c = board.claim().unwrap();
         assert_eq!(c.index, b.index, "seats are reused");
+        c.open();
         assert!(a.ahead(), "the new worker holds nothing yet");
         a.left();
         a.left();

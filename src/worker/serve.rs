@@ -264,6 +264,9 @@ async fn run(
         return crate::master::WORKER_BOOT_ERROR;
     }
     let slots = Arc::new(Semaphore::new(conf.capacity));
+    if let Some(seat) = conf.seat {
+        seat.open();
+    }
     for l in listeners {
         let fd = match l.fd.try_clone() {
             Ok(fd) => fd,
