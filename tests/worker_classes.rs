@@ -204,19 +204,11 @@ fn a_busy_sync_worker_leaves_new_connections_to_idle_ones() {
 
 /// Connections opened in a burst (a proxy filling its keep-alive pool, wrk
 /// starting) must not all land on the worker that happened to be awake.
-fn a_burst_of_keep_alive_connections_is_shared_by_the_workers(class: &str) {
+fn a_burst_of_keep_alive_connections_is_shared_by_the_workers(class: &str, extra: &[String]) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = server("conformance:app")
-        .args([
-            "-w",
-            "2",
-            "-k",
-            class,
-            "--threads",
-            "2",
-            "--keep-alive",
-            "30",
-        ])
+        .args(["-w", "2", "-k", class, "--keep-alive", "30"])
+        .args(extra.iter().cloned())
         .wait_workers(2)
         .start();
     const N: usize = 40;
@@ -240,7 +232,17 @@ fn a_burst_of_keep_alive_connections_is_shared_by_the_workers(class: &str) {
 
 #[test]
 fn gthread_workers_share_a_burst_of_connections() {
-    a_burst_of_keep_alive_connections_is_shared_by_the_workers("gthread");
+    let threads = ["--threads".to_string(), "2".to_string()];
+    a_burst_of_keep_alive_connections_is_shared_by_the_workers("gthread", &threads);
+}
+
+#[test]
+fn gevent_workers_share_a_burst_of_connections() {
+    let venv = [
+        "--virtualenv".to_string(),
+        test_venv().display().to_string(),
+    ];
+    a_burst_of_keep_alive_connections_is_shared_by_the_workers("gevent", &venv);
 }
 
 /// One gevent worker on the conformance app, from the test virtualenv (which has gevent).
