@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU32;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -124,8 +125,8 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 
 /// `n` counters in memory shared with every process forked after this call.
 /// The mapping is never unmapped: it lives as long as the process.
-pub fn shared_counters(n: usize) -> io::Result<&'static [std::sync::atomic::AtomicU32]> {
-    let len = n * std::mem::size_of::<std::sync::atomic::AtomicU32>();
+pub fn shared_counters(n: usize) -> io::Result<&'static [AtomicU32]> {
+    let len = n * std::mem::size_of::<AtomicU32>();
     // SAFETY: a fresh anonymous mapping; no existing memory is touched.
     let ptr = unsafe {
         libc::mmap(
@@ -143,5 +144,5 @@ pub fn shared_counters(n: usize) -> io::Result<&'static [std::sync::atomic::Atom
     // SAFETY: the mapping is page-aligned, zero-filled (a valid AtomicU32 is
     // any bit pattern), `len` bytes long and never unmapped, so a 'static
     // shared slice of atomics over it is sound.
-    Ok(unsafe { std::slice::from_raw_parts(ptr as *const std::sync::atomic::AtomicU32, n) })
+    Ok(unsafe { std::slice::from_raw_parts(ptr as *const AtomicU32, n) })
 }

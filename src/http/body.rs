@@ -35,7 +35,6 @@ enum Kind {
 /// began, so the client sees a cut body, not nothing). The body first answers
 /// `Pending` once, which lets hyper flush, and reports the abort on the next
 /// poll.
-#[derive(Clone, Copy, PartialEq)]
 enum Abort {
     None,
     /// Seen; hyper still has to flush what it holds.
