@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod framing;
+pub mod head;
 pub mod idle;
 pub mod request_body;
 pub mod service;

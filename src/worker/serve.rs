@@ -400,7 +400,11 @@ pub(super) async fn connection<S>(
         conf.max_fields,
     ));
     let svc_state = state.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // Now, before hyper reserves its next read (see src/http/head.rs).
+        let (mut parts, body) = req.into_parts();
+        crate::http::head::detach(&mut parts);
+        req = hyper::Request::from_parts(parts, body);
         service::handle(shared.clone(), svc_state.clone(), peer, local.clone(), req)
     });
     let mut builder = http1::Builder::new();
