@@ -157,36 +157,56 @@ def run_wrk(port, path, extra, conns, duration):
     return rps, p50, p99, errors
 
 
-def measure(name, argv, scenario, duration):
-    app, path, extra, conns = scenario[1:5]
-    port = free_port()
-    cmd = argv(app, port)
-    env = dict(os.environ)
-    env.pop("VIRTUAL_ENV", None)
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        if not wait_ready(port, time.time() + 60):
+class Server:
+    """One server of a scenario, kept running while the others are measured:
+    idle, it costs the machine nothing.
+
+    It gets a process group of its own (to stop its whole tree), but stays in
+    our session: with the kernel's autogroup scheduling every session is a
+    group of its own that gets an equal share of the CPUs, and a server in
+    another session than wrk (which shares its two cores) made every server
+    here pay 1.5-1.8 times the CPU per request in scheduling."""
+
+    def __init__(self, name, argv, scenario):
+        self.name, self.scenario = name, scenario
+        app, path = scenario[1:3]
+        self.port = free_port()
+        env = dict(os.environ)
+        env.pop("VIRTUAL_ENV", None)
+        t0 = time.time()
+        self.proc = subprocess.Popen(argv(app, self.port), cwd=APPS, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, process_group=0)
+        self.ready = time.time() - t0 if wait_ready(self.port, time.time() + 60) else None
+        if self.ready is not None:
+            # Warm up once: imports, caches, the allocator's arenas.
+            self.run_wrk(1)
+
+    def run_wrk(self, duration):
+        path, extra, conns = self.scenario[2:5]
+        return run_wrk(self.port, path, extra, conns, duration)
+
+    def measure(self, duration):
+        """One slice of load: req/s, latency, errors, and the server's CPU and memory."""
+        if self.ready is None:
             return None
-        ready = time.time() - t0
-        # Warm up, then measure.
-        run_wrk(port, path, extra, conns, 1)
-        cpu0 = tree_cpu_seconds(proc.pid)
-        rps, p50, p99, errors = run_wrk(port, path, extra, conns, duration)
-        cpu = tree_cpu_seconds(proc.pid) - cpu0
-        rss = tree_rss_kb(proc.pid)
+        cpu0 = tree_cpu_seconds(self.proc.pid)
+        rps, p50, p99, errors = self.run_wrk(duration)
+        cpu = tree_cpu_seconds(self.proc.pid) - cpu0
         cpu_us = cpu * 1e6 / (rps * duration) if rps else float("nan")
-        return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "rss_mb": rss / 1024, "ready": ready,
-                "cpu_us": cpu_us}
-    finally:
-        # Stop what we started: the whole session of this server, by its id.
+        return {"rps": rps, "p50": p50, "p99": p99, "errors": errors,
+                "rss_mb": tree_rss_kb(self.proc.pid) / 1024, "ready": self.ready, "cpu_us": cpu_us}
+
+    def stop(self):
+        """Stop what we started: the whole process group of this server, by its id."""
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=35)
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=35)
         except Exception:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
 
 
 def ratio(a, b):
@@ -268,23 +288,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--venv", required=True)
     ap.add_argument("--smoke", action="store_true", help="1 s per server and scenario; do not write docs")
-    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=2, help="seconds per measured slice (default 2)")
     ap.add_argument("--only", help="run only scenarios whose name contains this")
     ap.add_argument("--servers", help="comma-separated server names to run (default: each scenario's list)")
     ap.add_argument("--rounds", type=int, help="measure every server this many times, interleaved, and report "
-                                               "medians (default 3, or 1 with --smoke)")
+                                               "medians (default 7, or 1 with --smoke)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "benchmarks-results.md"))
     args = ap.parse_args()
     duration = 1 if args.smoke else args.duration
-    rounds = args.rounds or (1 if args.smoke else 3)
+    rounds = args.rounds or (1 if args.smoke else 7)
     srv_by_threads = {}
     report = ["## Results", "",
               "Date: %s. Machine: %s." % (datetime.date.today().isoformat(), machine()), "",
               "Versions: %s." % versions(args.venv), "",
-              "Each server: %d workers, wrk -t2, %d s after a 1 s warm-up, %d round(s): within a round every "
-              "server runs once, each round in a different order; the table gives each server's median over the "
-              "rounds (RSS: the largest, errors: the sum). Errors are connect/write/timeout errors and non-2xx "
-              "responses." % (WORKERS, duration, rounds), ""]
+              "Each server: %d workers, wrk -t2. All servers of a scenario are started first (one at a time, "
+              "each warmed up for 1 s) and stay up; then %d round(s) in which every server is loaded for %d s in "
+              "turn, each round in a different order, so that the machine's drift falls on all of them alike. "
+              "The table gives each server's median over the rounds (RSS: the largest, errors: the sum). Errors "
+              "are connect/write/timeout errors and non-2xx "
+              "responses." % (WORKERS, rounds, duration), ""]
     for sc in SCENARIOS:
         if args.only and args.only not in sc[0]:
             continue
@@ -292,12 +314,19 @@ def main():
         srv = srv_by_threads.setdefault(threads, servers(args.venv, threads))
         names = [n for n in sc[5] if not args.servers or n in args.servers.split(",")]
         per_round = {name: [] for name in names}
-        for r in range(rounds):
-            # Rotate the order so that no server always runs first (or right after the heaviest one).
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                print("bench: %s / %s (round %d of %d) ..." % (sc[0], name, r + 1, rounds), file=sys.stderr,
-                      flush=True)
-                per_round[name].append(measure(name, srv[name], sc, duration))
+        running = {}
+        try:
+            for name in names:
+                print("bench: %s / starting %s ..." % (sc[0], name), file=sys.stderr, flush=True)
+                running[name] = Server(name, srv[name], sc)
+            for r in range(rounds):
+                print("bench: %s / round %d of %d ..." % (sc[0], r + 1, rounds), file=sys.stderr, flush=True)
+                # Rotate the order so that no server always runs first (or right after the heaviest one).
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    per_round[name].append(running[name].measure(duration))
+        finally:
+            for server in running.values():
+                server.stop()
         t = table("%s (%d connections)" % (sc[0], sc[4]), per_round, *sc[7:8])
         print(t, flush=True)
         report.append(t)
