@@ -152,6 +152,55 @@ fn url_scheme_is_https_only_from_trusted_proxies() {
 }
 
 #[test]
+fn server_name_and_port_follow_each_request_host() {
+    // One worker serves every request, so strings it keeps from one request
+    // must not leak into the next.
+    let s = server("conformance:app").args(["-w", "1"]).start();
+    let ask = |head: &str| {
+        let r = request(
+            s.addr(),
+            &format!("GET /environ HTTP/1.1\r\n{head}Connection: close\r\n\r\n"),
+        )
+        .json();
+        (
+            r["HTTP_HOST"].as_str().unwrap_or("-").to_string(),
+            r["SERVER_NAME"].as_str().unwrap().to_string(),
+            r["SERVER_PORT"].as_str().unwrap().to_string(),
+            r["wsgi.url_scheme"].as_str().unwrap().to_string(),
+        )
+    };
+    let row = |h: &str, n: &str, p: &str, scheme: &str| {
+        (
+            h.to_string(),
+            n.to_string(),
+            p.to_string(),
+            scheme.to_string(),
+        )
+    };
+    assert_eq!(
+        ask("Host: a.example:81\r\n"),
+        row("a.example:81", "a.example", "81", "http")
+    );
+    assert_eq!(
+        ask("Host: b.example\r\n"),
+        row("b.example", "b.example", "80", "http")
+    );
+    assert_eq!(
+        ask("Host: b.example\r\nX-Forwarded-Proto: https\r\n"),
+        row("b.example", "b.example", "443", "https")
+    );
+    assert_eq!(
+        ask("Host: b.example\r\n"),
+        row("b.example", "b.example", "80", "http")
+    );
+    assert_eq!(ask("Host: [::1]:9\r\n"), row("[::1]:9", "::1", "9", "http"));
+    let r = request(s.addr(), "GET /environ HTTP/1.0\r\n\r\n").json();
+    assert_eq!(r.get("HTTP_HOST"), None);
+    assert_eq!(r["SERVER_NAME"], s.addr().ip().to_string());
+    assert_eq!(r["SERVER_PORT"], s.addr().port().to_string());
+}
+
+#[test]
 fn gthread_environ_is_multithread() {
     let s = server("conformance:app")
         .args(["-k", "gthread", "--threads", "4"])

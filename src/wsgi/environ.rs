@@ -2,12 +2,13 @@
 //! per-request values gunicorn sets.
 
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, Method, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::sync::Mutex;
 
 use super::{Local, Peer};
 
@@ -68,6 +69,7 @@ pub struct Keys {
     server_protocol: Py<PyString>,
     server_name: Py<PyString>,
     server_port: Py<PyString>,
+    http_host: Py<PyString>,
     remote_addr: Py<PyString>,
     remote_port: Py<PyString>,
     content_type: Py<PyString>,
@@ -80,8 +82,50 @@ pub struct Keys {
     http11: Py<PyString>,
     empty: Py<PyString>,
     methods: Vec<(Method, Py<PyString>)>,
-    headers: HashMap<HeaderName, Py<PyString>, BuildHasherDefault<NameHasher>>,
+    headers: HashMap<HeaderName, (Py<PyString>, Role), BuildHasherDefault<NameHasher>>,
     script_name: String,
+    recent: Mutex<Recent>,
+}
+
+/// The request headers the environ needs beyond their `HTTP_*` key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Plain,
+    Host,
+    ForwardedProto,
+    ForwardedSsl,
+    ForwardedProtocol,
+}
+
+impl Role {
+    fn of(name: &str) -> Role {
+        match name {
+            "host" => Role::Host,
+            "x-forwarded-proto" => Role::ForwardedProto,
+            "x-forwarded-ssl" => Role::ForwardedSsl,
+            "x-forwarded-protocol" => Role::ForwardedProtocol,
+            _ => Role::Plain,
+        }
+    }
+}
+
+/// Strings the last request made that the next one very likely makes again:
+/// a worker's requests nearly all name the same Host, and behind a proxy
+/// they all come from the same address. Python strings are immutable, so
+/// one object can serve many environs.
+#[derive(Default)]
+struct Recent {
+    host: Option<HostStrings>,
+    addr: Option<(IpAddr, Py<PyString>)>,
+}
+
+/// HTTP_HOST, SERVER_NAME and SERVER_PORT for one Host header.
+struct HostStrings {
+    raw: Box<[u8]>,
+    https: bool,
+    value: Py<PyString>,
+    name: Py<PyString>,
+    port: Py<PyString>,
 }
 
 /// The interned-key table is looked up once per request header. Its keys
@@ -147,7 +191,7 @@ impl Keys {
             .filter_map(|h| {
                 let name = HeaderName::from_static(h);
                 let key = header_key_string(h)?;
-                Some((name, i(&key)))
+                Some((name, (i(&key), Role::of(h))))
             })
             .collect();
         Keys {
@@ -158,6 +202,7 @@ impl Keys {
             server_protocol: i("SERVER_PROTOCOL"),
             server_name: i("SERVER_NAME"),
             server_port: i("SERVER_PORT"),
+            http_host: i("HTTP_HOST"),
             remote_addr: i("REMOTE_ADDR"),
             remote_port: i("REMOTE_PORT"),
             content_type: i("CONTENT_TYPE"),
@@ -172,6 +217,53 @@ impl Keys {
             methods,
             headers,
             script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
+            recent: Mutex::default(),
+        }
+    }
+
+    /// HTTP_HOST, SERVER_NAME and SERVER_PORT for a Host header, made again
+    /// only when it differs from the last one.
+    fn host_strings<'py>(
+        &self,
+        py: Python<'py>,
+        host: &str,
+        https: bool,
+    ) -> [Bound<'py, PyString>; 3] {
+        // Only ever taken with the GIL held, so never contended.
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = recent
+            .host
+            .as_ref()
+            .is_some_and(|h| h.https == https && *h.raw == *host.as_bytes());
+        if !hit {
+            let (name, port) = split_host(host, if https { "443" } else { "80" });
+            recent.host = Some(HostStrings {
+                raw: host.as_bytes().into(),
+                https,
+                value: PyString::new(py, host).unbind(),
+                name: PyString::new(py, name).unbind(),
+                port: PyString::new(py, port).unbind(),
+            });
+        }
+        let h = recent.host.as_ref().expect("just filled");
+        [
+            h.value.bind(py).clone(),
+            h.name.bind(py).clone(),
+            h.port.bind(py).clone(),
+        ]
+    }
+
+    /// REMOTE_ADDR, made again only when the peer's address changes.
+    fn addr_string<'py>(&self, py: Python<'py>, ip: IpAddr) -> Bound<'py, PyString> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        match &recent.addr {
+            Some((last, s)) if *last == ip => s.bind(py).clone(),
+            _ => {
+                let mut buf = [0u8; IP_TEXT_MAX];
+                let s = latin1(py, ip_text(ip, &mut buf));
+                recent.addr = Some((ip, s.clone().unbind()));
+                s
+            }
         }
     }
 
@@ -303,32 +395,9 @@ pub fn fill<'py>(
     };
     env.set_item(k(&keys.server_protocol), k(proto))?;
 
-    let trusted = match peer {
-        Peer::Unix => true,
-        Peer::Tcp(sa) => forwarded.allow_all || forwarded.allow.contains(&sa.ip()),
-    };
-    let https = trusted && is_https(&parts.headers);
-    env.set_item(
-        k(&keys.wsgi_url_scheme),
-        k(if https { &keys.https } else { &keys.http }),
-    )?;
-
-    let (name, port) = match parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        Some(host) => split_host(host, if https { "443" } else { "80" }),
-        None => (local.host.as_str(), local.port.as_str()),
-    };
-    env.set_item(k(&keys.server_name), PyString::new(py, name))?;
-    env.set_item(k(&keys.server_port), PyString::new(py, port))?;
-
     match peer {
         Peer::Tcp(sa) => {
-            let mut buf = [0u8; IP_TEXT_MAX];
-            let ip = ip_text(sa.ip(), &mut buf);
-            env.set_item(k(&keys.remote_addr), latin1(py, ip))?;
+            env.set_item(k(&keys.remote_addr), keys.addr_string(py, sa.ip()))?;
             let mut buf = [0u8; 5];
             env.set_item(
                 k(&keys.remote_port),
@@ -344,24 +413,42 @@ pub fn fill<'py>(
 
     // One pass: a header sent more than once comes out as consecutive
     // values under the same name (joined with commas, as gunicorn does).
+    // The headers with a role beyond their HTTP_* key are noted on the way
+    // (their first value, as `HeaderMap::get` gives it).
+    let mut host: Option<&HeaderValue> = None;
+    let mut host_set = false;
+    let mut forwarded_https = false;
     let mut headers = parts.headers.iter().peekable();
     while let Some((name, first)) = headers.next() {
-        let key = if name == http::header::CONTENT_TYPE {
-            k(&keys.content_type)
+        let (key, role) = if name == http::header::CONTENT_TYPE {
+            (k(&keys.content_type), Role::Plain)
         } else if name == http::header::CONTENT_LENGTH {
-            k(&keys.content_length)
-        } else if let Some(key) = keys.headers.get(name) {
-            k(key)
+            (k(&keys.content_length), Role::Plain)
+        } else if let Some((key, role)) = keys.headers.get(name) {
+            (k(key), *role)
         } else {
             match header_key_string(name.as_str()) {
-                Some(s) => PyString::new(py, &s),
+                Some(s) => (PyString::new(py, &s), Role::Plain),
                 None => {
                     while headers.next_if(|(n, _)| *n == name).is_some() {}
                     continue;
                 }
             }
         };
+        let want: &[u8] = match role {
+            Role::Plain => b"",
+            Role::Host => {
+                host = Some(first);
+                b""
+            }
+            Role::ForwardedProto => b"https",
+            Role::ForwardedSsl => b"on",
+            Role::ForwardedProtocol => b"ssl",
+        };
+        forwarded_https |= !want.is_empty() && first.as_bytes().eq_ignore_ascii_case(want);
         let value = match headers.next_if(|(n, _)| *n == name) {
+            // A single Host: HTTP_HOST comes from the recent strings below.
+            None if role == Role::Host && first.to_str().is_ok() => continue,
             None => latin1(py, first.as_bytes()),
             Some((_, second)) => {
                 let mut joined = first.as_bytes().to_vec();
@@ -374,7 +461,32 @@ pub fn fill<'py>(
                 latin1(py, &joined)
             }
         };
+        host_set |= role == Role::Host;
         env.set_item(key, value)?;
+    }
+
+    let trusted = match peer {
+        Peer::Unix => true,
+        Peer::Tcp(sa) => forwarded.allow_all || forwarded.allow.contains(&sa.ip()),
+    };
+    let https = trusted && forwarded_https;
+    env.set_item(
+        k(&keys.wsgi_url_scheme),
+        k(if https { &keys.https } else { &keys.http }),
+    )?;
+    match host.and_then(|h| h.to_str().ok()) {
+        Some(host) => {
+            let [value, name, port] = keys.host_strings(py, host, https);
+            if !host_set {
+                env.set_item(k(&keys.http_host), value)?;
+            }
+            env.set_item(k(&keys.server_name), name)?;
+            env.set_item(k(&keys.server_port), port)?;
+        }
+        None => {
+            env.set_item(k(&keys.server_name), PyString::new(py, &local.host))?;
+            env.set_item(k(&keys.server_port), PyString::new(py, &local.port))?;
+        }
     }
     Ok(())
 }
