@@ -301,6 +301,9 @@ def main():
     report = ["## Results", "",
               "Date: %s. Machine: %s." % (datetime.date.today().isoformat(), machine()), "",
               "Versions: %s." % versions(args.venv), "",
+              "Command: `bench/run.sh%s`." % "".join(" " + (a if " " not in a else '"%s"' % a)
+                                                     for a in sys.argv[1:] if not a.startswith("--venv")
+                                                     and not a.startswith(args.venv)), "",
               "Each server: %d workers, wrk -t2. All servers of a scenario are started first (one at a time, "
               "each warmed up for 1 s) and stay up; then %d round(s) in which every server is loaded for %d s in "
               "turn, each round in a different order, so that the machine's drift falls on all of them alike. "

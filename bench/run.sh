@@ -2,7 +2,7 @@
 # Side-by-side benchmarks: ferricorn vs gunicorn vs granian (and a bare hyper
 # ceiling), same apps, same worker count, loaded by wrk over loopback.
 #
-#   bench/run.sh            full run (3 interleaved rounds of 5 s per server and scenario), writes target/benchmarks-results.md
+#   bench/run.sh            full run (7 rounds of 2 s per server and scenario), writes target/benchmarks-results.md
 #   bench/run.sh --smoke    1 s each, prints the tables only
 #
 # Installs what it needs: wrk (Debian), a virtualenv with gunicorn, granian,
