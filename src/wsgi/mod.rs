@@ -228,7 +228,7 @@ impl WsgiApp {
             self.iterate(py, &result, &sr)
         };
         // PEP 3333: close() is called whatever happened, also if the client left.
-        let closed = match result.getattr_opt("close")? {
+        let closed = match result.getattr_opt(pyo3::intern!(py, "close"))? {
             Some(close) => close.call0().map(|_| ()),
             None => Ok(()),
         };

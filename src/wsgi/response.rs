@@ -417,7 +417,7 @@ impl StartResponse {
             st.headers = map;
             st.content_length = content_length;
         }
-        slf.getattr("write")
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
