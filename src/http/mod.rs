@@ -1,6 +1,7 @@
 //! hyper glue: the per-connection service, request limits, response bodies, idle connections.
 
 pub mod body;
+pub mod fields;
 pub mod framing;
 pub mod head;
 pub mod idle;

@@ -69,19 +69,21 @@ pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
 /// A response header from the app, refused when it could not go on the wire
 /// as it is (a CR or LF in a value would split the response).
 pub(crate) fn header_pair(name: &[u8], value: &[u8]) -> PyResult<(HeaderName, HeaderValue)> {
-    let name = HeaderName::from_bytes(name).map_err(|_| {
-        PyValueError::new_err(format!(
-            "invalid header name {:?}",
-            String::from_utf8_lossy(name)
-        ))
-    })?;
-    let value = HeaderValue::from_bytes(value).map_err(|_| {
-        PyValueError::new_err(format!(
-            "invalid value for header {name}: {:?} (CR, LF and NUL are not allowed)",
-            String::from_utf8_lossy(value)
-        ))
-    })?;
-    Ok((name, value))
+    crate::http::fields::field(name, value, || {
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            PyValueError::new_err(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| {
+            PyValueError::new_err(format!(
+                "invalid value for header {name}: {:?} (CR, LF and NUL are not allowed)",
+                String::from_utf8_lossy(value)
+            ))
+        })?;
+        Ok((name, value))
+    })
 }
 
 /// A str header field as latin-1 bytes (PEP 3333), refusing what is not.
