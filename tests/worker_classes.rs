@@ -208,9 +208,13 @@ fn a_burst_of_keep_alive_connections_is_shared_by_the_workers(class: &str, extra
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = server("conformance:app")
         .args(["-w", "2", "-k", class, "--keep-alive", "30"])
+        .args(["--log-level", "debug"])
         .args(extra.iter().cloned())
         .wait_workers(2)
         .start();
+    // "loaded" comes before a gevent worker's hub is up; a worker reports
+    // itself booted only once it accepts (and counts on the board).
+    s.wait_count(") booted", 2, Duration::from_secs(30));
     const N: usize = 40;
     let mut conns: Vec<Conn> = (0..N).map(|_| Conn::open(s.addr())).collect();
     let mut per_worker = std::collections::HashMap::<String, usize>::new();
