@@ -162,38 +162,31 @@ fn server_name_and_port_follow_each_request_host() {
             &format!("GET /environ HTTP/1.1\r\n{head}Connection: close\r\n\r\n"),
         )
         .json();
-        (
-            r["HTTP_HOST"].as_str().unwrap_or("-").to_string(),
-            r["SERVER_NAME"].as_str().unwrap().to_string(),
-            r["SERVER_PORT"].as_str().unwrap().to_string(),
-            r["wsgi.url_scheme"].as_str().unwrap().to_string(),
-        )
+        ["HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme"]
+            .map(|k| r[k].as_str().unwrap_or("-").to_string())
     };
-    let row = |h: &str, n: &str, p: &str, scheme: &str| {
+    // Head sent → HTTP_HOST, SERVER_NAME, SERVER_PORT, wsgi.url_scheme.
+    for (head, want) in [
         (
-            h.to_string(),
-            n.to_string(),
-            p.to_string(),
-            scheme.to_string(),
-        )
-    };
-    assert_eq!(
-        ask("Host: a.example:81\r\n"),
-        row("a.example:81", "a.example", "81", "http")
-    );
-    assert_eq!(
-        ask("Host: b.example\r\n"),
-        row("b.example", "b.example", "80", "http")
-    );
-    assert_eq!(
-        ask("Host: b.example\r\nX-Forwarded-Proto: https\r\n"),
-        row("b.example", "b.example", "443", "https")
-    );
-    assert_eq!(
-        ask("Host: b.example\r\n"),
-        row("b.example", "b.example", "80", "http")
-    );
-    assert_eq!(ask("Host: [::1]:9\r\n"), row("[::1]:9", "::1", "9", "http"));
+            "Host: a.example:81\r\n",
+            ["a.example:81", "a.example", "81", "http"],
+        ),
+        (
+            "Host: b.example\r\n",
+            ["b.example", "b.example", "80", "http"],
+        ),
+        (
+            "Host: b.example\r\nX-Forwarded-Proto: https\r\n",
+            ["b.example", "b.example", "443", "https"],
+        ),
+        (
+            "Host: b.example\r\n",
+            ["b.example", "b.example", "80", "http"],
+        ),
+        ("Host: [::1]:9\r\n", ["[::1]:9", "::1", "9", "http"]),
+    ] {
+        assert_eq!(ask(head), want, "{head:?}");
+    }
     let r = request(s.addr(), "GET /environ HTTP/1.0\r\n\r\n").json();
     assert_eq!(r.get("HTTP_HOST"), None);
     assert_eq!(r["SERVER_NAME"], s.addr().ip().to_string());

@@ -10,31 +10,31 @@
 //! before hyper reads again, lets hyper reuse its buffer in place.
 
 use bytes::BytesMut;
-use http::request::Parts;
-use http::{HeaderValue, Uri};
+use http::{HeaderValue, Request, Uri};
 
-/// Give `parts` its own copy of the bytes it borrows from hyper's read buffer.
-pub fn detach(parts: &mut Parts) {
-    let target = borrowed_target(&parts.uri);
-    let len = target.map_or(0, str::len) + parts.headers.values().map(|v| v.len()).sum::<usize>();
-    if len == 0 {
+/// Give `req`'s head its own copy of the bytes it borrows from hyper's read buffer.
+pub fn detach<B>(req: &mut Request<B>) {
+    let target = borrowed_target(req.uri());
+    let target_len = target.map(str::len);
+    let values_len: usize = req.headers().values().map(|v| v.len()).sum();
+    if target_len.is_none() && values_len == 0 {
         return;
     }
-    let mut buf = BytesMut::with_capacity(len);
+    let mut buf = BytesMut::with_capacity(target_len.unwrap_or(0) + values_len);
     if let Some(t) = target {
         buf.extend_from_slice(t.as_bytes());
     }
-    for v in parts.headers.values() {
+    for v in req.headers().values() {
         buf.extend_from_slice(v.as_bytes());
     }
     let mut own = buf.freeze();
-    if let Some(t) = target {
+    if let Some(n) = target_len {
         // Cannot fail: the same text parsed a moment ago.
-        if let Ok(uri) = Uri::from_maybe_shared(own.split_to(t.len())) {
-            parts.uri = uri;
+        if let Ok(uri) = Uri::from_maybe_shared(own.split_to(n)) {
+            *req.uri_mut() = uri;
         }
     }
-    for v in parts.headers.values_mut() {
+    for v in req.headers_mut().values_mut() {
         let n = v.len();
         // Cannot fail: hyper accepted these bytes as a header value.
         if let Ok(copy) = HeaderValue::from_maybe_shared(own.split_to(n)) {
@@ -57,17 +57,10 @@ fn borrowed_target(uri: &Uri) -> Option<&str> {
     }
 }
 
-/// For tests: whether a Bytes buffer has no other owner left.
-#[cfg(test)]
-fn unique(b: &bytes::Bytes) -> bool {
-    b.is_unique()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use http::Request;
 
     /// A request whose target and header values are slices of `buffer`, as
     /// hyper builds them.
@@ -75,7 +68,7 @@ mod tests {
         buffer: &Bytes,
         target: std::ops::Range<usize>,
         values: &[(&str, std::ops::Range<usize>)],
-    ) -> Parts {
+    ) -> Request<()> {
         let mut b = Request::builder().uri(Uri::from_maybe_shared(buffer.slice(target)).unwrap());
         for (name, r) in values {
             b = b.header(
@@ -83,44 +76,44 @@ mod tests {
                 HeaderValue::from_maybe_shared(buffer.slice(r.clone())).unwrap(),
             );
         }
-        b.body(()).unwrap().into_parts().0
+        b.body(()).unwrap()
     }
 
     #[test]
     fn a_detached_head_lets_go_of_the_read_buffer() {
         let buffer = Bytes::from(b"/items?id=7 example.com:8000 curl/8.5".to_vec());
-        let mut parts = parsed(&buffer, 0..11, &[("host", 12..28), ("user-agent", 29..37)]);
-        assert!(!unique(&buffer), "the head borrows the buffer");
-        detach(&mut parts);
-        assert!(unique(&buffer), "the head still holds hyper's buffer");
-        assert_eq!(parts.uri, "/items?id=7");
-        assert_eq!(parts.uri.query(), Some("id=7"));
-        assert_eq!(parts.headers["host"], "example.com:8000");
-        assert_eq!(parts.headers["user-agent"], "curl/8.5");
+        let mut req = parsed(&buffer, 0..11, &[("host", 12..28), ("user-agent", 29..37)]);
+        assert!(!buffer.is_unique(), "the head borrows the buffer");
+        detach(&mut req);
+        assert!(buffer.is_unique(), "the head still holds hyper's buffer");
+        assert_eq!(*req.uri(), "/items?id=7");
+        assert_eq!(req.uri().query(), Some("id=7"));
+        assert_eq!(req.headers()["host"], "example.com:8000");
+        assert_eq!(req.headers()["user-agent"], "curl/8.5");
     }
 
     #[test]
     fn repeated_headers_keep_their_values_in_order() {
         let buffer = Bytes::from(b"/ a b c".to_vec());
-        let mut parts = parsed(
+        let mut req = parsed(
             &buffer,
             0..1,
             &[("x-a", 2..3), ("x-b", 4..5), ("x-a", 6..7)],
         );
-        detach(&mut parts);
-        assert!(unique(&buffer));
-        let a: Vec<_> = parts.headers.get_all("x-a").iter().collect();
+        detach(&mut req);
+        assert!(buffer.is_unique());
+        let a: Vec<_> = req.headers().get_all("x-a").iter().collect();
         assert_eq!(a, ["a", "c"]);
-        assert_eq!(parts.headers["x-b"], "b");
-        assert_eq!(parts.uri, "/");
+        assert_eq!(req.headers()["x-b"], "b");
+        assert_eq!(*req.uri(), "/");
     }
 
     #[test]
     fn authority_form_targets_are_copied_too() {
         let buffer = Bytes::from(b"example.com:443".to_vec());
-        let mut parts = parsed(&buffer, 0..15, &[]);
-        detach(&mut parts);
-        assert!(unique(&buffer));
-        assert_eq!(parts.uri.authority().unwrap(), "example.com:443");
+        let mut req = parsed(&buffer, 0..15, &[]);
+        detach(&mut req);
+        assert!(buffer.is_unique());
+        assert_eq!(req.uri().authority().unwrap(), "example.com:443");
     }
 }

@@ -402,9 +402,7 @@ pub(super) async fn connection<S>(
     let svc_state = state.clone();
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         // Now, before hyper reserves its next read (see src/http/head.rs).
-        let (mut parts, body) = req.into_parts();
-        crate::http::head::detach(&mut parts);
-        req = hyper::Request::from_parts(parts, body);
+        crate::http::head::detach(&mut req);
         service::handle(shared.clone(), svc_state.clone(), peer, local.clone(), req)
     });
     let mut builder = http1::Builder::new();

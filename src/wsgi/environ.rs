@@ -98,6 +98,21 @@ enum Role {
 }
 
 impl Role {
+    /// The value (any case) by which a trusted proxy says the client used https.
+    fn https_value(self) -> Option<&'static [u8]> {
+        match self {
+            Role::ForwardedProto => Some(b"https"),
+            Role::ForwardedSsl => Some(b"on"),
+            Role::ForwardedProtocol => Some(b"ssl"),
+            Role::Plain | Role::Host => None,
+        }
+    }
+
+    fn says_https(self, value: &HeaderValue) -> bool {
+        self.https_value()
+            .is_some_and(|want| value.as_bytes().eq_ignore_ascii_case(want))
+    }
+
     fn of(name: &str) -> Role {
         match name {
             "host" => Role::Host,
@@ -338,14 +353,13 @@ const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
 const X_FORWARDED_PROTOCOL: HeaderName = HeaderName::from_static("x-forwarded-protocol");
 
 pub(crate) fn is_https(headers: &HeaderMap) -> bool {
-    let eq = |name: &HeaderName, want: &str| {
-        headers
-            .get(name)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(want.as_bytes()))
-    };
-    eq(&X_FORWARDED_PROTO, "https")
-        || eq(&X_FORWARDED_SSL, "on")
-        || eq(&X_FORWARDED_PROTOCOL, "ssl")
+    [X_FORWARDED_PROTO, X_FORWARDED_SSL, X_FORWARDED_PROTOCOL]
+        .iter()
+        .any(|name| {
+            headers
+                .get(name)
+                .is_some_and(|v| Role::of(name.as_str()).says_https(v))
+        })
 }
 
 /// Fill a copy of the worker's template environ for one request.
@@ -435,17 +449,10 @@ pub fn fill<'py>(
                 }
             }
         };
-        let want: &[u8] = match role {
-            Role::Plain => b"",
-            Role::Host => {
-                host = Some(first);
-                b""
-            }
-            Role::ForwardedProto => b"https",
-            Role::ForwardedSsl => b"on",
-            Role::ForwardedProtocol => b"ssl",
-        };
-        forwarded_https |= !want.is_empty() && first.as_bytes().eq_ignore_ascii_case(want);
+        if role == Role::Host {
+            host = Some(first);
+        }
+        forwarded_https |= role.says_https(first);
         let value = match headers.next_if(|(n, _)| *n == name) {
             // A single Host: HTTP_HOST comes from the recent strings below.
             None if role == Role::Host && first.to_str().is_ok() => continue,
