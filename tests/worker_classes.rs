@@ -364,6 +364,9 @@ fn gevent_drains_in_flight_greenlets_on_reload_and_stop() {
 
 #[test]
 fn gevent_keeps_the_request_limits() {
+    // Serial like the others: a worker booting gevent takes a core for a
+    // moment, and the timing tests measure what their own worker gets.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&["--limit-request-line", "100", "--limit-request-fields", "5"]);
     let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200));
     assert_eq!(request(s.addr(), &long).status, 414);
@@ -378,6 +381,8 @@ fn gevent_keeps_the_request_limits() {
 
 #[test]
 fn gevent_without_the_package_is_one_clear_error_and_exit_3() {
+    // Serial: making a virtualenv takes a core for a second or two.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let venv = dir.path().join("venv");
     let made = std::process::Command::new("/usr/bin/python3")
