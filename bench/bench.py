@@ -68,6 +68,9 @@ SCENARIOS = [
     ("plain hello (13 B)", "bench_app:hello", "/", [], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian",
       "hyper (ceiling)"], 4),
+    # What a proxy without upstream keep-alive sends (nginx's default).
+    ("plain hello, a new connection per request", "bench_app:hello", "/", ["-H", "Connection: close"], 64,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "granian"], 4),
     ("10 KB response", "bench_app:tenkb", "/", [], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
     ("1 MB POST echoed", "bench_app:echo", "/", ["-s", os.path.join(APPS, "post1mb.lua")], 16,

@@ -146,3 +146,37 @@ pub fn shared_counters(n: usize) -> io::Result<&'static [AtomicU32]> {
     // shared slice of atomics over it is sound.
     Ok(unsafe { std::slice::from_raw_parts(ptr as *const AtomicU32, n) })
 }
+
+/// A non-blocking one-shot timer (`timerfd`) on the monotonic clock: tokio's
+/// own timers tick in whole milliseconds, too coarse for a pause that must
+/// end soon after whatever it waits for.
+pub fn timer() -> io::Result<OwnedFd> {
+    // SAFETY: timerfd_create takes no pointers; the fd it returns is new.
+    let fd = check(unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    })?;
+    // SAFETY: just created, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arm a `timer` to expire once, `after` from now (a previous expiry that was
+/// not read yet is dropped).
+pub fn arm_timer(fd: &impl AsRawFd, after: std::time::Duration) -> io::Result<()> {
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: after.as_secs() as libc::time_t,
+            // Never all zero: that would disarm the timer instead.
+            tv_nsec: after.subsec_nanos().max(1) as libc::c_long,
+        },
+    };
+    // SAFETY: timerfd_settime reads the spec we own; the old value is not asked for.
+    check(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })?;
+    Ok(())
+}

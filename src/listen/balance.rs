@@ -9,10 +9,10 @@
 //! The master keeps a board in memory shared with its workers (mapped
 //! before the first fork): one counter per worker of the connections it
 //! holds. A worker that holds more than one connection above the worker
-//! with the fewest waits briefly before it accepts, which leaves the
-//! connection to the others; if nobody took it by then, it accepts after
-//! all, so a stuck worker costs a new connection a millisecond, not its
-//! answer.
+//! with the fewest waits before it accepts, which leaves the connection to
+//! the others, until they have caught up; if nobody took it within a
+//! millisecond, it accepts after all, so a stuck worker costs a new
+//! connection a millisecond, not its answer.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -3,9 +3,11 @@
 //! (see `crate::listen::balance`).
 
 use socket2::{SockAddr, Socket};
+use std::fs::File;
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -16,8 +18,14 @@ use crate::http::service::Shared;
 use crate::listen::balance::Seat;
 use crate::wsgi::{Local, Peer};
 
-/// How long a worker ahead of the others waits before it accepts anyway.
+/// How long a worker ahead of the others waits at most before it accepts anyway.
 const DEFER: Duration = Duration::from_millis(1);
+/// How often a waiting worker looks at the board again. A wait must end as
+/// soon as the others have caught up: two workers that each sat out a whole
+/// `DEFER` in turn took a burst of 256 connections at a few per millisecond
+/// (their first requests waited 20-30 ms), and traffic that opens a
+/// connection per request ran at a fifth of its speed.
+const LOOK: Duration = Duration::from_micros(100);
 
 pub(super) struct Acceptor {
     pub slots: Arc<Semaphore>,
@@ -38,10 +46,11 @@ impl Acceptor {
         // holds it, and as_raw_fd always returns that same descriptor.
         let listener =
             unsafe { AsyncFd::register_with_interest(Socket::from(fd), Interest::READABLE) }?;
-        Ok(self.run(listener, unix))
+        let pause = Pause::new()?;
+        Ok(self.run(listener, pause, unix))
     }
 
-    async fn run(self, listener: AsyncFd<Socket>, unix: bool) {
+    async fn run(self, listener: AsyncFd<Socket>, pause: Pause, unix: bool) {
         let mut shutdown = self.shutdown.clone();
         let seat = self.conf.seat;
         loop {
@@ -59,10 +68,9 @@ impl Acceptor {
                 },
                 _ = stopping(&mut shutdown) => break,
             };
-            if seat.is_some_and(|s| s.ahead()) {
-                // Leave this connection to a worker that holds fewer.
+            if let Some(seat) = seat {
                 tokio::select! {
-                    _ = tokio::time::sleep(DEFER) => {}
+                    _ = leave_to_others(seat, &pause, DEFER) => {}
                     _ = stopping(&mut shutdown) => break,
                 }
             }
@@ -121,6 +129,48 @@ impl Acceptor {
     }
 }
 
+/// While this worker holds more than its share, leave the waiting connection
+/// to the others; but no longer than `longest` (they may be stuck), and not a
+/// moment longer than they need to catch up.
+async fn leave_to_others(seat: Seat, pause: &Pause, longest: Duration) {
+    let since = Instant::now();
+    while seat.ahead() && since.elapsed() < longest {
+        if let Err(e) = pause.sleep(LOOK).await {
+            error!("waiting for the other workers failed: {e}");
+            return;
+        }
+    }
+}
+
+/// A short wait with a finer clock than tokio's.
+struct Pause {
+    timer: AsyncFd<File>,
+}
+
+impl Pause {
+    fn new() -> std::io::Result<Pause> {
+        let timer = File::from(crate::sys::timer()?);
+        // SAFETY: the File owns the timer's descriptor for as long as the
+        // AsyncFd holds it, and as_raw_fd always returns that same descriptor.
+        let timer = unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }?;
+        Ok(Pause { timer })
+    }
+
+    async fn sleep(&self, d: Duration) -> std::io::Result<()> {
+        crate::sys::arm_timer(self.timer.get_ref(), d)?;
+        loop {
+            let mut ready = self.timer.readable().await?;
+            // The expiry count: read to clear it (an earlier wait cut short
+            // may have left readiness behind that re-arming cleared).
+            let mut expiries = [0u8; 8];
+            match ready.try_io(|t| t.get_ref().read(&mut expiries)) {
+                Ok(r) => return r.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
 /// A connection's slot and its count on the board, given back when dropped
 /// (also if the connection's task ends early).
 struct Held {
@@ -145,5 +195,75 @@ impl Drop for Held {
         if let Some(seat) = self.seat {
             seat.left();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listen::balance::Board;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_worker_ahead_waits_only_until_the_others_catch_up() {
+        let board = Board::new().unwrap();
+        let (a, b) = (board.claim().unwrap(), board.claim().unwrap());
+        a.open();
+        b.open();
+        a.joined();
+        a.joined();
+        assert!(a.ahead());
+        let catch_up = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            b.joined();
+        });
+        // A wait bounded only by a long `longest` shows when it ends.
+        let t0 = Instant::now();
+        runtime().block_on(async {
+            leave_to_others(a, &Pause::new().unwrap(), Duration::from_secs(10)).await
+        });
+        catch_up.join().unwrap();
+        assert!(!a.ahead());
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "waited {:?} after the other worker caught up",
+            t0.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_worker_ahead_of_stuck_workers_accepts_after_the_longest_wait() {
+        let board = Board::new().unwrap();
+        let (a, b) = (board.claim().unwrap(), board.claim().unwrap());
+        a.open();
+        b.open();
+        a.joined();
+        a.joined();
+        let t0 = Instant::now();
+        runtime().block_on(async {
+            leave_to_others(a, &Pause::new().unwrap(), Duration::from_millis(20)).await
+        });
+        assert!(a.ahead(), "nobody caught up");
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_worker_within_its_share_does_not_wait() {
+        let board = Board::new().unwrap();
+        let (a, b) = (board.claim().unwrap(), board.claim().unwrap());
+        a.open();
+        b.open();
+        a.joined();
+        let t0 = Instant::now();
+        runtime().block_on(async {
+            leave_to_others(a, &Pause::new().unwrap(), Duration::from_secs(10)).await
+        });
+        assert!(t0.elapsed() < Duration::from_secs(5));
     }
 }
