@@ -22,6 +22,39 @@ fn starts_the_configured_number_of_workers_with_titles() {
     assert!(comm.starts_with("ferricorn: mast"), "{comm}");
 }
 
+/// When the kernel started a process, in clock ticks since boot.
+fn start_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name, field 3 (state) is [0]: starttime (22) is [19].
+    let after_name = stat.rsplit(')').next().unwrap();
+    after_name
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn workers_are_forked_as_soon_as_the_master_is_listening() {
+    let s = server("conformance:app")
+        .args(["-w", "2"])
+        .wait_workers(2)
+        .start();
+    // SAFETY: sysconf has no memory effects.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let master = start_ticks(s.pid);
+    for w in s.wait_worker_count(2, LONG) {
+        // The kernel's own clock: how busy the machine is does not slow a
+        // fork down by anything near the half-second poll it used to wait.
+        let after = (start_ticks(w) - master) as f64 / ticks_per_second as f64;
+        assert!(
+            after < 0.4,
+            "worker {w} forked {after:.2} s after the master started"
+        );
+    }
+}
+
 #[test]
 fn title_defaults_to_the_app() {
     let s = server("conformance:app").start();

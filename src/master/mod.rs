@@ -193,6 +193,11 @@ impl Master {
             w.ping_now(&self.notifier);
         }
 
+        // Fork the workers now, as gunicorn does; the loop waits first (up
+        // to half a second when nothing happens), which every start and
+        // upgrade used to spend before the first fork.
+        self.manage_workers();
+        self.update_status();
         let code = loop {
             self.wait_for_events();
             for sig in self.signals.drain() {
