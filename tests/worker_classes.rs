@@ -70,24 +70,41 @@ fn gthread_runs_cpu_bound_requests_to_the_end_one_after_another() {
     let s = server("conformance:app")
         .args(["-w", "1", "-k", "gthread", "--threads", "4"])
         .start();
+    // Up to three rounds: while other processes hold both cores, the app
+    // threads lose the CPU at random points and the standby can get the GIL
+    // in the middle of a request ("Turns under contention" in
+    // docs/benchmarks.md); taking turns by design interleaves every round.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let overlaps = overlaps_of_concurrent_work(&s);
+        if overlaps.iter().all(|&ms| ms < 1.0) {
+            return;
+        }
+        rounds.push(overlaps);
+    }
+    panic!("ms each request ran on into the next, per round: {rounds:?}");
+}
+
+/// Eight CPU-bound requests at once; for each request in the order they
+/// started, how long it ran on after the next one started (by the worker's
+/// clock). One after another, each starts when the one before ends (a
+/// negative overlap, or the moment between two clock readings); taking
+/// turns, they all run at once. (Their wall time against their CPU time
+/// showed the same, until something else on the machine took a core: that
+/// stretches wall time without any turns.)
+fn overlaps_of_concurrent_work(s: &Server) -> Vec<f64> {
     let clients = concurrent_gets(s.addr(), "/work?0.05", 8);
-    let mut stretch: Vec<f64> = clients
+    let mut runs: Vec<(f64, f64)> = clients
         .into_iter()
         .map(|c| {
             let r = c.join().unwrap();
             assert_eq!(r.status, 200);
-            let text = r.text();
-            let (wall, cpu) = text.split_once(' ').expect("wall cpu");
-            wall.parse::<f64>().unwrap() / cpu.parse::<f64>().unwrap()
+            let f: Vec<f64> = r.text().split(' ').map(|x| x.parse().unwrap()).collect();
+            (f[2], f[3])
         })
         .collect();
-    stretch.sort_by(f64::total_cmp);
-    // Taking turns, each request's wall time is about four times its CPU time.
-    let median = stretch[stretch.len() / 2];
-    assert!(
-        median < 1.6,
-        "wall time / CPU time per request: {stretch:?}"
-    );
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    runs.windows(2).map(|w| w[0].1 - w[1].0).collect()
 }
 
 /// The other side of the same coin: once the busy request blocks (here in

@@ -214,14 +214,16 @@ def spin_route(environ, start_response):
 
 def work_route(environ, start_response):
     """Busy for the given seconds of this thread's CPU time; answers the
-    request's wall time and CPU time in ms."""
+    request's wall time and CPU time, and when it started and ended on the
+    monotonic clock, in ms."""
     want = float(environ["QUERY_STRING"] or 0.05)
     wall0, cpu0 = time.monotonic(), time.thread_time()
     while time.thread_time() - cpu0 < want:
         pass
-    wall, cpu = time.monotonic() - wall0, time.thread_time() - cpu0
+    wall1 = time.monotonic()
+    wall, cpu = wall1 - wall0, time.thread_time() - cpu0
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"%.1f %.1f" % (wall * 1000, cpu * 1000)]
+    return [b"%.1f %.1f %.3f %.3f" % (wall * 1000, cpu * 1000, wall0 * 1000, wall1 * 1000)]
 
 
 def work_then_sleep_route(environ, start_response):
