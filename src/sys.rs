@@ -180,3 +180,51 @@ pub fn arm_timer(fd: &impl AsRawFd, after: std::time::Duration) -> io::Result<()
     check(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })?;
     Ok(())
 }
+
+/// The calling thread's kernel id.
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether a thread of this process is running or waiting for a CPU, as
+/// opposed to asleep in the kernel (a system call, a lock). Unknown
+/// (the thread is gone) counts as not.
+pub fn thread_runnable(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which may hold spaces and parentheses.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.trim_start().chars().next()
+        })
+        == Some('R')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_asleep_in_the_kernel_is_not_runnable_and_a_running_one_is() {
+        assert!(
+            thread_runnable(thread_id()),
+            "this thread, reading its own state"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(thread_id()).unwrap();
+            std::thread::park();
+        });
+        let tid = rx.recv().unwrap();
+        // Give it time to get to the park.
+        let asleep = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !thread_runnable(tid)
+        });
+        assert!(asleep, "thread {tid} never seen asleep");
+        sleeper.thread().unpark();
+        sleeper.join().unwrap();
+        assert!(!thread_runnable(tid), "a thread that is gone");
+    }
+}

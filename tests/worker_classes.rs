@@ -70,10 +70,11 @@ fn gthread_runs_cpu_bound_requests_to_the_end_one_after_another() {
     let s = server("conformance:app")
         .args(["-w", "1", "-k", "gthread", "--threads", "4"])
         .start();
-    // Up to three rounds: while other processes hold both cores, the app
-    // threads lose the CPU at random points and the standby can get the GIL
-    // in the middle of a request ("Turns under contention" in
-    // docs/benchmarks.md); taking turns by design interleaves every round.
+    // Up to three rounds: while other processes hold both cores, the GIL can
+    // reach the standby in the middle of a request; the standby then judges
+    // by a snapshot of the drainer's scheduler state ("Turns under
+    // contention" in docs/benchmarks.md). Taking turns by design
+    // interleaves every round.
     let mut rounds = Vec::new();
     for _ in 0..3 {
         let overlaps = overlaps_of_concurrent_work(&s);

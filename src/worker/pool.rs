@@ -11,7 +11,10 @@
 //! the GIL over to the seeker; the seeker notices the long wait and gives the
 //! GIL straight back, so a CPU-bound app runs each request to its end on one
 //! thread instead of being preempted by every idle thread in turn (that
-//! preemption was most of gthread's p99 under Flask).
+//! preemption was most of gthread's p99 under Flask). A seeker that got the
+//! GIL quickly also gives it back when the one drainer is runnable rather
+//! than asleep in the kernel: with other processes on the cores, the GIL
+//! sometimes changes hands early while the drainer is still in Python.
 
 use pyo3::prelude::*;
 use std::collections::VecDeque;
@@ -20,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::outbox::Outbox;
+use crate::sys;
 use crate::wsgi::{Job, WsgiApp};
 
 /// A seeker that waited this long for the GIL got it by a forced switch
@@ -50,8 +54,9 @@ struct State {
     calls: u32,
     /// Called threads that have not taken a request yet (at most one).
     seeking: u32,
-    /// Threads working through the queue (running a request, or between two).
-    draining: u32,
+    /// Threads working through the queue (running a request, or between
+    /// two), by thread id.
+    drainers: Vec<i32>,
     /// Requests the drainers have finished (counts, wraps harmlessly).
     progress: u64,
     /// `progress` when a seeker last gave the GIL back: until a drainer
@@ -140,16 +145,26 @@ impl Queue {
     }
 
     /// The seeker holds the GIL now: take the first request.
-    fn take_first(&self, waited: Duration) -> First {
+    fn take_first(&self, waited: Duration, me: i32) -> First {
         let mut s = self.lock();
-        if waited >= FORCED_SWITCH && s.draining > 0 {
-            return First::GiveBack;
+        match s.drainers[..] {
+            [] => {}
+            _ if waited >= FORCED_SWITCH => return First::GiveBack,
+            // A quick GIL should mean the drainer blocked outside Python. But
+            // while other processes hold the cores, the GIL can change hands
+            // early while the drainer is still in the app (and runnable, not
+            // asleep in a system call): two CPU-bound requests would then
+            // take turns. One drainer is the CPU-bound case; several mean
+            // the app blocks anyway, and reading each one's state would cost
+            // more than it saves.
+            [drainer] if sys::thread_runnable(drainer) => return First::GiveBack,
+            _ => {}
         }
         s.seeking -= 1;
         let Some(job) = s.jobs.pop_front() else {
             return First::Nothing;
         };
-        s.draining += 1;
+        s.drainers.push(me);
         // More waiting: the next seeker stands by in case this request blocks.
         let wake = !s.jobs.is_empty() && s.call();
         drop(s);
@@ -161,12 +176,12 @@ impl Queue {
 
     /// A drainer between two requests: the next one, or None (and it stops
     /// draining) when the queue is empty.
-    fn take_next(&self) -> Option<Job> {
+    fn take_next(&self, me: i32) -> Option<Job> {
         let mut s = self.lock();
         s.progress = s.progress.wrapping_add(1);
         let job = s.jobs.pop_front();
         if job.is_none() {
-            s.draining -= 1;
+            s.drainers.retain(|&t| t != me);
         }
         job
     }
@@ -199,9 +214,10 @@ pub fn start(n: u32, app: Arc<WsgiApp>, batch: bool) -> Arc<Queue> {
             .name(format!("ferricorn-app-{i}"))
             .spawn(move || {
                 keep_thread_state();
+                let me = sys::thread_id();
                 loop {
                     queue.sleep();
-                    seek(&queue, &app);
+                    seek(&queue, &app, me);
                 }
             })
             .expect("spawning an app thread");
@@ -210,7 +226,7 @@ pub fn start(n: u32, app: Arc<WsgiApp>, batch: bool) -> Arc<Queue> {
 }
 
 /// Called: wait for the GIL with empty hands, then drain the queue.
-fn seek(queue: &Queue, app: &WsgiApp) {
+fn seek(queue: &Queue, app: &WsgiApp, me: i32) {
     loop {
         let asked = Instant::now();
         let gave_back = Python::attach(|py| {
@@ -218,7 +234,7 @@ fn seek(queue: &Queue, app: &WsgiApp) {
             // stuck in a long request now. Let them go.
             queue.takeovers.fetch_add(1, Ordering::Relaxed);
             queue.outbox.request_flush();
-            let mut job = match queue.take_first(asked.elapsed()) {
+            let mut job = match queue.take_first(asked.elapsed(), me) {
                 First::Job(job) => job,
                 First::Nothing => return false,
                 First::GiveBack => return true,
@@ -230,7 +246,7 @@ fn seek(queue: &Queue, app: &WsgiApp) {
                 // up the GIL to another app thread: one that blocks (an app
                 // doing I/O) would make the next one's wait long too.
                 let ran_through = queue.takeovers.load(Ordering::Relaxed) == before;
-                match queue.take_next() {
+                match queue.take_next(me) {
                     Some(next) => {
                         match done {
                             Some(done) if ran_through => queue.outbox.hold(done),
@@ -271,5 +287,81 @@ fn keep_thread_state() {
     unsafe {
         pyo3::ffi::PyGILState_Ensure();
         pyo3::ffi::PyEval_SaveThread();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn queue_with_one_drainer(tid: i32) -> Queue {
+        let queue = Queue {
+            state: Mutex::new(State::default()),
+            called: Condvar::new(),
+            outbox: Outbox::default(),
+            batch: true,
+            takeovers: AtomicU64::new(0),
+        };
+        {
+            let mut s = queue.lock();
+            s.drainers.push(tid);
+            s.seeking = 1;
+        }
+        queue
+    }
+
+    /// A thread that stays runnable (spinning) or asleep in the kernel
+    /// (parked) until told to end; its id.
+    fn drainer(spin: bool) -> (i32, Arc<AtomicU64>, std::thread::JoinHandle<()>) {
+        let stop = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel();
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            tx.send(sys::thread_id()).unwrap();
+            while flag.load(Ordering::Relaxed) == 0 {
+                if !spin {
+                    std::thread::park();
+                }
+            }
+        });
+        let tid = rx.recv().unwrap();
+        // Time to get going (or to sleep).
+        std::thread::sleep(Duration::from_millis(50));
+        (tid, stop, handle)
+    }
+
+    fn end(stop: Arc<AtomicU64>, handle: std::thread::JoinHandle<()>) {
+        stop.store(1, Ordering::Relaxed);
+        handle.thread().unpark();
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_quick_gil_while_the_drainer_is_runnable_is_given_back() {
+        let (tid, stop, handle) = drainer(true);
+        let queue = queue_with_one_drainer(tid);
+        let first = queue.take_first(Duration::from_micros(50), sys::thread_id());
+        end(stop, handle);
+        assert!(matches!(first, First::GiveBack));
+    }
+
+    #[test]
+    fn a_quick_gil_while_the_drainer_sleeps_in_the_kernel_is_taken() {
+        let (tid, stop, handle) = drainer(false);
+        let queue = queue_with_one_drainer(tid);
+        let first = queue.take_first(Duration::from_micros(50), sys::thread_id());
+        end(stop, handle);
+        // No request waits in this queue, so taking it over finds nothing.
+        assert!(matches!(first, First::Nothing));
+    }
+
+    #[test]
+    fn a_gil_that_came_by_a_forced_switch_is_given_back() {
+        let (tid, stop, handle) = drainer(false);
+        let queue = queue_with_one_drainer(tid);
+        let first = queue.take_first(FORCED_SWITCH, sys::thread_id());
+        end(stop, handle);
+        assert!(matches!(first, First::GiveBack));
     }
 }
