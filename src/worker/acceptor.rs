@@ -203,67 +203,57 @@ mod tests {
     use super::*;
     use crate::listen::balance::Board;
 
-    fn runtime() -> tokio::runtime::Runtime {
+    /// Two open seats on a fresh board, holding `a` and `b` connections.
+    fn seats(a: u32, b: u32) -> (Seat, Seat) {
+        let board = Board::new().unwrap();
+        let seats = (board.claim().unwrap(), board.claim().unwrap());
+        for (seat, n) in [(seats.0, a), (seats.1, b)] {
+            seat.open();
+            (0..n).for_each(|_| seat.joined());
+        }
+        seats
+    }
+
+    /// How long `seat` leaves a connection to the others, at most `longest`.
+    fn wait(seat: Seat, longest: Duration) -> Duration {
+        let t0 = Instant::now();
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
+            .block_on(async { leave_to_others(seat, &Pause::new().unwrap(), longest).await });
+        t0.elapsed()
     }
 
     #[test]
     fn a_worker_ahead_waits_only_until_the_others_catch_up() {
-        let board = Board::new().unwrap();
-        let (a, b) = (board.claim().unwrap(), board.claim().unwrap());
-        a.open();
-        b.open();
-        a.joined();
-        a.joined();
+        let (a, b) = seats(2, 0);
         assert!(a.ahead());
         let catch_up = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             b.joined();
         });
         // A wait bounded only by a long `longest` shows when it ends.
-        let t0 = Instant::now();
-        runtime().block_on(async {
-            leave_to_others(a, &Pause::new().unwrap(), Duration::from_secs(10)).await
-        });
+        let waited = wait(a, Duration::from_secs(10));
         catch_up.join().unwrap();
         assert!(!a.ahead());
         assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "waited {:?} after the other worker caught up",
-            t0.elapsed()
+            waited < Duration::from_secs(5),
+            "waited {waited:?} after the other worker caught up"
         );
     }
 
     #[test]
     fn a_worker_ahead_of_stuck_workers_accepts_after_the_longest_wait() {
-        let board = Board::new().unwrap();
-        let (a, b) = (board.claim().unwrap(), board.claim().unwrap());
-        a.open();
-        b.open();
-        a.joined();
-        a.joined();
-        let t0 = Instant::now();
-        runtime().block_on(async {
-            leave_to_others(a, &Pause::new().unwrap(), Duration::from_millis(20)).await
-        });
+        let (a, _b) = seats(2, 0);
+        let waited = wait(a, Duration::from_millis(20));
         assert!(a.ahead(), "nobody caught up");
-        assert!(t0.elapsed() >= Duration::from_millis(20));
+        assert!(waited >= Duration::from_millis(20));
     }
 
     #[test]
     fn a_worker_within_its_share_does_not_wait() {
-        let board = Board::new().unwrap();
-        let (a, b) = (board.claim().unwrap(), board.claim().unwrap());
-        a.open();
-        b.open();
-        a.joined();
-        let t0 = Instant::now();
-        runtime().block_on(async {
-            leave_to_others(a, &Pause::new().unwrap(), Duration::from_secs(10)).await
-        });
-        assert!(t0.elapsed() < Duration::from_secs(5));
+        let (a, _b) = seats(1, 0);
+        assert!(wait(a, Duration::from_secs(10)) < Duration::from_secs(5));
     }
 }

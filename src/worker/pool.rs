@@ -337,31 +337,30 @@ mod tests {
         handle.join().unwrap();
     }
 
+    /// What a seeker that waited `waited` for the GIL does while one
+    /// drainer spins in user space (`spin`) or sleeps in the kernel.
+    fn first_after(waited: Duration, spin: bool) -> First {
+        let (tid, stop, handle) = drainer(spin);
+        let first = queue_with_one_drainer(tid).take_first(waited, sys::thread_id());
+        end(stop, handle);
+        first
+    }
+
     #[test]
     fn a_quick_gil_while_the_drainer_is_runnable_is_given_back() {
-        let (tid, stop, handle) = drainer(true);
-        let queue = queue_with_one_drainer(tid);
-        let first = queue.take_first(Duration::from_micros(50), sys::thread_id());
-        end(stop, handle);
+        let first = first_after(Duration::from_micros(50), true);
         assert!(matches!(first, First::GiveBack));
     }
 
     #[test]
     fn a_quick_gil_while_the_drainer_sleeps_in_the_kernel_is_taken() {
-        let (tid, stop, handle) = drainer(false);
-        let queue = queue_with_one_drainer(tid);
-        let first = queue.take_first(Duration::from_micros(50), sys::thread_id());
-        end(stop, handle);
         // No request waits in this queue, so taking it over finds nothing.
+        let first = first_after(Duration::from_micros(50), false);
         assert!(matches!(first, First::Nothing));
     }
 
     #[test]
     fn a_gil_that_came_by_a_forced_switch_is_given_back() {
-        let (tid, stop, handle) = drainer(false);
-        let queue = queue_with_one_drainer(tid);
-        let first = queue.take_first(FORCED_SWITCH, sys::thread_id());
-        end(stop, handle);
-        assert!(matches!(first, First::GiveBack));
+        assert!(matches!(first_after(FORCED_SWITCH, false), First::GiveBack));
     }
 }
