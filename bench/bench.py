@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 
@@ -132,6 +134,43 @@ def wait_ready(port, deadline):
     return False
 
 
+class ReadyListener:
+    """A `$NOTIFY_SOCKET` of our own, so that ferricorn's `READY=1` (sent once
+    its workers accept) is timed like systemd would see it. Closed after the
+    first READY=1: later STATUS= lines then fail on ferricorn's side, which
+    it ignores."""
+
+    def __init__(self, t0):
+        self.dir = tempfile.mkdtemp(prefix="ferricorn-bench-")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.t0, self.at, self.done = t0, None, False
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.thread.start()
+
+    def _listen(self):
+        deadline = self.t0 + 60
+        while not self.done and time.time() < deadline:
+            try:
+                msg = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            if b"READY=1" in msg.split(b"\n"):
+                self.at = time.time() - self.t0
+                break
+
+    def close(self):
+        """Seconds from start to READY=1, or None if it never came."""
+        self.thread.join(timeout=5)
+        self.done = True
+        self.sock.close()
+        os.unlink(self.path)
+        os.rmdir(self.dir)
+        return self.at
+
+
 def parse_ms(text):
     m = re.match(r"([\d.]+)(us|ms|s)", text)
     if not m:
@@ -177,9 +216,14 @@ class Server:
         env = dict(os.environ)
         env.pop("VIRTUAL_ENV", None)
         t0 = time.time()
+        # Only ferricorn speaks sd_notify; the others get no socket to send to.
+        listener = ReadyListener(t0) if name.startswith("ferricorn") else None
+        if listener:
+            env["NOTIFY_SOCKET"] = listener.path
         self.proc = subprocess.Popen(argv(app, self.port), cwd=APPS, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, process_group=0)
         self.ready = time.time() - t0 if wait_ready(self.port, time.time() + 60) else None
+        self.notified = listener.close() if listener else None
         if self.ready is not None:
             # Warm up once: imports, caches, the allocator's arenas.
             self.run_wrk(1)
@@ -197,7 +241,8 @@ class Server:
         cpu = tree_cpu_seconds(self.proc.pid) - cpu0
         cpu_us = cpu * 1e6 / (rps * duration) if rps else float("nan")
         return {"rps": rps, "p50": p50, "p99": p99, "errors": errors,
-                "rss_mb": tree_rss_kb(self.proc.pid) / 1024, "ready": self.ready, "cpu_us": cpu_us}
+                "rss_mb": tree_rss_kb(self.proc.pid) / 1024, "ready": self.ready,
+                "notified": self.notified, "cpu_us": cpu_us}
 
     def stop(self):
         """Stop what we started: the whole process group of this server, by its id."""
@@ -227,6 +272,7 @@ def combine(rounds):
     if any(r is None for r in rounds):
         return None
     row = {k: median([r[k] for r in rounds]) for k in ("rps", "p50", "p99", "ready", "cpu_us")}
+    row["notified"] = rounds[0]["notified"]
     row["errors"] = sum(r["errors"] for r in rounds)
     row["rss_mb"] = max(r["rss_mb"] for r in rounds)
     return row
@@ -243,8 +289,8 @@ def lowest_ratio(rounds, base_rounds):
 def table(title, per_round, bases=("granian", "gunicorn gthread")):
     """per_round: server name -> list of results, one per round."""
     rounds = max((len(v) for v in per_round.values()), default=1)
-    header = "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | CPU µs/req | vs %s | vs %s |" % bases
-    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    header = "| server | req/s | p50 ms | p99 ms | errors | RSS MB | ready s | READY=1 s | CPU µs/req | vs %s | vs %s |" % bases
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if rounds > 1:
         header += " vs %s, worst round |" % bases[0]
         sep += "---:|"
@@ -254,10 +300,11 @@ def table(title, per_round, bases=("granian", "gunicorn gthread")):
     base_gu = (results.get(bases[1]) or {}).get("rps", 0)
     for name, r in results.items():
         if r is None:
-            lines.append("| %s | failed to start |%s" % (name, " |" * (8 + (rounds > 1))))
+            lines.append("| %s | failed to start |%s" % (name, " |" * (9 + (rounds > 1))))
             continue
-        line = "| %s | %.0f | %.2f | %.2f | %d | %.0f | %.2f | %.1f | %s | %s |" % (
-            name, r["rps"], r["p50"], r["p99"], r["errors"], r["rss_mb"], r["ready"], r["cpu_us"],
+        notified = "–" if r["notified"] is None else "%.2f" % r["notified"]
+        line = "| %s | %.0f | %.2f | %.2f | %d | %.0f | %.2f | %s | %.1f | %s | %s |" % (
+            name, r["rps"], r["p50"], r["p99"], r["errors"], r["rss_mb"], r["ready"], notified, r["cpu_us"],
             ratio(r["rps"], base_gr), ratio(r["rps"], base_gu))
         if rounds > 1:
             worst = lowest_ratio(per_round[name], per_round.get(bases[0], []))
