@@ -27,8 +27,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def servers(venv, threads):
-    fc = os.path.join(ROOT, "target", "release", "ferricorn")
+def servers(venv, threads, fc):
     gu = os.path.join(venv, "bin", "gunicorn")
     gr = os.path.join(venv, "bin", "granian")
     hh = os.path.join(ROOT, "target", "hyper-hello", "release", "hyper-hello")
@@ -324,19 +323,20 @@ def machine():
     return "%d cores, %s, Linux %s, %s" % (os.cpu_count(), cpu, platform.release(), py)
 
 
-def versions(venv):
+def versions(venv, fc):
     out = subprocess.run([os.path.join(venv, "bin", "pip"), "list", "--format=freeze"], capture_output=True,
                          text=True).stdout
     keep = [l for l in out.splitlines() if l.split("==")[0].lower() in ("gunicorn", "granian", "gevent", "flask",
                                                                      "uvicorn", "uvloop", "fastapi")]
-    fc = subprocess.run([os.path.join(ROOT, "target", "release", "ferricorn"), "--version"], capture_output=True,
-                        text=True).stdout.strip()
+    fc = subprocess.run([fc, "--version"], capture_output=True, text=True).stdout.strip()
     return ", ".join([fc] + keep)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--venv", required=True)
+    ap.add_argument("--ferricorn", default=os.path.join(ROOT, "target", "release", "ferricorn"),
+                    help="the ferricorn binary to run (default target/release/ferricorn)")
     ap.add_argument("--smoke", action="store_true", help="1 s per server and scenario; do not write docs")
     ap.add_argument("--duration", type=int, default=2, help="seconds per measured slice (default 2)")
     ap.add_argument("--only", help="run only scenarios whose name contains this")
@@ -350,10 +350,12 @@ def main():
     srv_by_threads = {}
     report = ["## Results", "",
               "Date: %s. Machine: %s." % (datetime.date.today().isoformat(), machine()), "",
-              "Versions: %s." % versions(args.venv), "",
+              "Versions: %s." % versions(args.venv, args.ferricorn), "",
               "Command: `bench/run.sh%s`." % "".join(" " + (a if " " not in a else '"%s"' % a)
                                                      for a in sys.argv[1:] if not a.startswith("--venv")
-                                                     and not a.startswith(args.venv)), "",
+                                                     and not a.startswith(args.venv)
+                                                     and not a.startswith("--ferricorn")
+                                                     and a != args.ferricorn), "",
               "Each server: %d workers, wrk -t2. All servers of a scenario are started first (one at a time, "
               "each warmed up for 1 s) and stay up; then %d round(s) in which every server is loaded for %d s in "
               "turn, each round in a different order, so that the machine's drift falls on all of them alike. "
@@ -364,7 +366,7 @@ def main():
         if args.only and args.only not in sc[0]:
             continue
         threads = sc[6]
-        srv = srv_by_threads.setdefault(threads, servers(args.venv, threads))
+        srv = srv_by_threads.setdefault(threads, servers(args.venv, threads, args.ferricorn))
         names = [n for n in sc[5] if not args.servers or n in args.servers.split(",")]
         per_round = {name: [] for name in names}
         running = {}

@@ -33,4 +33,7 @@ echo "bench: building ferricorn and the hyper ceiling (release) ..." >&2
 cargo build --release --quiet
 cargo build --release --quiet --manifest-path bench/hyper-hello/Cargo.toml --target-dir target/hyper-hello
 
-exec /usr/bin/python3 "$root/bench/bench.py" --venv "$venv" "$@"
+# CARGO_TARGET_DIR, when set, is where cargo put ferricorn (the test suite
+# builds it beside its own target directory).
+exec /usr/bin/python3 "$root/bench/bench.py" --venv "$venv" \
+  --ferricorn "${CARGO_TARGET_DIR:-$root/target}/release/ferricorn" "$@"

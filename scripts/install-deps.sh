@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing ferricorn needs on Debian 12:
 # the system Python's headers and venv module (ferricorn links libpython3.X, statically from python3-dev's archive),
-# debootstrap and systemd-container, man-db, dpkg-dev and rpm, then cargo-deb
+# debootstrap and systemd-container, man-db, dpkg-dev and rpm, wrk (the bench smoke test), then cargo-deb
 # and cargo-generate-rpm, the test virtualenv (Flask, Django) and the cached
 # container rootfs, both under target/.
 set -euo pipefail
@@ -10,7 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # systemd-container is pinned to the host's systemd so apt never upgrades it.
 systemd_version=$(dpkg-query -W -f='${Version}' systemd)
 need=()
-for pkg in python3-dev python3-venv debootstrap systemd-container man-db groff-base dpkg-dev rpm; do
+for pkg in python3-dev python3-venv debootstrap systemd-container man-db groff-base dpkg-dev rpm wrk; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 for i in "${!need[@]}"; do

@@ -1,0 +1,131 @@
+//! The benchmark scripts keep working: `bench/run.sh --smoke` starts every
+//! server of every scenario, loads each for a second, and prints one table
+//! per scenario. Timings are not checked (on a shared machine they are too
+//! noisy for pass or fail); that every server started and answered, that
+//! ferricorn answered without errors, and that its `READY=1` was timed, is.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// One row of a table: the server's name and its cells, in column order.
+struct Row {
+    scenario: String,
+    server: String,
+    cells: Vec<String>,
+}
+
+impl Row {
+    fn cell(&self, header: &[String], column: &str) -> &str {
+        let i = header
+            .iter()
+            .position(|h| h == column)
+            .unwrap_or_else(|| panic!("no column {column:?} in {header:?}"));
+        &self.cells[i]
+    }
+
+    fn number(&self, header: &[String], column: &str) -> f64 {
+        let cell = self.cell(header, column);
+        cell.parse().unwrap_or_else(|_| {
+            panic!(
+                "{} / {}: {column} is {cell:?}, not a number",
+                self.scenario, self.server
+            )
+        })
+    }
+}
+
+/// The tables of `bench.py`'s output: each with its header.
+fn tables(out: &str) -> Vec<(Vec<String>, Vec<Row>)> {
+    let mut tables = Vec::new();
+    let mut scenario = String::new();
+    for line in out.lines() {
+        if let Some(title) = line.strip_prefix("### ") {
+            scenario = title.to_owned();
+            continue;
+        }
+        let Some(inner) = line.strip_prefix("| ").and_then(|l| l.strip_suffix(" |")) else {
+            continue;
+        };
+        let cells: Vec<String> = inner.split(" | ").map(|c| c.trim().to_owned()).collect();
+        if cells[0] == "server" {
+            tables.push((cells, Vec::new()));
+        } else if let Some((_, rows)) = tables.last_mut() {
+            rows.push(Row {
+                scenario: scenario.clone(),
+                server: cells[0].clone(),
+                cells,
+            });
+        }
+    }
+    tables
+}
+
+#[test]
+fn every_server_of_every_scenario_starts_and_is_measured() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The running test holds cargo's lock on target/; build where the
+    // package tests build their release binary.
+    let out = Command::new("bash")
+        .arg(root.join("bench/run.sh"))
+        .arg("--smoke")
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", root.join("target/package-build"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running bench/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Shown when the test fails (or with --nocapture).
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "bench/run.sh --smoke failed:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("failed to start"),
+        "a server did not start:\n{stdout}"
+    );
+
+    let tables = tables(&stdout);
+    // One table per scenario of bench.py, each with its servers.
+    assert_eq!(tables.len(), 9, "{stdout}");
+    let mut ferricorns = 0;
+    for (header, rows) in &tables {
+        assert!(rows.len() >= 3, "{header:?}: {} rows\n{stdout}", rows.len());
+        for row in rows {
+            assert_eq!(row.cells.len(), header.len(), "{}", row.server);
+            assert!(
+                row.number(header, "req/s") > 0.0,
+                "{} / {}",
+                row.scenario,
+                row.server
+            );
+            assert!(row.number(header, "RSS MB") > 0.0);
+            // A number, not how large: a server up within 5 ms shows 0.00.
+            assert!(row.number(header, "ready s") >= 0.0);
+            let ready = row.cell(header, "READY=1 s");
+            if row.server.starts_with("ferricorn") {
+                ferricorns += 1;
+                assert_eq!(
+                    row.number(header, "errors"),
+                    0.0,
+                    "{} / {}",
+                    row.scenario,
+                    row.server
+                );
+                let notified = row.number(header, "READY=1 s");
+                assert!(
+                    (0.0..30.0).contains(&notified),
+                    "{} / {}: READY=1 after {ready} s",
+                    row.scenario,
+                    row.server
+                );
+            } else {
+                // Only ferricorn speaks sd_notify.
+                assert_eq!(ready, "–", "{} / {}", row.scenario, row.server);
+            }
+        }
+    }
+    // sync and gthread in six WSGI scenarios, gthread and gevent in slow
+    // I/O, asgi in two.
+    assert_eq!(ferricorns, 2 * 6 + 2 + 2, "{stdout}");
+}
