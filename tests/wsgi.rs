@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 fn conformance() -> Server {
@@ -191,6 +192,41 @@ fn server_name_and_port_follow_each_request_host() {
     assert_eq!(r.get("HTTP_HOST"), None);
     assert_eq!(r["SERVER_NAME"], s.addr().ip().to_string());
     assert_eq!(r["SERVER_PORT"], s.addr().port().to_string());
+    // The template's HTTP/1.1 and empty query must not stand for this one.
+    assert_eq!(r["SERVER_PROTOCOL"], "HTTP/1.0");
+    assert_eq!(r["QUERY_STRING"], "");
+    assert_eq!(r["RAW_URI"], "/environ");
+}
+
+#[test]
+fn environ_over_a_unix_socket_has_no_remote_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sock");
+    let s = command()
+        .args(["-b", &format!("unix:{}", path.display())])
+        .args([
+            "--chdir",
+            &apps_dir().display().to_string(),
+            "conformance:app",
+        ])
+        .start();
+    let get = |raw: &[u8]| {
+        let mut us = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        us.write_all(raw).unwrap();
+        let mut out = Vec::new();
+        us.read_to_end(&mut out).unwrap();
+        parse_response(&out, false).unwrap().0.json()
+    };
+    let r = get(b"GET /environ?a=b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r["REMOTE_ADDR"], "", "{r}");
+    assert_eq!(r["REMOTE_PORT"], "", "{r}");
+    assert_eq!(r["QUERY_STRING"], "a=b");
+    assert_eq!(r["SERVER_PROTOCOL"], "HTTP/1.1");
+    assert_eq!(r["wsgi.url_scheme"], "http");
+    // A request through a trusted proxy (a unix socket's peer always is).
+    let r = get(b"GET /environ HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n");
+    assert_eq!(r["wsgi.url_scheme"], "https", "{r}");
+    drop(s);
 }
 
 #[test]

@@ -285,6 +285,29 @@ impl Keys {
     pub fn script_name(&self) -> &str {
         &self.script_name
     }
+
+    /// Give the template every key that `fill` sets on every request, so
+    /// that a request's copy only replaces values (a copy of the bare
+    /// template grew its table twice per request), and the most common
+    /// value where `fill` leaves it alone when the request has that value.
+    pub fn reserve_slots(&self, py: Python<'_>, template: &Bound<'_, PyDict>) -> PyResult<()> {
+        for (key, value) in [
+            (&self.request_method, &self.empty),
+            (&self.path_info, &self.empty),
+            (&self.query_string, &self.empty),
+            (&self.raw_uri, &self.empty),
+            (&self.server_protocol, &self.http11),
+            (&self.remote_addr, &self.empty),
+            (&self.remote_port, &self.empty),
+            (&self.wsgi_input, &self.empty),
+            (&self.wsgi_url_scheme, &self.http),
+            (&self.server_name, &self.empty),
+            (&self.server_port, &self.empty),
+        ] {
+            template.set_item(key.bind(py), value.bind(py))?;
+        }
+        Ok(())
+    }
 }
 
 /// `content-type` → None (it has its own key); `x-a_b` → None (gunicorn drops `_` names).
@@ -393,21 +416,19 @@ pub fn fill<'py>(
         &decoded
     };
     env.set_item(k(&keys.path_info), latin1(py, path_info))?;
-    match uri.query() {
-        Some(q) => env.set_item(k(&keys.query_string), PyString::new(py, q))?,
-        None => env.set_item(k(&keys.query_string), k(&keys.empty))?,
+    // No query: the template's empty QUERY_STRING stands.
+    if let Some(q) = uri.query() {
+        env.set_item(k(&keys.query_string), PyString::new(py, q))?;
     }
     let raw = match uri.path_and_query() {
         Some(pq) if uri.scheme().is_none() => PyString::new(py, pq.as_str()),
         _ => PyString::new(py, &uri.to_string()),
     };
     env.set_item(k(&keys.raw_uri), raw)?;
-    let proto = if parts.version == Version::HTTP_10 {
-        &keys.http10
-    } else {
-        &keys.http11
-    };
-    env.set_item(k(&keys.server_protocol), k(proto))?;
+    // HTTP/1.1 is the template's.
+    if parts.version == Version::HTTP_10 {
+        env.set_item(k(&keys.server_protocol), k(&keys.http10))?;
+    }
 
     match peer {
         Peer::Tcp(sa) => {
@@ -418,10 +439,8 @@ pub fn fill<'py>(
                 latin1(py, port_text(sa.port(), &mut buf)),
             )?;
         }
-        Peer::Unix => {
-            env.set_item(k(&keys.remote_addr), k(&keys.empty))?;
-            env.set_item(k(&keys.remote_port), k(&keys.empty))?;
-        }
+        // No address: the template's empty strings stand.
+        Peer::Unix => {}
     }
     env.set_item(k(&keys.wsgi_input), input)?;
 
@@ -477,10 +496,10 @@ pub fn fill<'py>(
         Peer::Tcp(sa) => forwarded.allow_all || forwarded.allow.contains(&sa.ip()),
     };
     let https = trusted && forwarded_https;
-    env.set_item(
-        k(&keys.wsgi_url_scheme),
-        k(if https { &keys.https } else { &keys.http }),
-    )?;
+    // "http" is the template's.
+    if https {
+        env.set_item(k(&keys.wsgi_url_scheme), k(&keys.https))?;
+    }
     match host.and_then(|h| h.to_str().ok()) {
         Some(host) => {
             let [value, name, port] = keys.host_strings(py, host, https);

@@ -110,6 +110,7 @@ impl WsgiApp {
             SERVER_HEADER.to_str().unwrap_or("ferricorn"),
         )?;
         base.set_item("SCRIPT_NAME", keys.script_name())?;
+        keys.reserve_slots(py, &base)?;
         Ok(WsgiApp {
             app,
             keys,
