@@ -145,25 +145,26 @@ class ReadyListener:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         self.sock.settimeout(0.2)
-        self.t0, self.at, self.done = t0, None, False
+        self.t0, self.at = t0, None
         self.thread = threading.Thread(target=self._listen, daemon=True)
         self.thread.start()
 
     def _listen(self):
         deadline = self.t0 + 60
-        while not self.done and time.time() < deadline:
+        while time.time() < deadline:
             try:
                 msg = self.sock.recv(4096)
             except socket.timeout:
                 continue
+            except OSError:
+                return  # closed: READY=1 never came
             if b"READY=1" in msg.split(b"\n"):
                 self.at = time.time() - self.t0
-                break
+                return
 
     def close(self):
         """Seconds from start to READY=1, or None if it never came."""
         self.thread.join(timeout=5)
-        self.done = True
         self.sock.close()
         os.unlink(self.path)
         os.rmdir(self.dir)
