@@ -164,11 +164,15 @@ fn a_new_app_version_that_fails_to_import_is_refused() {
     s.wait_log("Reload failed", LONG);
     std::thread::sleep(Duration::from_millis(300));
     assert!(s.get("/").text().starts_with("v1 "));
-    assert_eq!(s.wait_worker_count(2, LONG).len(), 2);
+    let v1_workers = s.wait_worker_count(2, LONG);
+    assert_eq!(v1_workers.len(), 2);
     // Fixed: the next reload picks up v2.
     std::fs::remove_file(site.dir.path().join("BROKEN")).unwrap();
     s.signal(libc::SIGHUP);
     s.wait_log("Reload complete", LONG);
+    // The v1 workers were told to stop when the reload completed; until
+    // they have, one may still take a new connection.
+    wait_gone(&v1_workers, LONG);
     assert!(s.get("/").text().starts_with("v2 "));
 }
 
