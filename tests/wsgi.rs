@@ -66,7 +66,7 @@ fn environ_has_what_gunicorn_sets() {
     let r = s.get("/environ?x=1&y=%20z");
     let r = request(
         s.addr(),
-        "GET /environ?x=1&y=%20z HTTP/1.1\r\nHost: example.com:8080\r\nX-Multi: a\r\nX-Multi: b\r\nX_Under: dropped\r\nContent-Type: text/x-test\r\nConnection: close\r\n\r\n",
+        "GET /environ?x=1&y=%20z HTTP/1.1\r\nHost: example.com:8080\r\nX-Multi: a\r\nX-Multi: b\r\nX_Under: dropped\r\nContent-Type: text/x-test\r\nPriority: u=0, i\r\nX-Custom-Thing: 1\r\nConnection: close\r\n\r\n",
     )
     .json()
     .as_object()
@@ -102,6 +102,9 @@ fn environ_has_what_gunicorn_sets() {
     assert_eq!(e("CONTENT_TYPE"), "text/x-test");
     assert_eq!(e("HTTP_X_MULTI"), "a,b");
     assert_eq!(e("HTTP_HOST"), "example.com:8080");
+    // One field with an interned key, one without.
+    assert_eq!(e("HTTP_PRIORITY"), "u=0, i");
+    assert_eq!(e("HTTP_X_CUSTOM_THING"), "1");
     assert!(
         !env.contains_key("HTTP_X_UNDER"),
         "names with _ must be dropped"

@@ -58,6 +58,12 @@ const COMMON_HEADERS: &[&str] = &[
     "upgrade",
     "via",
     "forwarded",
+    "priority",
+    "sec-gpc",
+    "traceparent",
+    "tracestate",
+    "x-amzn-trace-id",
+    "x-forwarded-prefix",
 ];
 
 /// Interned keys and constant values, made once per worker.
@@ -592,6 +598,18 @@ mod tests {
         );
         assert_eq!(header_key_string("x_bad"), None);
         assert_eq!(header_key_string("content-type"), None);
+    }
+
+    #[test]
+    fn every_common_header_is_a_valid_distinct_name_with_a_key() {
+        // HeaderName::from_static panics on a bad name: in a worker, at boot.
+        let mut seen = std::collections::HashSet::new();
+        for h in COMMON_HEADERS {
+            let name = HeaderName::from_static(h);
+            assert!(seen.insert(name), "{h} listed twice");
+            let key = header_key_string(h).unwrap_or_else(|| panic!("{h} has no HTTP_* key"));
+            assert!(key.starts_with("HTTP_") && !key.contains('-'), "{key}");
+        }
     }
 
     #[test]
