@@ -57,6 +57,31 @@ under! {
     file_wrapper_sends_the_whole_file: [sync, gevent];
 }
 
+/// A request's header fields fit in its copy of the worker's template
+/// environ: CPython copies the template's table as it is, and a full one
+/// made every request with more than a Host field grow its copy.
+#[test]
+fn header_fields_fit_in_the_environ_without_growing_it() {
+    let s = server("conformance:app").start();
+    let size = |fields: &str| {
+        let r = request(
+            s.addr(),
+            &format!("GET /environ-size HTTP/1.0\r\nHost: x\r\n{fields}\r\n"),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        (j["size"].as_u64().unwrap(), j["keys"].as_u64().unwrap())
+    };
+    let (bare, bare_keys) = size("");
+    let fields: String = (0..15).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    let (full, full_keys) = size(&fields);
+    assert_eq!(full_keys, bare_keys + 15);
+    assert_eq!(
+        full, bare,
+        "the environ grew for 15 more fields ({bare_keys} keys: {bare} bytes, {full_keys}: {full})"
+    );
+}
+
 #[test]
 fn environ_has_what_gunicorn_sets() {
     let s = server("conformance:app")
@@ -105,6 +130,10 @@ fn environ_has_what_gunicorn_sets() {
     // One field with an interned key, one without.
     assert_eq!(e("HTTP_PRIORITY"), "u=0, i");
     assert_eq!(e("HTTP_X_CUSTOM_THING"), "1");
+    assert!(
+        env.keys().all(|k| !k.starts_with("ferricorn.")),
+        "placeholder keys left in the environ: {env:?}"
+    );
     assert!(
         !env.contains_key("HTTP_X_UNDER"),
         "names with _ must be dropped"

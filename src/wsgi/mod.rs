@@ -111,6 +111,7 @@ impl WsgiApp {
         )?;
         base.set_item("SCRIPT_NAME", keys.script_name())?;
         keys.reserve_slots(py, &base)?;
+        let base = environ::make_room(base)?;
         Ok(WsgiApp {
             app,
             keys,

@@ -51,6 +51,11 @@ def environ_route(environ, start_response):
     return _json(start_response, shown)
 
 
+def environ_size_route(environ, start_response):
+    """The environ's size as it arrived, before the app adds anything."""
+    return _json(start_response, {"size": sys.getsizeof(environ), "keys": len(environ)})
+
+
 def read_route(environ, start_response):
     """Read the body the way the query string says, report what each call returned."""
     inp = environ["wsgi.input"]
@@ -268,6 +273,7 @@ VALIDATED = {"/validated": validator(plain_app), "/validated-stream": validator(
 
 ROUTES = {
     "/environ": environ_route,
+    "/environ-size": environ_size_route,
     "/read": read_route,
     "/stream": stream_route,
     "/lazy": lazy_route,
