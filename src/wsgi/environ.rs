@@ -334,16 +334,10 @@ pub fn make_room<'py>(template: Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDic
     if room(&template)? >= FIELD_ROOM {
         return Ok(template);
     }
-    let size = sizeof(&template)?;
-    let mut placeholders = Vec::new();
     // Bounded: a table grows long before this many more keys.
-    while sizeof(&template)? == size && placeholders.len() < 64 {
-        let key = placeholder(py, placeholders.len());
-        template.set_item(&key, py.None())?;
-        placeholders.push(key);
-    }
-    for key in &placeholders {
-        template.del_item(key)?;
+    let (added, _) = add_until_grown(&template, 64)?;
+    for n in 0..added {
+        template.del_item(placeholder(py, n))?;
     }
     if room(&template)? >= FIELD_ROOM {
         return Ok(template);
@@ -357,15 +351,23 @@ pub fn make_room<'py>(template: Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDic
 
 /// How many new keys a copy of `d` takes before its table grows (at most `FIELD_ROOM`).
 fn room(d: &Bound<'_, PyDict>) -> PyResult<usize> {
-    let copy = d.copy()?;
-    let size = sizeof(&copy)?;
-    for n in 0..FIELD_ROOM {
-        copy.set_item(placeholder(d.py(), n), d.py().None())?;
-        if sizeof(&copy)? != size {
-            return Ok(n);
+    match add_until_grown(&d.copy()?, FIELD_ROOM)? {
+        (added, true) => Ok(added - 1),
+        (_, false) => Ok(FIELD_ROOM),
+    }
+}
+
+/// Add placeholder keys to `d` until its table grows or `limit` are in:
+/// how many were added, and whether it grew.
+fn add_until_grown(d: &Bound<'_, PyDict>, limit: usize) -> PyResult<(usize, bool)> {
+    let size = sizeof(d)?;
+    for n in 0..limit {
+        d.set_item(placeholder(d.py(), n), d.py().None())?;
+        if sizeof(d)? != size {
+            return Ok((n + 1, true));
         }
     }
-    Ok(FIELD_ROOM)
+    Ok((limit, false))
 }
 
 fn sizeof(d: &Bound<'_, PyDict>) -> PyResult<usize> {
