@@ -8,6 +8,9 @@
 //! follows message framing to find each request head, and records the first
 //! head that is ambiguous. The service then answers that request with 400.
 
+use memchr::memmem;
+use std::sync::LazyLock;
+
 /// Why a request head is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Violation {
@@ -284,7 +287,11 @@ fn is_chunked(te: &[u8]) -> bool {
 
 /// Where the blank line that ends a head starts (`\r\n\r\n`).
 fn find_head_end(hay: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, b"\r\n\r\n")
+    // `memmem::find` builds its searcher on every call, which cost more than
+    // the search itself on a short head (callgrind: ~450 instructions a head).
+    static BLANK_LINE: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
+    BLANK_LINE.find(hay)
 }
 
 /// Whether a head may say anything about framing: a CONNECT, or a line that
