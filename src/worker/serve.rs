@@ -317,11 +317,13 @@ async fn run(
         }
     });
 
-    if let Jobs::Threads(queue) = &shared.jobs
-        && queue.batch
-    {
-        let (queue, stats) = (queue.clone(), stats.clone());
-        tokio::spawn(async move { queue.outbox.run(&stats.in_flight).await });
+    if let Jobs::Threads(queue) = &shared.jobs {
+        if queue.batch {
+            let (queue, stats) = (queue.clone(), stats.clone());
+            tokio::spawn(async move { queue.outbox.run(&stats.in_flight).await });
+        }
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.call_deferred().await });
     }
 
     reporter.send(Kind::Booted, &stats);
