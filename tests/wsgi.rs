@@ -433,9 +433,13 @@ fn crlf_in_a_header_value_never_reaches_the_wire(s: &Server) {
 }
 
 fn body_is_cut_at_declared_content_length(s: &Server) {
-    let r = s.get("/cl-cut");
-    assert_eq!(r.header("content-length"), Some("5"));
-    assert_eq!(r.text(), "12345");
+    // The app's header tuple is a constant: from the second request on, the
+    // app thread finds it converted in its cache.
+    for _ in 0..3 {
+        let r = s.get("/cl-cut");
+        assert_eq!(r.header("content-length"), Some("5"));
+        assert_eq!(r.text(), "12345");
+    }
 }
 
 fn head_has_no_body_and_204_304_have_none(s: &Server) {
@@ -458,14 +462,17 @@ fn head_has_no_body_and_204_304_have_none(s: &Server) {
 }
 
 fn hop_by_hop_headers_are_dropped_server_and_date_added(s: &Server) {
-    let r = s.get("/hop");
-    assert_eq!(r.text(), "hop");
-    assert_eq!(r.header("x-kept"), Some("1"));
-    assert_eq!(r.header("keep-alive"), None);
-    assert_eq!(r.header("upgrade"), None);
-    assert_ne!(r.header("transfer-encoding"), Some("gzip"));
-    assert!(r.header("server").unwrap().starts_with("ferricorn/"));
-    assert!(r.header("date").is_some());
+    // Constant tuples: later requests take them from the thread's cache.
+    for _ in 0..3 {
+        let r = s.get("/hop");
+        assert_eq!(r.text(), "hop");
+        assert_eq!(r.header("x-kept"), Some("1"));
+        assert_eq!(r.header("keep-alive"), None);
+        assert_eq!(r.header("upgrade"), None);
+        assert_ne!(r.header("transfer-encoding"), Some("gzip"));
+        assert!(r.header("server").unwrap().starts_with("ferricorn/"));
+        assert!(r.header("date").is_some());
+    }
 }
 
 fn closed_marker(tag: &str) -> std::path::PathBuf {

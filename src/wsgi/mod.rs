@@ -2,6 +2,7 @@
 //! response iterable, file_wrapper, close(), and the access log line.
 
 pub(crate) mod environ;
+mod headers;
 mod input;
 pub(crate) mod response;
 

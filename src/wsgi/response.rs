@@ -10,7 +10,6 @@ use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString, PyTuple};
-use std::borrow::Cow;
 use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,32 +83,6 @@ pub(crate) fn header_pair(name: &[u8], value: &[u8]) -> PyResult<(HeaderName, He
         })?;
         Ok((name, value))
     })
-}
-
-/// A str header field as latin-1 bytes (PEP 3333), refusing what is not.
-/// ASCII, nearly every header, is borrowed from the str: no allocation.
-fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
-    let s = s.cast::<PyString>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "header {what} must be str, not {}",
-            s.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))
-    })?;
-    let text = s.to_cow()?;
-    if text.is_ascii() {
-        return Ok(match text {
-            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
-            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
-        });
-    }
-    text.chars()
-        .map(|c| u8::try_from(c as u32).ok())
-        .collect::<Option<Vec<u8>>>()
-        .map(Cow::Owned)
-        .ok_or_else(|| PyValueError::new_err(format!("header {what} {text:?} is not latin-1")))
 }
 
 impl StartResponse {
@@ -382,33 +355,13 @@ impl StartResponse {
         let mut map = HeaderMap::new();
         let mut content_length = None;
         for item in headers.try_iter()? {
-            let item = item?;
-            let pair = item.cast::<PyTuple>().map_err(|_| {
-                PyTypeError::new_err("headers must be a list of (name, value) tuples")
-            })?;
-            if pair.len() != 2 {
-                return Err(PyTypeError::new_err(
-                    "headers must be a list of (name, value) tuples",
-                ));
+            let converted = super::headers::convert(&item?)?;
+            if converted.content_length.is_some() {
+                content_length = converted.content_length;
             }
-            let (name, value) = header_pair(
-                &latin1_bytes(&pair.get_item(0)?, "name")?,
-                &latin1_bytes(&pair.get_item(1)?, "value")?,
-            )?;
-            if hop_by_hop(&name) {
-                continue;
+            if let Some((name, value)) = converted.header {
+                map.append(name, value);
             }
-            if name == header::CONTENT_LENGTH {
-                let n = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        PyValueError::new_err(format!("invalid Content-Length {value:?}"))
-                    })?;
-                content_length = Some(n);
-            }
-            map.append(name, value);
         }
         if !map.contains_key(header::SERVER) {
             map.insert(header::SERVER, super::SERVER_HEADER.clone());
