@@ -55,6 +55,7 @@ under! {
     hop_by_hop_headers_are_dropped_server_and_date_added: [sync, gevent];
     close_is_called_also_when_the_client_goes_away: [sync, gevent];
     file_wrapper_sends_the_whole_file: [sync, gevent];
+    a_kept_start_response_or_write_never_serves_a_later_request: [sync, gevent];
 }
 
 /// A request's header fields fit in its copy of the worker's template
@@ -459,6 +460,17 @@ fn head_has_no_body_and_204_304_have_none(s: &Server) {
     let r = c.read_response(false).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "body that must not be sent");
+}
+
+/// An app thread reuses its last start_response (and the `write` bound to
+/// it) for the next request, but only when the app kept neither.
+fn a_kept_start_response_or_write_never_serves_a_later_request(s: &Server) {
+    for kept in ["write", "start_response"] {
+        assert_eq!(s.get(&format!("/keep?{kept}")).text(), "kept");
+        for _ in 0..3 {
+            assert_eq!(s.get("/after-kept").text(), "own", "kept: {kept}");
+        }
+    }
 }
 
 fn hop_by_hop_headers_are_dropped_server_and_date_added(s: &Server) {

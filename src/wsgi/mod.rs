@@ -139,15 +139,13 @@ impl WsgiApp {
         } = job;
         let input =
             Bound::new(py, Input::new(body, self.wait.clone())).expect("allocating wsgi.input");
-        let sr = Bound::new(
+        let sr = StartResponse::obtain(
             py,
-            StartResponse::new(
-                reply,
-                busy,
-                self.wait.clone(),
-                self.ledger.wants_response_headers,
-                hold,
-            ),
+            reply,
+            busy,
+            &self.wait,
+            self.ledger.wants_response_headers,
+            hold,
         )
         .expect("allocating start_response");
 
@@ -185,7 +183,10 @@ impl WsgiApp {
                 headers: outcome.headers,
             }
         });
-        sr_ref.take_held()
+        let held = sr_ref.take_held();
+        drop(sr_ref);
+        StartResponse::release(sr);
+        held
     }
 
     fn run<'py>(

@@ -269,6 +269,24 @@ def validated_stream(environ, start_response):
     return (b"part%d" % i for i in range(5))
 
 
+# What /keep left behind: the app may keep start_response or write past
+# its request (odd, but allowed).
+KEPT = []
+
+
+def keep_route(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    KEPT[:] = [write] if environ["QUERY_STRING"] == "write" else [start_response]
+    return [b"kept"]
+
+
+def after_kept_route(environ, start_response):
+    """Whether this request got the very object an earlier one kept."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    shared = any(obj is start_response or obj is write for obj in KEPT)
+    return [b"shared" if shared else b"own"]
+
+
 VALIDATED = {"/validated": validator(plain_app), "/validated-stream": validator(validated_stream)}
 
 ROUTES = {
@@ -298,6 +316,8 @@ ROUTES = {
     "/pid": pid_route,
     "/osenv": osenv_route,
     "/import-pid": import_pid_route,
+    "/keep": keep_route,
+    "/after-kept": after_kept_route,
 }
 
 
