@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 
 use super::body::BusyGuard;
 use super::idle::ConnState;
+use crate::worker::shutdown::stopping;
 
 /// Messages queued in either direction before the sender waits.
 const DEPTH: usize = 64;
@@ -181,8 +182,4 @@ where
     })
     .await;
     (code, reason.to_string())
-}
-
-async fn stopping(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }

@@ -12,7 +12,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::serve::{Conf, connection, stopping};
+use super::serve::{Conf, connection};
+use super::shutdown::stopping;
 use crate::error;
 use crate::http::service::Shared;
 use crate::listen::balance::Seat;

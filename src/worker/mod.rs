@@ -11,6 +11,7 @@ mod pool;
 pub mod privileges;
 mod reporter;
 mod serve;
+pub(crate) mod shutdown;
 mod wait;
 
 pub use dispatch::Jobs;

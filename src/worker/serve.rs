@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::acceptor::Acceptor;
 use super::hub::{Hub, Phase};
+use super::shutdown::{stopping, until_stopped};
 use super::{Jobs, Ledger, Reporter, Stats, Wait, asgi, gevent, pool};
 use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, WorkerClass};
@@ -414,10 +415,7 @@ pub(super) async fn connection<S>(
         .max_headers(conf.max_fields.max(1));
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
-    let finished = tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = stopping(&mut shutdown) => None,
-    };
+    let finished = until_stopped(conn.as_mut(), Box::pin(stopping(&mut shutdown))).await;
     let result = match finished {
         Some(r) => r,
         None => {
@@ -458,9 +456,4 @@ fn head_timed_out(e: &hyper::Error) -> bool {
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .and_then(|io| io.get_ref())
         .is_some_and(|inner| inner.is::<HeadTimeout>())
-}
-
-/// Resolves once the worker is stopping (the watch guard is not held across awaits).
-pub(super) async fn stopping(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
