@@ -4,8 +4,11 @@
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
@@ -33,13 +36,20 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
 }
 
-pub async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ConnState>,
+/// Start on a request: refuse it at once, or hand it to an app thread and
+/// return the wait for its response head.
+///
+/// The work happens here, when hyper calls the service, not in the returned
+/// future: hyper moves that future into its connection state, and a future
+/// carrying the request (as an `async fn` would) cost a dozen copies of a
+/// few hundred bytes per request.
+pub fn handle(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnState>,
     peer: Peer,
-    local: Arc<Local>,
+    local: &Arc<Local>,
     mut req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Reply {
     let index = conn.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(why) = conn.refusal(index) {
         crate::warning!(
@@ -47,11 +57,11 @@ pub async fn handle(
             peer.ip_string(),
             why.message()
         );
-        return Ok(error_response(StatusCode::BAD_REQUEST, why.message()));
+        return Reply::now(error_response(StatusCode::BAD_REQUEST, why.message()));
     }
     if let Some((status, why)) = check_limits(&shared.limits, &req) {
         crate::warning!("Invalid request from {}: {why}", peer.ip_string());
-        return Ok(error_response(status, &why));
+        return Reply::now(error_response(status, &why));
     }
     let started = Instant::now();
     let websocket = match shared.websocket_max_message {
@@ -70,27 +80,80 @@ pub async fn handle(
     if shared.stats.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
         shared.jobs.busy();
     }
-    let job = Job {
+    shared.jobs.send(Job {
         parts,
         body,
         peer,
-        local,
+        local: local.clone(),
         reply,
         busy: BusyGuard::new(conn.clone()),
         started,
         websocket: app_side,
-    };
-    shared.jobs.send(job);
-    let response = response.await.unwrap_or_else(|_| {
-        error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
     });
-    // The app accepted a WebSocket: serve it once hyper hands the socket over.
-    if let (Some(io), Some(max)) = (io_side, shared.websocket_max_message)
-        && response.status() == StatusCode::SWITCHING_PROTOCOLS
-    {
-        tokio::spawn(websocket::run(io, conn, max, shared.shutdown.clone()));
+    Reply::Waiting {
+        response,
+        websocket: io_side.map(|io| {
+            Box::new(Upgrade {
+                io,
+                shared: shared.clone(),
+                conn: conn.clone(),
+            })
+        }),
     }
-    Ok(response)
+}
+
+/// The response head for hyper: at once, or from an app thread.
+pub enum Reply {
+    /// Refused before the app saw it (boxed: rare, and large).
+    Now(Option<Box<Response<ResponseBody>>>),
+    Waiting {
+        response: oneshot::Receiver<Response<ResponseBody>>,
+        /// A WebSocket the app may accept.
+        websocket: Option<Box<Upgrade>>,
+    },
+}
+
+/// What serving an accepted WebSocket needs on the I/O thread.
+pub struct Upgrade {
+    io: websocket::IoSide,
+    shared: Arc<Shared>,
+    conn: Arc<ConnState>,
+}
+
+impl Reply {
+    fn now(response: Response<ResponseBody>) -> Reply {
+        Reply::Now(Some(Box::new(response)))
+    }
+}
+
+impl Future for Reply {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (response, websocket) = match &mut *self {
+            Reply::Now(response) => {
+                let response = response.take().expect("polled after it answered");
+                return Poll::Ready(Ok(*response));
+            }
+            Reply::Waiting {
+                response,
+                websocket,
+            } => (ready!(Pin::new(response).poll(cx)), websocket.take()),
+        };
+        let response = response.unwrap_or_else(|_| {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        });
+        // The app accepted a WebSocket: serve it once hyper hands the socket over.
+        if let Some(ws) = websocket
+            && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            let Upgrade { io, shared, conn } = *ws;
+            if let Some(max) = shared.websocket_max_message {
+                tokio::spawn(websocket::run(io, conn, max, shared.shutdown.clone()));
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The request line and header limits hyper does not enforce itself.

@@ -406,7 +406,7 @@ pub(super) async fn connection<S>(
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         // Now, before hyper reserves its next read (see src/http/head.rs).
         crate::http::head::detach(&mut req);
-        service::handle(shared.clone(), svc_state.clone(), peer, local.clone(), req)
+        service::handle(&shared, &svc_state, peer, &local, req)
     });
     let mut builder = http1::Builder::new();
     // No hyper timer: --header-timeout is IdleIo's (see src/http/idle.rs).
