@@ -99,6 +99,18 @@ impl State {
 }
 
 impl Queue {
+    fn new(batch: bool) -> Queue {
+        Queue {
+            state: Mutex::new(State::default()),
+            called: Condvar::new(),
+            outbox: Outbox::default(),
+            batch,
+            takeovers: AtomicU64::new(0),
+            quick: AtomicBool::new(false),
+            deferred_call: tokio::sync::Notify::new(),
+        }
+    }
+
     /// I/O thread: queue a request, calling a thread for it if needed.
     pub fn push(&self, job: Job) {
         let mut s = self.lock();
@@ -238,15 +250,7 @@ enum First {
 }
 
 pub fn start(n: u32, app: Arc<WsgiApp>, batch: bool) -> Arc<Queue> {
-    let queue = Arc::new(Queue {
-        state: Mutex::new(State::default()),
-        called: Condvar::new(),
-        outbox: Outbox::default(),
-        batch,
-        takeovers: AtomicU64::new(0),
-        quick: AtomicBool::new(false),
-        deferred_call: tokio::sync::Notify::new(),
-    });
+    let queue = Arc::new(Queue::new(batch));
     for i in 0..n {
         let queue = queue.clone();
         let app = app.clone();
@@ -341,15 +345,7 @@ mod tests {
     use std::sync::mpsc;
 
     fn queue_with_one_drainer(tid: i32) -> Queue {
-        let queue = Queue {
-            state: Mutex::new(State::default()),
-            called: Condvar::new(),
-            outbox: Outbox::default(),
-            batch: true,
-            takeovers: AtomicU64::new(0),
-            quick: AtomicBool::new(false),
-            deferred_call: tokio::sync::Notify::new(),
-        };
+        let queue = Queue::new(true);
         {
             let mut s = queue.lock();
             s.drainers.push(tid);
@@ -433,15 +429,8 @@ mod tests {
     /// sleeps; whether that thread was woken before the task gave the
     /// runtime a turn, and whether it was woken at all after it.
     fn woken_before_and_after_the_turn(quick: bool) -> (bool, bool) {
-        let queue = Arc::new(Queue {
-            state: Mutex::new(State::default()),
-            called: Condvar::new(),
-            outbox: Outbox::default(),
-            batch: true,
-            takeovers: AtomicU64::new(0),
-            quick: AtomicBool::new(quick),
-            deferred_call: tokio::sync::Notify::new(),
-        });
+        let queue = Arc::new(Queue::new(true));
+        queue.quick.store(quick, Ordering::Relaxed);
         let woke = Arc::new(AtomicBool::new(false));
         let sleeper = {
             let (queue, woke) = (queue.clone(), woke.clone());

@@ -89,12 +89,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn work_that_ends_first_is_returned() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn work_that_ends_first_is_returned() {
+        let rt = runtime();
         let (_tx, mut rx) = watch::channel(false);
         let out = rt.block_on(until_stopped(
             Box::pin(async { 7 }),
@@ -105,10 +109,7 @@ mod tests {
 
     #[test]
     fn stopping_ends_work_that_is_still_waiting() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let (tx, mut rx) = watch::channel(false);
         let out = rt.block_on(async {
             tokio::spawn(async move {

@@ -134,10 +134,13 @@ impl StartResponse {
         if let Some(spare) = SPARE.take() {
             let sr = spare.into_bound(py);
             {
+                // `release` left the state blank but for `write`.
                 let this = sr.borrow();
                 let mut st = this.lock();
-                let write = st.write.take();
-                *st = State::new(Some(reply), Some(busy), keep_headers, hold, write);
+                st.reply = Some(reply);
+                st.busy = Some(busy);
+                st.keep_headers = keep_headers;
+                st.hold = hold;
             }
             return Ok(sr);
         }
