@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::AsgiApp;
+use crate::http::head::RawTarget;
 use crate::wsgi::environ::{is_https, percent_decode};
 use crate::wsgi::{Local, Peer};
 
@@ -87,13 +88,16 @@ fn common<'py>(
         PyString::new(py, &format!("{}{decoded}", app.root_path))
     };
     d.set_item(intern!(py, "path"), path)?;
-    d.set_item(
-        intern!(py, "raw_path"),
-        PyBytes::new(py, raw_path.as_bytes()),
-    )?;
+    // hyper drops a fragment and got some targets escaped: those come as sent.
+    let (raw_path, query) = match parts.extensions.get::<RawTarget>() {
+        Some(raw) if raw.0.starts_with(b"/") => raw.path_and_query(),
+        Some(raw) => (raw_path.as_bytes(), raw.path_and_query().1),
+        None => (raw_path.as_bytes(), parts.uri.query().map(str::as_bytes)),
+    };
+    d.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path))?;
     d.set_item(
         intern!(py, "query_string"),
-        PyBytes::new(py, parts.uri.query().unwrap_or("").as_bytes()),
+        PyBytes::new(py, query.unwrap_or(b"")),
     )?;
     d.set_item(intern!(py, "root_path"), app.root_path.as_str())?;
 

@@ -1,7 +1,7 @@
 //! The socket under hyper: closes connections that sit idle between requests
 //! (`--keep-alive`), cuts off a client whose request head takes longer than
-//! `--header-timeout` to arrive, and lets the framing scanner see request
-//! heads first.
+//! `--header-timeout` to arrive, and hands hyper only the bytes the framing
+//! authority (`super::framing`) has passed.
 //!
 //! hyper has no idle timeout of its own for HTTP/1, so the socket is wrapped:
 //! while no request is in progress on the connection, a read that stays
@@ -11,17 +11,20 @@
 //! reads the clock and allocates and registers a timer for every request.
 //! Here a head timer is armed only when a head arrives split across reads.
 
+use bytes::Bytes;
+use http::StatusCode;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::{FramingScanner, Violation};
+use super::framing::head::Limits;
+use super::framing::{Gate, Passed, Refusal};
 
 /// Shared by a connection's socket wrapper and the requests on it.
 #[derive(Default)]
@@ -29,20 +32,87 @@ pub struct ConnState {
     pub busy: AtomicU32,
     /// Requests seen by the service so far (the next one's index).
     pub requests: AtomicU32,
-    /// The first refused request head: (index + 1) << 8 | violation code.
-    refused: AtomicU64,
-    /// The connection became a WebSocket: its bytes are no HTTP heads.
-    pub upgraded: AtomicBool,
+    /// The refusal that ended the stream, with its request's index.
+    refused: OnceLock<Refused>,
+    /// Targets hyper got altered, by request index (rare: kept behind a flag).
+    raw_targets: Mutex<Vec<(u32, Bytes)>>,
+    any_raw_target: AtomicBool,
+    /// index + 1 of the request whose answer decides whether the stream
+    /// switches protocols (0: none); and the answer (`SWITCH_*`).
+    switch_at: AtomicU32,
+    switch: AtomicU8,
 }
 
+struct Refused {
+    index: u32,
+    in_head: bool,
+    refusal: Refusal,
+}
+
+const SWITCH_UNDECIDED: u8 = 0;
+const SWITCH_YES: u8 = 1;
+const SWITCH_NO: u8 = 2;
+
 impl ConnState {
-    /// Whether the request with this index must be refused, and why.
-    pub fn refusal(&self, index: u32) -> Option<Violation> {
-        let r = self.refused.load(Ordering::Acquire);
-        if r != 0 && (r >> 8) as u32 == index + 1 {
-            Violation::from_code((r & 0xff) as u8)
-        } else {
-            None
+    /// Why the request with this index must be answered with an error, if it must.
+    pub fn refusal(&self, index: u32) -> Option<&Refusal> {
+        self.refused
+            .get()
+            .filter(|r| r.in_head && r.index == index)
+            .map(|r| &r.refusal)
+    }
+
+    /// Why a request's body was cut short, if the framing authority did it.
+    pub fn body_refusal(&self) -> Option<&Refusal> {
+        self.refused
+            .get()
+            .filter(|r| !r.in_head)
+            .map(|r| &r.refusal)
+    }
+
+    /// The target of request `index` as the client sent it, when hyper got it altered.
+    pub fn raw_target(&self, index: u32) -> Option<Bytes> {
+        if !self.any_raw_target.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut targets = self.raw_targets.lock().unwrap_or_else(|e| e.into_inner());
+        let at = targets.iter().position(|(i, _)| *i == index)?;
+        Some(targets.swap_remove(at).1)
+    }
+
+    /// Whether the answer to request `index` decides a protocol switch.
+    pub fn decides_switch(&self, index: u32) -> bool {
+        self.switch_at.load(Ordering::Acquire) == index + 1
+    }
+
+    /// The answer to the request that could switch protocols: it did, or not.
+    pub fn decide_switch(&self, switched: bool) {
+        let v = if switched { SWITCH_YES } else { SWITCH_NO };
+        self.switch.store(v, Ordering::Release);
+    }
+
+    fn publish(&self, passed: Passed) {
+        match passed {
+            Passed::Refused {
+                index,
+                in_head,
+                refusal,
+            } => {
+                let _ = self.refused.set(Refused {
+                    index,
+                    in_head,
+                    refusal,
+                });
+            }
+            Passed::RawTarget { index, target } => {
+                let mut targets = self.raw_targets.lock().unwrap_or_else(|e| e.into_inner());
+                targets.push((index, target));
+                self.any_raw_target.store(true, Ordering::Release);
+            }
+            Passed::MaySwitch { index } => {
+                self.switch.store(SWITCH_UNDECIDED, Ordering::Release);
+                self.switch_at.store(index + 1, Ordering::Release);
+            }
         }
     }
 }
@@ -57,17 +127,11 @@ pub struct IdleIo<S> {
     /// and two periods after its last byte.
     active: bool,
     sleep: Pin<Box<Sleep>>,
-    scanner: Option<FramingScanner>,
+    gate: Gate,
     header_limit: Duration,
     /// Runs while a request head is partly received.
     head_timer: Option<Pin<Box<Sleep>>>,
 }
-
-/// The read error that ends a connection whose request head took longer
-/// than `--header-timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("request head not received within {0:?} (--header-timeout)")]
-pub struct HeadTimeout(Duration);
 
 impl<S> IdleIo<S> {
     pub fn new(
@@ -75,7 +139,8 @@ impl<S> IdleIo<S> {
         state: Arc<ConnState>,
         limit: Duration,
         header_limit: Duration,
-        max_headers: usize,
+        limits: Limits,
+        switching: bool,
     ) -> IdleIo<S> {
         IdleIo {
             inner,
@@ -83,7 +148,7 @@ impl<S> IdleIo<S> {
             limit,
             active: false,
             sleep: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
-            scanner: Some(FramingScanner::new(max_headers)),
+            gate: Gate::new(limits, switching),
             header_limit,
             head_timer: None,
         }
@@ -92,7 +157,7 @@ impl<S> IdleIo<S> {
     /// Start the head timer when a head begins arriving in pieces; stop it
     /// when the head is complete.
     fn track_head(&mut self) {
-        let mid = self.scanner.as_ref().is_some_and(FramingScanner::mid_head);
+        let mid = self.gate.mid_head();
         match (&self.head_timer, mid) {
             (None, true) => {
                 self.head_timer = Some(Box::pin(tokio::time::sleep(self.header_limit)));
@@ -120,51 +185,93 @@ impl<S> IdleIo<S> {
     }
 }
 
+impl<S> IdleIo<S> {
+    fn publish(&mut self) {
+        if let Some(events) = self.gate.events() {
+            for passed in events {
+                self.state.publish(passed);
+            }
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    this.active = true;
-                    if this.scanner.is_some() && this.state.upgraded.load(Ordering::Relaxed) {
-                        this.scanner = None;
-                    }
-                    if let Some(scanner) = &mut this.scanner
-                        && let Some((index, why)) = scanner.feed(&buf.filled()[before..])
-                    {
-                        let code = (u64::from(index) + 1) << 8 | why as u64;
-                        this.state.refused.store(code, Ordering::Release);
-                        this.scanner = None;
-                    }
-                    this.track_head();
-                }
-                Poll::Ready(r)
+        loop {
+            if this.gate.has_ready() {
+                this.gate.take_ready(buf);
+                return Poll::Ready(Ok(()));
             }
-            Poll::Pending => {
-                if this.head_overdue(cx) {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        HeadTimeout(this.header_limit),
-                    )));
-                }
-                if this.state.busy.load(Ordering::Relaxed) == 0 {
-                    while this.sleep.as_mut().poll(cx).is_ready() {
-                        if !this.active {
-                            // Idle a whole period: report EOF so hyper closes the connection.
-                            return Poll::Ready(Ok(()));
-                        }
-                        this.active = false;
-                        let next = Instant::now() + this.limit;
-                        this.sleep.as_mut().reset(next);
+            if this.gate.finished() {
+                // Nothing more passes: hyper sees the end of the stream and
+                // closes once it has answered what it has.
+                return Poll::Ready(Ok(()));
+            }
+            if this.gate.awaiting_switch() {
+                // The answer is produced on this task: it polls again then.
+                match this.state.switch.load(Ordering::Acquire) {
+                    SWITCH_UNDECIDED => return Poll::Pending,
+                    v => {
+                        this.gate.decide(v == SWITCH_YES);
+                        this.publish();
+                        continue;
                     }
                 }
-                Poll::Pending
+            }
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {
+                    let read = &buf.filled()[before..];
+                    if read.is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.active = true;
+                    let passed = if this.gate.is_clear() {
+                        this.gate.pass_in_place(read)
+                    } else {
+                        this.gate.pass_held(read);
+                        0
+                    };
+                    buf.set_filled(before + passed);
+                    this.publish();
+                    this.track_head();
+                    if passed > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if this.head_overdue(cx) {
+                        // As nginx does (gunicorn sends nothing): 408, then close.
+                        this.head_timer = None;
+                        this.gate.refuse_head(Refusal::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "request head not received within {:?} (--header-timeout)",
+                                this.header_limit
+                            ),
+                        ));
+                        this.publish();
+                        continue;
+                    }
+                    if this.state.busy.load(Ordering::Relaxed) == 0 {
+                        while this.sleep.as_mut().poll(cx).is_ready() {
+                            if !this.active {
+                                // Idle a whole period: report EOF so hyper closes the connection.
+                                return Poll::Ready(Ok(()));
+                            }
+                            this.active = false;
+                            let next = Instant::now() + this.limit;
+                            this.sleep.as_mut().reset(next);
+                        }
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -12,6 +12,8 @@
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use super::idle::ConnState;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
@@ -50,16 +52,16 @@ pub enum Received {
 }
 
 /// Start reading `body` on the current (I/O) runtime.
-pub fn spawn(body: Incoming) -> BodyReader {
+pub fn spawn(body: Incoming, conn: Arc<ConnState>) -> BodyReader {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
         space: tokio::sync::Notify::new(),
     });
-    tokio::spawn(pump(body, shared.clone()));
+    tokio::spawn(pump(body, shared.clone(), conn));
     BodyReader { shared }
 }
 
-async fn pump(mut body: Incoming, shared: Arc<Shared>) {
+async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>) {
     let end = loop {
         // Backpressure: wait while the app has plenty queued.
         loop {
@@ -77,7 +79,11 @@ async fn pump(mut body: Incoming, shared: Arc<Shared>) {
         }
         match body.frame().await {
             None => break Ok(()),
-            Some(Err(e)) => break Err(e.to_string()),
+            // A body the framing authority cut short says why; hyper only saw it end.
+            Some(Err(e)) => match conn.body_refusal() {
+                Some(r) => break Err(r.reason.to_string()),
+                None => break Err(e.to_string()),
+            },
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else {
                     continue;

@@ -13,18 +13,13 @@ use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
 use super::body::{BusyGuard, ResponseBody};
+use super::head::RawTarget;
 use super::idle::ConnState;
 use super::websocket;
 use crate::worker::Stats;
 use crate::wsgi::{Job, Local, Peer};
 
-/// gunicorn's request limits, resolved from the settings.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub request_line: usize,
-    pub fields: usize,
-    pub field_size: usize,
-}
+pub use super::framing::head::Limits;
 
 /// What every connection of a worker shares.
 pub struct Shared {
@@ -51,17 +46,16 @@ pub fn handle(
     mut req: Request<Incoming>,
 ) -> Reply {
     let index = conn.requests.fetch_add(1, Ordering::Relaxed);
-    if let Some(why) = conn.refusal(index) {
+    if let Some(refusal) = conn.refusal(index) {
         crate::warning!(
             "Invalid request from {}: {}",
             peer.ip_string(),
-            why.message()
+            refusal.reason
         );
-        return Reply::now(error_response(StatusCode::BAD_REQUEST, why.message()));
+        return Reply::now(error_response(refusal.status, &refusal.reason));
     }
-    if let Some((status, why)) = check_limits(&shared.limits, &req) {
-        crate::warning!("Invalid request from {}: {why}", peer.ip_string());
-        return Reply::now(error_response(status, &why));
+    if let Some(raw) = conn.raw_target(index) {
+        req.extensions_mut().insert(RawTarget(raw));
     }
     let started = Instant::now();
     let websocket = match shared.websocket_max_message {
@@ -70,12 +64,17 @@ pub fn handle(
         }
         _ => None,
     };
+    if websocket.is_none() && conn.decides_switch(index) {
+        // Not a WebSocket this worker serves: the stream stays HTTP.
+        conn.decide_switch(false);
+    }
+    let connect = req.method() == http::Method::CONNECT;
     let (app_side, io_side) = match websocket {
         Some((a, i)) => (Some(a), Some(i)),
         None => (None, None),
     };
     let (parts, body) = req.into_parts();
-    let body = (!body.is_end_stream()).then(|| super::request_body::spawn(body));
+    let body = (!body.is_end_stream()).then(|| super::request_body::spawn(body, conn.clone()));
     let (reply, response) = oneshot::channel();
     if shared.stats.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
         shared.jobs.busy();
@@ -92,6 +91,7 @@ pub fn handle(
     });
     Reply::Waiting {
         response,
+        connect,
         websocket: io_side.map(|io| {
             Box::new(Upgrade {
                 io,
@@ -108,6 +108,8 @@ pub enum Reply {
     Now(Option<Box<Response<ResponseBody>>>),
     Waiting {
         response: oneshot::Receiver<Response<ResponseBody>>,
+        /// A CONNECT: a 2xx answer would open a tunnel.
+        connect: bool,
         /// A WebSocket the app may accept.
         websocket: Option<Box<Upgrade>>,
     },
@@ -130,7 +132,7 @@ impl Future for Reply {
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (response, websocket) = match &mut *self {
+        let (response, websocket, connect) = match &mut *self {
             Reply::Now(response) => {
                 let response = response.take().expect("polled after it answered");
                 return Poll::Ready(Ok(*response));
@@ -138,63 +140,40 @@ impl Future for Reply {
             Reply::Waiting {
                 response,
                 websocket,
-            } => (ready!(Pin::new(response).poll(cx)), websocket.take()),
+                connect,
+            } => (
+                ready!(Pin::new(response).poll(cx)),
+                websocket.take(),
+                *connect,
+            ),
         };
-        let response = response.unwrap_or_else(|_| {
+        let mut response = response.unwrap_or_else(|_| {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         });
-        // The app accepted a WebSocket: serve it once hyper hands the socket over.
-        if let Some(ws) = websocket
-            && response.status() == StatusCode::SWITCHING_PROTOCOLS
-        {
-            let Upgrade { io, shared, conn } = *ws;
-            if let Some(max) = shared.websocket_max_message {
-                tokio::spawn(websocket::run(io, conn, max, shared.shutdown.clone()));
+        if connect && response.status().is_success() {
+            // hyper would take a 2xx as the tunnel opened and drop the
+            // connection after the head; there is no tunnel to give.
+            crate::error!(
+                "The application answered CONNECT with {}: no tunnel can be opened, sending 500 instead",
+                response.status()
+            );
+            response = error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
+        if let Some(ws) = websocket {
+            // The framing authority holds the rest of the stream until this
+            // answer says whether it is still HTTP.
+            let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            ws.conn.decide_switch(switched);
+            // The app accepted a WebSocket: serve it once hyper hands the socket over.
+            if switched {
+                let Upgrade { io, shared, conn } = *ws;
+                if let Some(max) = shared.websocket_max_message {
+                    tokio::spawn(websocket::run(io, conn, max, shared.shutdown.clone()));
+                }
             }
         }
         Poll::Ready(Ok(response))
     }
-}
-
-/// The request line and header limits hyper does not enforce itself.
-fn check_limits(limits: &Limits, req: &Request<Incoming>) -> Option<(StatusCode, String)> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or(req.uri().path().len(), |pq| pq.as_str().len());
-    let line = req.method().as_str().len() + 1 + target + 1 + "HTTP/1.1".len();
-    if line > limits.request_line {
-        return Some((
-            StatusCode::URI_TOO_LONG,
-            format!(
-                "Request Line is too large ({line} > {})",
-                limits.request_line
-            ),
-        ));
-    }
-    if req.headers().len() > limits.fields {
-        return Some((
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!(
-                "Too many header fields ({} > {})",
-                req.headers().len(),
-                limits.fields
-            ),
-        ));
-    }
-    for (name, value) in req.headers() {
-        let size = name.as_str().len() + 2 + value.len();
-        if size > limits.field_size {
-            return Some((
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!(
-                    "Header field {} is too large ({size} > {})",
-                    name, limits.field_size
-                ),
-            ));
-        }
-    }
-    None
 }
 
 /// A plain-text error page that also closes the connection.

@@ -8,7 +8,6 @@ use http::{HeaderMap, Method, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
@@ -104,7 +103,6 @@ pub async fn run(
             return;
         }
     };
-    conn.upgraded.store(true, Ordering::Relaxed);
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));

@@ -20,7 +20,7 @@ use super::shutdown::{stopping, until_stopped};
 use super::{Jobs, Ledger, Reporter, Stats, Wait, asgi, gevent, pool};
 use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, WorkerClass};
-use crate::http::idle::{ConnState, HeadTimeout, IdleIo};
+use crate::http::idle::{ConnState, IdleIo};
 use crate::http::service::{self, Limits, Shared};
 use crate::listen::Listener;
 use crate::listen::balance::Seat;
@@ -400,8 +400,10 @@ pub(super) async fn connection<S>(
         state.clone(),
         conf.idle,
         conf.header_timeout,
-        conf.max_fields,
+        shared.limits,
+        shared.websocket_max_message.is_some(),
     ));
+    let max_head = shared.limits.max_head();
     let svc_state = state.clone();
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         // Now, before hyper reserves its next read (see src/http/head.rs).
@@ -412,7 +414,13 @@ pub(super) async fn connection<S>(
     // No hyper timer: --header-timeout is IdleIo's (see src/http/idle.rs).
     builder
         .keep_alive(conf.keep_alive)
-        .max_headers(conf.max_fields.max(1));
+        .max_headers(conf.max_fields.max(1))
+        // The framing authority bounds a head; hyper's buffer must hold the largest it passes.
+        .max_buf_size(max_head.max(8192) + 8192)
+        // A client that sends its request and shuts its write side (health
+        // checkers, `nc -N`, HTTP/1.0 tools) still gets its answers. asgi
+        // keeps EOF as the client leaving: its apps wait on http.disconnect.
+        .half_close(conf.class != WorkerClass::Asgi);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
     let finished = until_stopped(conn.as_mut(), Box::pin(stopping(&mut shutdown))).await;
@@ -443,17 +451,10 @@ pub(super) async fn connection<S>(
         }
     };
     if let Err(e) = result {
-        if e.is_parse() || e.is_parse_status() || head_timed_out(&e) {
+        if e.is_parse() || e.is_parse_status() {
             crate::warning!("Invalid request from {}: {e}", peer.ip_string());
         } else if !e.is_incomplete_message() && !e.is_closed() && !e.is_canceled() {
             crate::debug!("connection from {} ended: {e}", peer.ip_string());
         }
     }
-}
-
-fn head_timed_out(e: &hyper::Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(|io| io.get_ref())
-        .is_some_and(|inner| inner.is::<HeadTimeout>())
 }

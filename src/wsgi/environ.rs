@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use super::{Local, Peer};
+use crate::http::head::RawTarget;
 
 /// Request headers common enough to keep their `HTTP_*` key interned.
 const COMMON_HEADERS: &[&str] = &[
@@ -485,11 +486,18 @@ pub fn fill<'py>(
         &decoded
     };
     env.set_item(k(&keys.path_info), latin1(py, path_info))?;
+    // hyper drops a fragment and got some targets escaped: those come as sent.
+    let raw_target = parts.extensions.get::<RawTarget>();
+    let query = match raw_target {
+        Some(raw) => raw.path_and_query().1,
+        None => uri.query().map(str::as_bytes),
+    };
     // No query: the template's empty QUERY_STRING stands.
-    if let Some(q) = uri.query() {
-        env.set_item(k(&keys.query_string), PyString::new(py, q))?;
+    if let Some(q) = query {
+        env.set_item(k(&keys.query_string), latin1(py, q))?;
     }
     let raw = match uri.path_and_query() {
+        _ if raw_target.is_some() => PyString::new(py, raw_target.map_or("", RawTarget::as_str)),
         Some(pq) if uri.scheme().is_none() => PyString::new(py, pq.as_str()),
         _ => PyString::new(py, &uri.to_string()),
     };

@@ -146,6 +146,7 @@ impl WsgiApp {
             &self.wait,
             self.ledger.wants_response_headers,
             hold,
+            parts.method == http::Method::HEAD,
         )
         .expect("allocating start_response");
 

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use hyper::ext::ReasonPhrase;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -31,6 +32,10 @@ pub struct StartResponse {
 
 struct State {
     status: Option<StatusCode>,
+    /// The app's reason phrase where it is not the status code's usual one.
+    reason: Option<ReasonPhrase>,
+    /// A HEAD request: whatever Content-Length says, no body follows.
+    head_request: bool,
     headers: HeaderMap,
     content_length: Option<u64>,
     reply: Option<oneshot::Sender<Response<ResponseBody>>>,
@@ -58,6 +63,8 @@ impl State {
     ) -> State {
         State {
             status: None,
+            reason: None,
+            head_request: false,
             headers: HeaderMap::new(),
             content_length: None,
             reply,
@@ -130,6 +137,7 @@ impl StartResponse {
         wait: &Wait,
         keep_headers: bool,
         hold: bool,
+        head_request: bool,
     ) -> PyResult<Bound<'py, StartResponse>> {
         if let Some(spare) = SPARE.take() {
             let sr = spare.into_bound(py);
@@ -141,10 +149,12 @@ impl StartResponse {
                 st.busy = Some(busy);
                 st.keep_headers = keep_headers;
                 st.hold = hold;
+                st.head_request = head_request;
             }
             return Ok(sr);
         }
-        let state = State::new(Some(reply), Some(busy), keep_headers, hold, None);
+        let mut state = State::new(Some(reply), Some(busy), keep_headers, hold, None);
+        state.head_request = head_request;
         Bound::new(
             py,
             StartResponse {
@@ -254,6 +264,9 @@ impl StartResponse {
         }
         let mut resp = Response::new(body);
         *resp.status_mut() = st.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if let Some(reason) = st.reason.take() {
+            resp.extensions_mut().insert(reason);
+        }
         *resp.headers_mut() = if st.keep_headers {
             st.headers.clone()
         } else {
@@ -292,6 +305,12 @@ impl StartResponse {
         }
         let data = match st.content_length {
             Some(cl) if (data.len() as u64) > cl => data.slice(..cl as usize),
+            Some(_) if (data.len() as u64) < st.declared_body() => {
+                // Shorter than declared: sent as a stream that `finish` cuts off.
+                drop(st);
+                self.push(chunk.py(), chunk)?;
+                return self.finish();
+            }
             _ => data,
         };
         st.sent = data.len() as u64;
@@ -308,7 +327,26 @@ impl StartResponse {
                     "the app returned without calling start_response()",
                 ));
             }
-            Self::send_head(&mut st, ResponseBody::empty());
+            if st.declared_body() > 0 {
+                // Declared a body and sent none: what it sends is cut short.
+                let (tx, rx) = mpsc::channel(1);
+                st.stream = Some(tx);
+                Self::send_head(&mut st, ResponseBody::stream(rx));
+            } else {
+                Self::send_head(&mut st, ResponseBody::empty());
+            }
+        }
+        let cl = st.declared_body();
+        if st.sent < cl
+            && let Some(tx) = st.stream.take()
+        {
+            // Ending it here would let the client read the next response
+            // as the rest of this one: the connection must close instead.
+            crate::error!(
+                "Response body ended after {} of the {cl} bytes its Content-Length declares: closing the connection",
+                st.sent
+            );
+            let _ = tx.try_send(Err(Aborted));
         }
         st.stream = None;
         Ok(())
@@ -352,6 +390,19 @@ impl StartResponse {
 }
 
 impl State {
+    /// The body the head promises: its Content-Length, where one is sent at all.
+    fn declared_body(&self) -> u64 {
+        let bodiless = self.head_request
+            || self
+                .status
+                .is_some_and(|s| s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED);
+        if bodiless {
+            0
+        } else {
+            self.content_length.unwrap_or(0)
+        }
+    }
+
     fn log_headers(&self) -> Vec<(String, String)> {
         self.headers
             .iter()
@@ -363,6 +414,36 @@ impl State {
             })
             .collect()
     }
+}
+
+/// A WSGI status line (`"200 OK"`): a final status (200 to 599; hyper
+/// sends 1xx itself, and RFC 9110 gives nothing above 599), and its reason
+/// phrase when it is not the code's usual one, to send as the app wrote it.
+fn parse_status(status: &str) -> Result<(StatusCode, Option<ReasonPhrase>), &'static str> {
+    let code = status
+        .get(..3)
+        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse::<u16>().ok())
+        .filter(|_| status.len() == 3 || status.as_bytes()[3] == b' ')
+        .ok_or("expected a three-digit code and a reason, like '200 OK'")?;
+    if !(200..=599).contains(&code) {
+        return Err("the code must be a final status, 200 to 599");
+    }
+    let code = StatusCode::from_u16(code).map_err(|_| "not a status code")?;
+    let reason = status.get(4..).unwrap_or("");
+    // RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text )
+    if reason
+        .bytes()
+        .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        return Err("the reason phrase holds a control character");
+    }
+    if reason.is_empty() || code.canonical_reason() == Some(reason) {
+        return Ok((code, None));
+    }
+    let phrase =
+        ReasonPhrase::try_from(reason.as_bytes()).map_err(|_| "the reason phrase is not valid")?;
+    Ok((code, Some(phrase)))
 }
 
 /// A body chunk as Bytes: small ones copied, large ones handed over without a copy.
@@ -412,15 +493,9 @@ impl StartResponse {
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?
             .to_cow()?;
-        let code = status_str
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .filter(|_| status_str.len() == 3 || status_str.as_bytes()[3] == b' ')
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .filter(|c| c.as_u16() >= 100)
-            .ok_or_else(|| {
-                PyValueError::new_err(format!("invalid status {status_str:?}: expected '200 OK'"))
-            })?;
+        let (code, reason) = parse_status(&status_str).map_err(|why| {
+            PyValueError::new_err(format!("invalid status {status_str:?}: {why}"))
+        })?;
 
         let mut map = HeaderMap::new();
         let mut content_length = None;
@@ -439,6 +514,7 @@ impl StartResponse {
         let py = slf.py();
         let mut st = this.lock();
         st.status = Some(code);
+        st.reason = reason;
         st.headers = map;
         st.content_length = content_length;
         if let Some(write) = &st.write {

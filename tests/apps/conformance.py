@@ -145,6 +145,20 @@ def cl_cut_route(environ, start_response):
     return [b"12345", b"6789"]
 
 
+def short_body_route(environ, start_response):
+    """Declares more than it sends: the response cannot be completed."""
+    start_response("200 OK", [("Content-Length", "20")])
+    return iter([b"hello"])
+
+
+def raw_status_route(environ, start_response):
+    """The status line exactly as the query gives it (percent-decoded)."""
+    from urllib.parse import unquote
+
+    start_response(unquote(environ["QUERY_STRING"]), [("Content-Type", "text/plain")])
+    return [b"raw status"]
+
+
 def no_cl_route(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return iter([b"abc", b"def"])
@@ -301,6 +315,8 @@ ROUTES = {
     "/error": error_route,
     "/crlf": crlf_route,
     "/cl-cut": cl_cut_route,
+    "/short-body": short_body_route,
+    "/raw-status": raw_status_route,
     "/no-cl": no_cl_route,
     "/hop": hop_route,
     "/status": status_route,
