@@ -41,6 +41,8 @@ pub struct ConnState {
     /// switches protocols (0: none); and the answer (`SWITCH_*`).
     switch_at: AtomicU32,
     switch: AtomicU8,
+    /// index + 1 of the request after which nothing more is read (0: none).
+    close_at: AtomicU32,
 }
 
 struct Refused {
@@ -80,6 +82,11 @@ impl ConnState {
         Some(targets.swap_remove(at).1)
     }
 
+    /// Whether nothing is read after request `index`: its answer closes the connection.
+    pub fn closes_after(&self, index: u32) -> bool {
+        self.close_at.load(Ordering::Acquire) == index + 1
+    }
+
     /// Whether the answer to request `index` decides a protocol switch.
     pub fn decides_switch(&self, index: u32) -> bool {
         self.switch_at.load(Ordering::Acquire) == index + 1
@@ -109,6 +116,7 @@ impl ConnState {
                 targets.push((index, target));
                 self.any_raw_target.store(true, Ordering::Release);
             }
+            Passed::Closes { index } => self.close_at.store(index + 1, Ordering::Release),
             Passed::MaySwitch { index } => {
                 self.switch.store(SWITCH_UNDECIDED, Ordering::Release);
                 self.switch_at.store(index + 1, Ordering::Release);
@@ -207,10 +215,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                 this.gate.take_ready(buf);
                 return Poll::Ready(Ok(()));
             }
-            if this.gate.finished() {
-                // Nothing more passes: hyper sees the end of the stream and
-                // closes once it has answered what it has.
+            if this.gate.ends_now() {
                 return Poll::Ready(Ok(()));
+            }
+            if this.gate.finished() {
+                // Nothing more passes; hyper closes once it has answered.
+                return Poll::Pending;
             }
             if this.gate.awaiting_switch() {
                 // The answer is produced on this task: it polls again then.

@@ -52,16 +52,17 @@ pub enum Received {
 }
 
 /// Start reading `body` on the current (I/O) runtime.
-pub fn spawn(body: Incoming, conn: Arc<ConnState>) -> BodyReader {
+/// `by_length`: the body is delimited by Content-Length (not chunked).
+pub fn spawn(body: Incoming, conn: Arc<ConnState>, by_length: bool) -> BodyReader {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
         space: tokio::sync::Notify::new(),
     });
-    tokio::spawn(pump(body, shared.clone(), conn));
+    tokio::spawn(pump(body, shared.clone(), conn, by_length));
     BodyReader { shared }
 }
 
-async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>) {
+async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>, by_length: bool) {
     let end = loop {
         // Backpressure: wait while the app has plenty queued.
         loop {
@@ -82,6 +83,15 @@ async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>) {
             // A body the framing authority cut short says why; hyper only saw it end.
             Some(Err(e)) => match conn.body_refusal() {
                 Some(r) => break Err(r.reason.to_string()),
+                // As gunicorn's LengthReader: a client that ends the stream
+                // before its Content-Length is read has sent what it sends
+                // (a chunked body cut short stays an error: its end is explicit).
+                None if by_length && cut_short(&e) => {
+                    crate::warning!(
+                        "Request body ended before its Content-Length: the client closed its side"
+                    );
+                    break Ok(());
+                }
                 None => break Err(e.to_string()),
             },
             Some(Ok(frame)) => {
@@ -111,6 +121,13 @@ async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>) {
     if let Some(w) = waiter {
         w.wake();
     }
+}
+
+/// The stream ended in the middle of the body.
+fn cut_short(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
 fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {

@@ -69,12 +69,16 @@ pub fn handle(
         conn.decide_switch(false);
     }
     let connect = req.method() == http::Method::CONNECT;
+    let close = conn.closes_after(index);
     let (app_side, io_side) = match websocket {
         Some((a, i)) => (Some(a), Some(i)),
         None => (None, None),
     };
     let (parts, body) = req.into_parts();
-    let body = (!body.is_end_stream()).then(|| super::request_body::spawn(body, conn.clone()));
+    let body = (!body.is_end_stream()).then(|| {
+        let by_length = !parts.headers.contains_key(header::TRANSFER_ENCODING);
+        super::request_body::spawn(body, conn.clone(), by_length)
+    });
     let (reply, response) = oneshot::channel();
     if shared.stats.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
         shared.jobs.busy();
@@ -92,6 +96,7 @@ pub fn handle(
     Reply::Waiting {
         response,
         connect,
+        close,
         websocket: io_side.map(|io| {
             Box::new(Upgrade {
                 io,
@@ -110,6 +115,8 @@ pub enum Reply {
         response: oneshot::Receiver<Response<ResponseBody>>,
         /// A CONNECT: a 2xx answer would open a tunnel.
         connect: bool,
+        /// Nothing is read after this request: the answer closes the connection.
+        close: bool,
         /// A WebSocket the app may accept.
         websocket: Option<Box<Upgrade>>,
     },
@@ -132,7 +139,7 @@ impl Future for Reply {
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (response, websocket, connect) = match &mut *self {
+        let (response, websocket, connect, close) = match &mut *self {
             Reply::Now(response) => {
                 let response = response.take().expect("polled after it answered");
                 return Poll::Ready(Ok(*response));
@@ -141,10 +148,12 @@ impl Future for Reply {
                 response,
                 websocket,
                 connect,
+                close,
             } => (
                 ready!(Pin::new(response).poll(cx)),
                 websocket.take(),
                 *connect,
+                *close,
             ),
         };
         let mut response = response.unwrap_or_else(|_| {
@@ -158,6 +167,11 @@ impl Future for Reply {
                 response.status()
             );
             response = error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
+        if close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(ws) = websocket {
             // The framing authority holds the rest of the stream until this

@@ -9,7 +9,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::head::{Limits, Target, escape_target};
+use super::head::{After, Limits, Target, escape_target};
 use super::{Framer, Refusal, Step};
 
 /// What hyper parses in place of a refused head: a request the service
@@ -31,6 +31,9 @@ pub enum Passed {
     RawTarget { index: u32, target: Bytes },
     /// Whether the stream goes on as HTTP after request `index` depends on its answer.
     MaySwitch { index: u32 },
+    /// Nothing is read after request `index`: its answer must close the
+    /// connection (hyper would keep a CONNECT's or a gzip body's open).
+    Closes { index: u32 },
 }
 
 pub struct Gate {
@@ -40,8 +43,8 @@ pub struct Gate {
     /// Passed (or standing in for a refused head), not yet read by hyper.
     ready: BytesMut,
     events: Vec<Passed>,
-    /// The index of the last head that may switch protocols, once announced.
-    announced_switch: Option<u32>,
+    /// The index of the last head whose sequel was announced.
+    announced: Option<u32>,
 }
 
 impl Gate {
@@ -51,7 +54,7 @@ impl Gate {
             held: BytesMut::new(),
             ready: BytesMut::new(),
             events: Vec::new(),
-            announced_switch: None,
+            announced: None,
         }
     }
 
@@ -71,9 +74,16 @@ impl Gate {
         self.ready.advance(n);
     }
 
-    /// Nothing more will be passed: hyper should see the end of the stream.
+    /// Nothing more will be passed.
     pub fn finished(&self) -> bool {
         self.ready.is_empty() && self.framer.state == super::State::Closed
+    }
+
+    /// hyper must see the stream end now: a body was refused mid-way.
+    /// (After a refused head or a closing request hyper closes by itself
+    /// once it has answered; an end it saw earlier would cut that answer off.)
+    pub fn ends_now(&self) -> bool {
+        self.finished() && self.framer.body_refused
     }
 
     /// A request head has begun arriving and is not complete.
@@ -112,7 +122,7 @@ impl Gate {
         let mut at = 0;
         while at < data.len() {
             let step = self.framer.step(&data[at..]);
-            self.announce_switch();
+            self.announce();
             match step {
                 Step::Pass(n) => at += n,
                 step => {
@@ -143,7 +153,7 @@ impl Gate {
     fn drain_held(&mut self) {
         while !self.held.is_empty() {
             let step = self.framer.step(&self.held);
-            self.announce_switch();
+            self.announce();
             let held = std::mem::take(&mut self.held);
             let used = self.apply(step, &held);
             self.held = held;
@@ -200,15 +210,20 @@ impl Gate {
         }
     }
 
-    /// A head that may switch protocols was just passed: say so before
-    /// hyper can see it, so that its answer is awaited.
-    fn announce_switch(&mut self) {
-        if self.framer.announces_switch() {
-            let index = self.framer.seq() - 1;
-            if self.announced_switch != Some(index) {
-                self.announced_switch = Some(index);
-                self.events.push(Passed::MaySwitch { index });
-            }
+    /// A head whose sequel the requests must know of was just passed: say
+    /// so before hyper can see it.
+    fn announce(&mut self) {
+        let Some(after) = self.framer.after_last() else {
+            return;
+        };
+        let index = self.framer.seq() - 1;
+        if after == After::Next || self.announced == Some(index) {
+            return;
         }
+        self.announced = Some(index);
+        self.events.push(match after {
+            After::MaySwitch => Passed::MaySwitch { index },
+            _ => Passed::Closes { index },
+        });
     }
 }

@@ -95,6 +95,8 @@ pub struct Framer {
     extensions: usize,
     /// Heads passed so far: the index of the next request.
     seq: u32,
+    /// The stream was refused within a body: hyper must see it end there.
+    body_refused: bool,
     #[cfg(test)]
     pub log: Vec<tests::Message>,
 }
@@ -109,6 +111,7 @@ impl Framer {
             scanned: 0,
             extensions: 0,
             seq: 0,
+            body_refused: false,
             #[cfg(test)]
             log: Vec::new(),
         }
@@ -124,9 +127,9 @@ impl Framer {
         self.state == State::Head
     }
 
-    /// The last head passed may switch protocols once its message is read.
-    pub fn announces_switch(&self) -> bool {
-        self.after == After::MaySwitch && self.seq > 0
+    /// What follows the message of the last head passed (`None` before any).
+    pub fn after_last(&self) -> Option<After> {
+        (self.seq > 0).then_some(self.after)
     }
 
     /// Within a request's body.
@@ -290,6 +293,7 @@ impl Framer {
 
     fn refuse_body(&mut self, refusal: Refusal) -> Step {
         self.state = State::Closed;
+        self.body_refused = true;
         Step::Refuse {
             refusal,
             in_head: false,
