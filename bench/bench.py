@@ -27,7 +27,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def servers(venv, threads, fc):
+def servers(venv, threads, fc, baseline=None):
     gu = os.path.join(venv, "bin", "gunicorn")
     gr = os.path.join(venv, "bin", "granian")
     hh = os.path.join(ROOT, "target", "hyper-hello", "release", "hyper-hello")
@@ -35,7 +35,12 @@ def servers(venv, threads, fc):
     common_fc = lambda port: [fc, "-w", str(WORKERS), "-b", "127.0.0.1:%d" % port, "--chdir", APPS,
                               "--virtualenv", venv]
     common_gu = lambda port: [gu, "-w", str(WORKERS), "-b", "127.0.0.1:%d" % port, "--chdir", APPS]
+    # Another build of ferricorn (--baseline), for a before/after ratio in one run.
+    common_base = lambda port: [baseline] + common_fc(port)[1:]
     return {
+        "ferricorn sync (baseline)": lambda app, port: common_base(port) + ["-k", "sync", app],
+        "ferricorn gthread (baseline)": lambda app, port: common_base(port) + ["-k", "gthread", "--threads",
+                                                                              str(threads), app],
         "ferricorn sync": lambda app, port: common_fc(port) + ["-k", "sync", app],
         "ferricorn gthread": lambda app, port: common_fc(port) + ["-k", "gthread", "--threads", str(threads), app],
         "ferricorn asgi": lambda app, port: common_fc(port) + ["-k", "asgi", app],
@@ -344,6 +349,8 @@ def main():
     ap.add_argument("--servers", help="comma-separated server names to run (default: each scenario's list)")
     ap.add_argument("--rounds", type=int, help="measure every server this many times, interleaved, and report "
                                                "medians (default 7, or 1 with --smoke)")
+    ap.add_argument("--baseline", help="another ferricorn binary: its sync and gthread runs beside this one's, "
+                                       "for a before/after ratio (use with --servers)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "benchmarks-results.md"))
     args = ap.parse_args()
     duration = 1 if args.smoke else args.duration
@@ -367,8 +374,11 @@ def main():
         if args.only and args.only not in sc[0]:
             continue
         threads = sc[6]
-        srv = srv_by_threads.setdefault(threads, servers(args.venv, threads, args.ferricorn))
-        names = [n for n in sc[5] if not args.servers or n in args.servers.split(",")]
+        srv = srv_by_threads.setdefault(threads, servers(args.venv, threads, args.ferricorn, args.baseline))
+        listed = sc[5]
+        if args.baseline:
+            listed = listed + [n + " (baseline)" for n in listed if n + " (baseline)" in srv]
+        names = [n for n in listed if not args.servers or n in args.servers.split(",")]
         per_round = {name: [] for name in names}
         running = {}
         try:

@@ -52,17 +52,17 @@ pub enum Received {
 }
 
 /// Start reading `body` on the current (I/O) runtime.
-/// `by_length`: the body is delimited by Content-Length (not chunked).
-pub fn spawn(body: Incoming, conn: Arc<ConnState>, by_length: bool) -> BodyReader {
+/// `cut_is_end`: a body cut short by the end of the stream ends there (no error).
+pub fn spawn(body: Incoming, conn: Arc<ConnState>, cut_is_end: bool) -> BodyReader {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
         space: tokio::sync::Notify::new(),
     });
-    tokio::spawn(pump(body, shared.clone(), conn, by_length));
+    tokio::spawn(pump(body, shared.clone(), conn, cut_is_end));
     BodyReader { shared }
 }
 
-async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>, by_length: bool) {
+async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>, cut_is_end: bool) {
     let end = loop {
         // Backpressure: wait while the app has plenty queued.
         loop {
@@ -83,10 +83,7 @@ async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>, by_
             // A body the framing authority cut short says why; hyper only saw it end.
             Some(Err(e)) => match conn.body_refusal() {
                 Some(r) => break Err(r.reason.to_string()),
-                // As gunicorn's LengthReader: a client that ends the stream
-                // before its Content-Length is read has sent what it sends
-                // (a chunked body cut short stays an error: its end is explicit).
-                None if by_length && cut_short(&e) => {
+                None if cut_is_end && cut_short(&e) => {
                     crate::warning!(
                         "Request body ended before its Content-Length: the client closed its side"
                     );

@@ -28,6 +28,10 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// asgi: WebSocket upgrades are served, messages up to this size.
     pub websocket_max_message: Option<usize>,
+    /// The end of a client's stream is its write side shut, not its leaving:
+    /// its requests are answered (every class but asgi, whose apps wait on
+    /// `http.disconnect`).
+    pub half_close: bool,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -76,8 +80,12 @@ pub fn handle(
     };
     let (parts, body) = req.into_parts();
     let body = (!body.is_end_stream()).then(|| {
-        let by_length = !parts.headers.contains_key(header::TRANSFER_ENCODING);
-        super::request_body::spawn(body, conn.clone(), by_length)
+        // A Content-Length body cut short by a half-close is read as far as
+        // it goes (gunicorn's LengthReader); where the end means the client
+        // left, or the body is chunked (its end is explicit), it is an error.
+        let cut_is_end =
+            shared.half_close && !parts.headers.contains_key(header::TRANSFER_ENCODING);
+        super::request_body::spawn(body, conn.clone(), cut_is_end)
     });
     let (reply, response) = oneshot::channel();
     if shared.stats.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {

@@ -193,6 +193,7 @@ pub fn serve(
         stats: stats.clone(),
         websocket_max_message: (class == WorkerClass::Asgi)
             .then_some(s.websocket_max_message_size as usize),
+        half_close: class != WorkerClass::Asgi,
         shutdown: shutdown_rx.clone(),
     });
     let conf = Arc::new(conf);
@@ -404,6 +405,7 @@ pub(super) async fn connection<S>(
         shared.websocket_max_message.is_some(),
     ));
     let max_head = shared.limits.max_head();
+    let half_close = shared.half_close;
     let svc_state = state.clone();
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         // Now, before hyper reserves its next read (see src/http/head.rs).
@@ -418,9 +420,8 @@ pub(super) async fn connection<S>(
         // The framing authority bounds a head; hyper's buffer must hold the largest it passes.
         .max_buf_size(max_head.max(8192) + 8192)
         // A client that sends its request and shuts its write side (health
-        // checkers, `nc -N`, HTTP/1.0 tools) still gets its answers. asgi
-        // keeps EOF as the client leaving: its apps wait on http.disconnect.
-        .half_close(conf.class != WorkerClass::Asgi);
+        // checkers, `nc -N`, HTTP/1.0 tools) still gets its answers.
+        .half_close(half_close);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
     let finished = until_stopped(conn.as_mut(), Box::pin(stopping(&mut shutdown))).await;
