@@ -14,8 +14,11 @@ complete -c ferricorn -l graceful-timeout -d 'Seconds workers get to finish in-f
 complete -c ferricorn -l keep-alive -d 'Seconds an idle keep-alive connection is kept open (gthread, gevent, asgi). [default: 2]' -r
 complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]' -r
 complete -c ferricorn -l limit-request-fields -d 'Maximum number of request header fields. [default: 100]' -r
-complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means unlimited (up to 8190). [default: 8190]' -r
+complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means 8190. [default: 8190]' -r
 complete -c ferricorn -l header-timeout -d 'Seconds a client gets to send a request head, from its first byte to the blank line ending it, before it is cut off (the wait between requests is --keep-alive\'s). [default: 10]' -r
+complete -c ferricorn -l header-map -d 'Header names with an underscore: drop them from the environ, refuse the request, or map them (dangerous). [default: drop]' -r -f -a "drop\t'Leave them out of the environ'
+refuse\t'Refuse the request (400)'
+dangerous\t'Map them like any other header (not advisable: a client can pose as a proxy\'s header)'"
 complete -c ferricorn -l forwarded-allow-ips -d 'Peers trusted to set X-Forwarded-Proto and friends, comma separated; * trusts all. [default: 127.0.0.1,::1]' -r
 complete -c ferricorn -l chdir -d 'Change to this directory before loading the app. [default: the current directory]' -r -F
 complete -c ferricorn -s e -l env -d 'Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]' -r
@@ -43,6 +46,10 @@ no\t'Never: plain lines on stderr or in --error-logfile'"
 complete -c ferricorn -l log-level -d 'Error log level: debug, info, warning, error, critical. [default: info]' -r
 complete -c ferricorn -s c -l config -d 'Read settings from this file: TOML (gunicorn\'s setting names, plus `app`) or a gunicorn *.py config' -r -F
 complete -c ferricorn -l preload -d 'Load the app in the master before forking workers (faster boot, shared memory). [default: off]'
+complete -c ferricorn -l permit-obsolete-folding -d 'Accept header fields continued on a following line (obs-fold, RFC 9112 §5.2), joining them with a space. [default: off]'
+complete -c ferricorn -l permit-unconventional-http-method -d 'Accept methods in lowercase or longer than 20 characters (any token). [default: off]'
+complete -c ferricorn -l casefold-http-method -d 'Uppercase the request method before the app sees it. [default: off]'
+complete -c ferricorn -l strip-header-spaces -d 'Accept white space between a header field name and its colon, and drop it. [default: off]'
 complete -c ferricorn -l initgroups -d 'Also set the user\'s supplementary groups in workers. [default: off]'
 complete -c ferricorn -l check-config -d 'Check the configuration and that the app imports, then exit (0 when it does)'
 complete -c ferricorn -l print-config -d 'Print the effective settings and where each came from, then exit'

@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;
 
 use super::values::{
-    AsgiLifespan, AsgiLoop, Journald, Umask, WorkerClass, parse_positive, parse_positive_u64,
-    parse_umask,
+    AsgiLifespan, AsgiLoop, HeaderMap, Journald, Umask, WorkerClass, parse_positive,
+    parse_positive_u64, parse_umask,
 };
 
 #[derive(Args, Deserialize, Debug, Default, Clone)]
@@ -100,7 +100,7 @@ pub struct Layer {
         help_heading = "Request limits"
     )]
     pub limit_request_fields: Option<u32>,
-    /// Maximum size of one request header field in bytes; 0 means unlimited (up to 8190). [default: 8190]
+    /// Maximum size of one request header field in bytes; 0 means 8190. [default: 8190]
     #[arg(
         long = "limit-request-field_size",
         alias = "limit-request-field-size",
@@ -115,6 +115,45 @@ pub struct Layer {
         help_heading = "Request limits"
     )]
     pub header_timeout: Option<u64>,
+    /// Accept header fields continued on a following line (obs-fold, RFC 9112 §5.2), joining them with a space. [default: off]
+    #[arg(
+        long = "permit-obsolete-folding",
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Request limits"
+    )]
+    pub permit_obsolete_folding: Option<bool>,
+    /// Accept methods in lowercase or longer than 20 characters (any token). [default: off]
+    #[arg(
+        long = "permit-unconventional-http-method",
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Request limits"
+    )]
+    pub permit_unconventional_http_method: Option<bool>,
+    /// Uppercase the request method before the app sees it. [default: off]
+    #[arg(
+        long = "casefold-http-method",
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Request limits"
+    )]
+    pub casefold_http_method: Option<bool>,
+    /// Accept white space between a header field name and its colon, and drop it. [default: off]
+    #[arg(
+        long = "strip-header-spaces",
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Request limits"
+    )]
+    pub strip_header_spaces: Option<bool>,
+    /// Header names with an underscore: drop them from the environ, refuse the request, or map them (dangerous). [default: drop]
+    #[arg(
+        long = "header-map",
+        value_name = "HOW",
+        help_heading = "Request limits"
+    )]
+    pub header_map: Option<HeaderMap>,
     /// Peers trusted to set X-Forwarded-Proto and friends, comma separated; * trusts all. [default: 127.0.0.1,::1]
     #[arg(
         long = "forwarded-allow-ips",

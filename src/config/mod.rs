@@ -10,7 +10,7 @@ mod values;
 
 pub use bind::BindAddr;
 pub use layer::Layer;
-pub use values::{AsgiLifespan, AsgiLoop, Journald, Umask, WorkerClass};
+pub use values::{AsgiLifespan, AsgiLoop, HeaderMap, Journald, Umask, WorkerClass};
 
 use clap::Parser;
 use serde::Serialize;
@@ -95,6 +95,11 @@ pub struct Settings {
     pub limit_request_fields: u32,
     pub limit_request_field_size: u32,
     pub header_timeout: u64,
+    pub permit_obsolete_folding: bool,
+    pub permit_unconventional_http_method: bool,
+    pub casefold_http_method: bool,
+    pub strip_header_spaces: bool,
+    pub header_map: HeaderMap,
     pub forwarded_allow_ips: Vec<String>,
     pub chdir: PathBuf,
     pub raw_env: Vec<String>,
@@ -123,7 +128,8 @@ macro_rules! with_settings {
         $m!($($args)*; app, bind, backlog, workers, worker_class, threads, worker_connections,
             max_requests, max_requests_jitter, timeout, graceful_timeout, keepalive, preload_app,
             limit_request_line, limit_request_fields, limit_request_field_size, header_timeout,
-            forwarded_allow_ips, chdir, raw_env, pythonpath, virtualenv, proc_name, pidfile, user,
+            permit_obsolete_folding, permit_unconventional_http_method, casefold_http_method,
+            strip_header_spaces, header_map, forwarded_allow_ips, chdir, raw_env, pythonpath, virtualenv, proc_name, pidfile, user,
             group, umask, initgroups, accesslog, access_log_format, errorlog, loglevel, journald,
             asgi_loop, asgi_lifespan, root_path, websocket_max_message_size)
     };
@@ -175,6 +181,11 @@ pub const SETTING_NAMES: &[&str] = &[
     "limit_request_fields",
     "limit_request_field_size",
     "header_timeout",
+    "permit_obsolete_folding",
+    "permit_unconventional_http_method",
+    "casefold_http_method",
+    "strip_header_spaces",
+    "header_map",
     "forwarded_allow_ips",
     "chdir",
     "raw_env",
@@ -268,6 +279,11 @@ impl Settings {
             limit_request_fields: 100,
             limit_request_field_size: 8190,
             header_timeout: 10,
+            permit_obsolete_folding: false,
+            permit_unconventional_http_method: false,
+            casefold_http_method: false,
+            strip_header_spaces: false,
+            header_map: HeaderMap::Drop,
             forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
             chdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             raw_env: Vec::new(),
@@ -418,7 +434,8 @@ fn validate(
         ));
     }
     if s.limit_request_field_size == 0 {
-        s.limit_request_field_size = u32::MAX;
+        // As gunicorn: 0 is its default maximum, not no limit at all.
+        s.limit_request_field_size = 8190;
     }
     if s.header_timeout == 0 {
         return Err(bad("header_timeout", 0, "must be at least 1 second"));

@@ -61,6 +61,19 @@ pub enum Journald {
     No,
 }
 
+/// How request header names with an underscore reach the WSGI environ
+/// (gunicorn's `header_map`): `X_A` and `X-A` would both be `HTTP_X_A`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderMap {
+    /// Leave them out of the environ.
+    Drop,
+    /// Refuse the request (400).
+    Refuse,
+    /// Map them like any other header (not advisable: a client can pose as a proxy's header).
+    Dangerous,
+}
+
 /// A file mode creation mask, written in octal (`0o022`, `022`), hex or decimal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Umask(pub u32);

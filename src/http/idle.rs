@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::head::Limits;
+use super::framing::head::{Leniency, Limits};
 use super::framing::{Gate, Passed, Refusal};
 
 /// Shared by a connection's socket wrapper and the requests on it.
@@ -148,6 +148,7 @@ impl<S> IdleIo<S> {
         limit: Duration,
         header_limit: Duration,
         limits: Limits,
+        lenient: Leniency,
         switching: bool,
     ) -> IdleIo<S> {
         IdleIo {
@@ -156,7 +157,7 @@ impl<S> IdleIo<S> {
             limit,
             active: false,
             sleep: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
-            gate: Gate::new(limits, switching),
+            gate: Gate::new(limits, lenient, switching),
             header_limit,
             head_timer: None,
         }

@@ -19,12 +19,13 @@ use super::websocket;
 use crate::worker::Stats;
 use crate::wsgi::{Job, Local, Peer};
 
-pub use super::framing::head::Limits;
+pub use super::framing::head::{Leniency, Limits};
 
 /// What every connection of a worker shares.
 pub struct Shared {
     pub jobs: crate::worker::Jobs,
     pub limits: Limits,
+    pub lenient: Leniency,
     pub stats: Arc<Stats>,
     /// asgi: WebSocket upgrades are served, messages up to this size.
     pub websocket_max_message: Option<usize>,

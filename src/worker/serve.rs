@@ -21,7 +21,7 @@ use super::{Jobs, Ledger, Reporter, Stats, Wait, asgi, gevent, pool};
 use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, WorkerClass};
 use crate::http::idle::{ConnState, IdleIo};
-use crate::http::service::{self, Limits, Shared};
+use crate::http::service::{self, Leniency, Limits, Shared};
 use crate::listen::Listener;
 use crate::listen::balance::Seat;
 use crate::log::access::AccessLog;
@@ -139,6 +139,7 @@ pub fn serve(
             loaded.app,
             &loaded.support,
             Options {
+                underscore_headers: s.header_map == crate::config::HeaderMap::Dangerous,
                 multithread: class != WorkerClass::Sync,
                 multiprocess: s.workers > 1,
                 forwarded,
@@ -189,6 +190,13 @@ pub fn serve(
             request_line: s.limit_request_line as usize,
             fields: conf.max_fields,
             field_size: s.limit_request_field_size as usize,
+        },
+        lenient: Leniency {
+            obs_fold: s.permit_obsolete_folding,
+            unconventional_method: s.permit_unconventional_http_method,
+            casefold_method: s.casefold_http_method,
+            strip_header_spaces: s.strip_header_spaces,
+            refuse_underscores: s.header_map == crate::config::HeaderMap::Refuse,
         },
         stats: stats.clone(),
         websocket_max_message: (class == WorkerClass::Asgi)
@@ -402,6 +410,7 @@ pub(super) async fn connection<S>(
         conf.idle,
         conf.header_timeout,
         shared.limits,
+        shared.lenient,
         shared.websocket_max_message.is_some(),
     ));
     let max_head = shared.limits.max_head();

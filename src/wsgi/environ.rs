@@ -69,6 +69,9 @@ const COMMON_HEADERS: &[&str] = &[
 
 /// Interned keys and constant values, made once per worker.
 pub struct Keys {
+    /// Header names with an underscore get an `HTTP_*` key (gunicorn's
+    /// `header_map = "dangerous"`); by default they are left out.
+    pub underscore_headers: bool,
     request_method: Py<PyString>,
     path_info: Py<PyString>,
     query_string: Py<PyString>,
@@ -212,11 +215,12 @@ impl Keys {
             .iter()
             .filter_map(|h| {
                 let name = HeaderName::from_static(h);
-                let key = header_key_string(h)?;
+                let key = header_key_string(h, false)?;
                 Some((name, (i(&key), Role::of(h))))
             })
             .collect();
         Keys {
+            underscore_headers: false,
             request_method: i("REQUEST_METHOD"),
             path_info: i("PATH_INFO"),
             query_string: i("QUERY_STRING"),
@@ -381,8 +385,8 @@ fn placeholder(py: Python<'_>, n: usize) -> Bound<'_, PyString> {
 }
 
 /// `content-type` → None (it has its own key); `x-a_b` → None (gunicorn drops `_` names).
-fn header_key_string(name: &str) -> Option<String> {
-    if name.contains('_') || name == "content-type" || name == "content-length" {
+fn header_key_string(name: &str, underscores: bool) -> Option<String> {
+    if (name.contains('_') && !underscores) || name == "content-type" || name == "content-length" {
         return None;
     }
     let mut key = String::with_capacity(5 + name.len());
@@ -537,7 +541,7 @@ pub fn fill<'py>(
         } else if let Some((key, role)) = keys.headers.get(name) {
             (k(key), *role)
         } else {
-            match header_key_string(name.as_str()) {
+            match header_key_string(name.as_str(), keys.underscore_headers) {
                 Some(s) => (PyString::new(py, &s), Role::Plain),
                 None => {
                     while headers.next_if(|(n, _)| *n == name).is_some() {}
@@ -664,11 +668,15 @@ mod tests {
     #[test]
     fn header_keys() {
         assert_eq!(
-            header_key_string("x-request-id").as_deref(),
+            header_key_string("x-request-id", false).as_deref(),
             Some("HTTP_X_REQUEST_ID")
         );
-        assert_eq!(header_key_string("x_bad"), None);
-        assert_eq!(header_key_string("content-type"), None);
+        assert_eq!(header_key_string("x_bad", false), None);
+        assert_eq!(
+            header_key_string("x_bad", true).as_deref(),
+            Some("HTTP_X_BAD")
+        );
+        assert_eq!(header_key_string("content-type", false), None);
     }
 
     #[test]
@@ -678,7 +686,8 @@ mod tests {
         for h in COMMON_HEADERS {
             let name = HeaderName::from_static(h);
             assert!(seen.insert(name), "{h} listed twice");
-            let key = header_key_string(h).unwrap_or_else(|| panic!("{h} has no HTTP_* key"));
+            let key =
+                header_key_string(h, false).unwrap_or_else(|| panic!("{h} has no HTTP_* key"));
             assert!(key.starts_with("HTTP_") && !key.contains('-'), "{key}");
         }
     }

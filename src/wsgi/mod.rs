@@ -80,6 +80,8 @@ pub struct WsgiApp {
 }
 
 pub struct Options {
+    /// `header_map = "dangerous"`: header names with an underscore reach the environ too.
+    pub underscore_headers: bool,
     pub multithread: bool,
     pub multiprocess: bool,
     pub forwarded: Forwarded,
@@ -94,7 +96,8 @@ impl WsgiApp {
         opts: Options,
         ledger: Arc<Ledger>,
     ) -> PyResult<WsgiApp> {
-        let keys = Keys::new(py);
+        let mut keys = Keys::new(py);
+        keys.underscore_headers = opts.underscore_headers;
         let emit = pyo3::wrap_pyfunction!(crate::python::emit_log, py)?;
         let errors = support.attr(py, "ErrorStream")?.call1((emit,))?;
         let file_wrapper = support.attr(py, "FileWrapper")?;

@@ -113,7 +113,8 @@ pub fn trailer(line: &[u8]) -> Result<(), Refusal> {
     let Some(field) = line.strip_suffix(b"\r\n") else {
         return Err(Refusal::bad("bare LF as line terminator in trailers"));
     };
-    let (name, _) = split_field(field)?;
+    // Kept strict whatever the settings: hyper parses trailers as they come.
+    let (name, _) = split_field(field, false)?;
     // RFC 9110 §6.5.1: fields that frame, route or authenticate a message
     // cannot arrive after it (gunicorn's list).
     const FORBIDDEN: [&str; 6] = [

@@ -9,7 +9,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::head::{After, Limits, Target, escape_target};
+use super::head::{After, Leniency, Limits, Target};
 use super::{Framer, Refusal, Step};
 
 /// What hyper parses in place of a refused head: a request the service
@@ -48,9 +48,9 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(limits: Limits, switching: bool) -> Gate {
+    pub fn new(limits: Limits, lenient: Leniency, switching: bool) -> Gate {
         Gate {
-            framer: Framer::new(limits, switching),
+            framer: Framer::new(limits, lenient, switching),
             held: BytesMut::new(),
             ready: BytesMut::new(),
             events: Vec::new(),
@@ -177,19 +177,24 @@ impl Gate {
                 self.ready.extend_from_slice(&data[..n]);
                 Some(n)
             }
-            Step::Head { len, fix, target } => {
-                let raw = Bytes::copy_from_slice(&data[target.clone()]);
-                if fix == Target::Escape {
-                    self.ready.extend_from_slice(&data[..target.start]);
-                    self.ready.extend_from_slice(&escape_target(&raw));
-                    self.ready.extend_from_slice(&data[target.end..len]);
+            Step::Head {
+                len,
+                fix,
+                target,
+                rewrite,
+            } => {
+                if rewrite {
+                    let head = super::head::rewrite(&data[..len], &self.framer.lenient);
+                    self.ready.extend_from_slice(&head);
                 } else {
                     self.ready.extend_from_slice(&data[..len]);
                 }
-                self.events.push(Passed::RawTarget {
-                    index: self.framer.seq() - 1,
-                    target: raw,
-                });
+                if fix != Target::AsIs {
+                    self.events.push(Passed::RawTarget {
+                        index: self.framer.seq() - 1,
+                        target: Bytes::copy_from_slice(&data[target]),
+                    });
+                }
                 Some(len)
             }
             Step::Refuse { refusal, in_head } => {

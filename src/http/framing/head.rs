@@ -22,7 +22,9 @@ pub struct Limits {
 impl Limits {
     /// The most a head may hold: gunicorn's `max_buffer_headers` plus the request line.
     pub fn max_head(&self) -> usize {
-        self.request_line + 2 + self.fields * (self.field_size + 2) + 4
+        self.fields
+            .saturating_mul(self.field_size.saturating_add(2))
+            .saturating_add(self.request_line + 6)
     }
 }
 
@@ -68,6 +70,8 @@ pub struct Head {
     pub after: After,
     pub target: Range<usize>,
     pub target_fix: Target,
+    /// hyper must get the head as `rewrite` makes it.
+    pub rewrite: bool,
 }
 
 /// Find the end of a head in `buf`, whose first `scanned` bytes were searched
@@ -118,8 +122,30 @@ fn request_line_too_large(len: usize, limits: &Limits) -> Refusal {
     )
 }
 
+/// gunicorn's settings that relax its default rules (and `header_map`, which
+/// can tighten them), with gunicorn's names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Leniency {
+    /// `permit_obsolete_folding`: a field may continue on lines that start
+    /// with white space; hyper gets the lines joined with a space.
+    pub obs_fold: bool,
+    /// `permit_unconventional_http_method`: any token is a method.
+    pub unconventional_method: bool,
+    /// `casefold_http_method`: the method is uppercased.
+    pub casefold_method: bool,
+    /// `strip_header_spaces`: white space before a field's colon is dropped.
+    pub strip_header_spaces: bool,
+    /// `header_map = "refuse"`: a field name with an underscore is refused.
+    pub refuse_underscores: bool,
+}
+
 /// Check the complete head `buf` (as found by `find_end`).
-pub fn parse(buf: &[u8], limits: &Limits, switching: bool) -> Result<Head, Refusal> {
+pub fn parse(
+    buf: &[u8],
+    limits: &Limits,
+    lenient: &Leniency,
+    switching: bool,
+) -> Result<Head, Refusal> {
     // RFC 9112 §2.2: one empty line before the request line is ignored; two are not.
     let start = if buf.starts_with(b"\r\n") { 2 } else { 0 };
     let line_end = start + find_crlf(&buf[start..]).unwrap_or(buf.len() - start);
@@ -132,8 +158,16 @@ pub fn parse(buf: &[u8], limits: &Limits, switching: bool) -> Result<Head, Refus
     }
     let (method, rest) = split_sp(line).ok_or_else(|| invalid_line(line))?;
     let (target, version) = split_sp(rest).ok_or_else(|| invalid_line(line))?;
-    check_method(method)?;
-    let target_fix = check_target(method, target, line)?;
+    check_method(method, lenient)?;
+    let is_method = |m: &[u8]| {
+        if lenient.casefold_method {
+            method.eq_ignore_ascii_case(m)
+        } else {
+            method == m
+        }
+    };
+    let connect = is_method(b"CONNECT");
+    let target_fix = check_target(is_method(b"OPTIONS"), connect, target, line)?;
     let http11 = match version {
         b"HTTP/1.1" => true,
         b"HTTP/1.0" => false,
@@ -145,14 +179,13 @@ pub fn parse(buf: &[u8], limits: &Limits, switching: bool) -> Result<Head, Refus
         }
     };
     let target_start = start + method.len() + 1;
+    let mut rewrite = target_fix == Target::Escape
+        || lenient.casefold_method && method.iter().any(u8::is_ascii_lowercase);
 
     let mut fields = Fields::default();
     let mut count = 0;
-    let mut pos = line_end + 2;
-    while pos < buf.len() - 2 {
-        let end = pos + find_crlf(&buf[pos..]).expect("a head ends with CRLF CRLF");
-        let field = &buf[pos..end];
-        pos = end + 2;
+    let mut lines = FieldLines::new(buf, line_end + 2);
+    while let Some(field) = lines.next() {
         count += 1;
         if count > limits.fields {
             return Err(Refusal::new(
@@ -160,36 +193,48 @@ pub fn parse(buf: &[u8], limits: &Limits, switching: bool) -> Result<Head, Refus
                 format!("Too many header fields (over {})", limits.fields),
             ));
         }
-        if field.len() + 2 > limits.field_size {
+        let (name, value) = split_field(field, lenient.strip_header_spaces)?;
+        rewrite |= name.len() + 1 != memchr::memchr(b':', field).unwrap_or(0) + 1;
+        // Continuation lines (obs-fold), where they are allowed, join the value.
+        let mut size = field.len() + 2;
+        let mut joined: Option<Vec<u8>> = None;
+        while lenient.obs_fold && lines.continues() {
+            let more = lines.next().expect("a continuation line");
+            size += more.len() + 2;
+            let more = trim_ows(more);
+            if has_ctl(more) {
+                return Err(invalid_value(name));
+            }
+            let j = joined.get_or_insert_with(|| value.to_vec());
+            j.push(b' ');
+            j.extend_from_slice(more);
+            rewrite = true;
+        }
+        if size > limits.field_size {
             return Err(Refusal::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!(
-                    "Header field is too large ({} > {})",
-                    field.len() + 2,
-                    limits.field_size
-                ),
+                format!("Header field is too large ({size} > {})", limits.field_size),
             ));
         }
-        let (name, value) = split_field(field)?;
-        fields.note(name, value)?;
+        if lenient.refuse_underscores && name.contains(&b'_') {
+            return Err(Refusal::bad(format!(
+                "Invalid header name (underscore, --header-map refuse): {:?}",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        fields.note(name, joined.as_deref().unwrap_or(value))?;
     }
 
     let framing = fields.framing(http11)?;
-    if let Some(expect) = fields.expect
-        && http11
-        && !expect.eq_ignore_ascii_case(b"100-continue")
-    {
-        return Err(Refusal::new(
-            StatusCode::EXPECTATION_FAILED,
-            format!("Unsupported Expect: {:?}", String::from_utf8_lossy(expect)),
-        ));
+    if let Some(refusal) = fields.expect {
+        return Err(refusal);
     }
     let keep_alive = if fields.close {
         false
     } else {
         http11 || fields.keep_alive
     };
-    let after = if method == b"CONNECT" || !keep_alive || fields.close_after_coding {
+    let after = if connect || !keep_alive || fields.close_after_coding {
         After::Close
     } else if switching && fields.upgrade && http11 {
         After::MaySwitch
@@ -202,7 +247,87 @@ pub fn parse(buf: &[u8], limits: &Limits, switching: bool) -> Result<Head, Refus
         after,
         target: target_start..target_start + target.len(),
         target_fix,
+        rewrite,
     })
+}
+
+/// The field lines of a head, from `pos` to the empty line that ends it.
+struct FieldLines<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> FieldLines<'a> {
+    fn new(buf: &'a [u8], pos: usize) -> FieldLines<'a> {
+        FieldLines { buf, pos }
+    }
+
+    /// The next line starts with white space: it continues the last field.
+    fn continues(&self) -> bool {
+        self.pos < self.buf.len() - 2 && matches!(self.buf[self.pos], b' ' | b'\t')
+    }
+}
+
+impl<'a> Iterator for FieldLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.pos >= self.buf.len() - 2 {
+            return None;
+        }
+        let end = self.pos + find_crlf(&self.buf[self.pos..]).expect("a head ends with CRLF CRLF");
+        let line = &self.buf[self.pos..end];
+        self.pos = end + 2;
+        Some(line)
+    }
+}
+
+/// The head as hyper must get it when `Head::rewrite`: the method
+/// uppercased, the target escaped, names without white space before their
+/// colon, folded values on one line.
+pub fn rewrite(buf: &[u8], lenient: &Leniency) -> Vec<u8> {
+    let start = if buf.starts_with(b"\r\n") { 2 } else { 0 };
+    let line_end = start + find_crlf(&buf[start..]).expect("a request line");
+    let line = &buf[start..line_end];
+    let (method, rest) = split_sp(line).expect("a checked request line");
+    let (target, version) = split_sp(rest).expect("a checked request line");
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    if lenient.casefold_method {
+        out.extend(method.iter().map(u8::to_ascii_uppercase));
+    } else {
+        out.extend_from_slice(method);
+    }
+    out.push(b' ');
+    out.extend_from_slice(&escape_target(target));
+    out.push(b' ');
+    out.extend_from_slice(version);
+    let mut lines = FieldLines::new(buf, line_end + 2);
+    while let Some(field) = lines.next() {
+        let Ok((name, value)) = split_field(field, lenient.strip_header_spaces) else {
+            continue;
+        };
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        while lenient.obs_fold && lines.continues() {
+            out.push(b' ');
+            out.extend_from_slice(trim_ows(lines.next().expect("a continuation line")));
+        }
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
+fn has_ctl(value: &[u8]) -> bool {
+    value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+fn invalid_value(name: &[u8]) -> Refusal {
+    Refusal::bad(format!(
+        "Invalid header value in {}",
+        String::from_utf8_lossy(name)
+    ))
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
@@ -224,11 +349,14 @@ fn invalid_line(line: &[u8]) -> Refusal {
 
 /// gunicorn's default: a token of 3 to 20 characters, no lowercase letters
 /// and no `#` (every registered method passes; `get` and typos do not).
-fn check_method(method: &[u8]) -> Result<(), Refusal> {
-    let ok = (3..=20).contains(&method.len())
-        && method
-            .iter()
-            .all(|&b| is_token(b) && !b.is_ascii_lowercase() && b != b'#');
+fn check_method(method: &[u8], lenient: &Leniency) -> Result<(), Refusal> {
+    let conventional = || {
+        (3..=20).contains(&method.len())
+            && !method.iter().any(|&b| b.is_ascii_lowercase() || b == b'#')
+    };
+    let ok = !method.is_empty()
+        && method.iter().all(|&b| is_token(b))
+        && (lenient.unconventional_method || conventional());
     if ok {
         Ok(())
     } else {
@@ -239,7 +367,12 @@ fn check_method(method: &[u8]) -> Result<(), Refusal> {
     }
 }
 
-fn check_target(method: &[u8], target: &[u8], line: &[u8]) -> Result<Target, Refusal> {
+fn check_target(
+    options: bool,
+    connect: bool,
+    target: &[u8],
+    line: &[u8],
+) -> Result<Target, Refusal> {
     let mut fix = Target::AsIs;
     for &b in target {
         match b {
@@ -252,8 +385,8 @@ fn check_target(method: &[u8], target: &[u8], line: &[u8]) -> Result<Target, Ref
     let origin = target.first() == Some(&b'/');
     let form_ok = match target {
         [] => false,
-        b"*" => method == b"OPTIONS",
-        _ if method == b"CONNECT" => true,
+        b"*" => options,
+        _ if connect => true,
         _ => origin || memchr::memmem::find(target, b"://").is_some(),
     };
     if !form_ok {
@@ -286,12 +419,16 @@ pub fn escape_target(target: &[u8]) -> Vec<u8> {
 
 /// Split a field line into its name and its value without surrounding
 /// white space, refusing what RFC 9110 §5 does not allow.
-pub fn split_field(field: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
+pub fn split_field(field: &[u8], strip_spaces: bool) -> Result<(&[u8], &[u8]), Refusal> {
     if matches!(field.first(), Some(b' ' | b'\t')) {
         return Err(Refusal::bad("obsolete line folding in a header field"));
     }
     let colon = memchr::memchr(b':', field).unwrap_or(0);
-    let name = &field[..colon];
+    let name = if strip_spaces {
+        trim_ows(&field[..colon])
+    } else {
+        &field[..colon]
+    };
     if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
         return Err(Refusal::bad(format!(
             "Invalid header name: {:?}",
@@ -299,11 +436,8 @@ pub fn split_field(field: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
         )));
     }
     let value = trim_ows(&field[colon + 1..]);
-    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(Refusal::bad(format!(
-            "Invalid header value in {}",
-            String::from_utf8_lossy(name)
-        )));
+    if has_ctl(value) {
+        return Err(invalid_value(name));
     }
     Ok((name, value))
 }
@@ -353,26 +487,33 @@ pub fn is_token(b: u8) -> bool {
 
 /// What a head's fields say, gathered in one pass.
 #[derive(Default)]
-struct Fields<'a> {
-    content_length: Option<&'a [u8]>,
+struct Fields {
+    /// Content-Length: its value, or why it is not one.
+    content_length: Option<Result<u64, Refusal>>,
     /// Transfer-Encoding: seen, and where chunked stands in its list.
     te: bool,
     chunked: bool,
     close_after_coding: bool,
     host: bool,
     content_type: bool,
-    expect: Option<&'a [u8]>,
+    /// An expectation that cannot be met (gunicorn: 417).
+    expect: Option<Refusal>,
     close: bool,
     keep_alive: bool,
     upgrade: bool,
 }
 
-impl<'a> Fields<'a> {
-    fn note(&mut self, name: &[u8], value: &'a [u8]) -> Result<(), Refusal> {
+impl Fields {
+    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), Refusal> {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         match name.len() {
             4 if is("host") => once(&mut self.host, "Host")?,
-            6 if is("expect") => self.expect = Some(value),
+            6 if is("expect") && !value.eq_ignore_ascii_case(b"100-continue") => {
+                self.expect = Some(Refusal::new(
+                    StatusCode::EXPECTATION_FAILED,
+                    format!("Unsupported Expect: {:?}", String::from_utf8_lossy(value)),
+                ));
+            }
             7 if is("upgrade") => self.upgrade = true,
             10 if is("connection") => {
                 for token in value.split(|&b| b == b',').map(trim_ows) {
@@ -384,8 +525,11 @@ impl<'a> Fields<'a> {
                 }
             }
             12 if is("content-type") => once(&mut self.content_type, "Content-Type")?,
-            14 if is("content-length") && self.content_length.replace(value).is_some() => {
-                return Err(Refusal::bad("duplicate Content-Length header"));
+            14 if is("content-length") => {
+                if self.content_length.is_some() {
+                    return Err(Refusal::bad("duplicate Content-Length header"));
+                }
+                self.content_length = Some(content_length(value));
             }
             17 if is("transfer-encoding") => self.codings(value)?,
             _ => {}
@@ -444,22 +588,27 @@ impl<'a> Fields<'a> {
             }
             return Ok(Some(Framing::Chunked));
         }
-        let Some(cl) = self.content_length else {
-            return Ok(None);
-        };
-        let n = (!cl.is_empty() && cl.iter().all(u8::is_ascii_digit))
-            .then(|| std::str::from_utf8(cl).ok()?.parse::<u64>().ok())
-            .flatten()
-            // Far beyond any body, and short of hyper's own ceiling.
-            .filter(|&n| n < 1 << 62)
-            .ok_or_else(|| {
-                Refusal::bad(format!(
-                    "Invalid Content-Length: {:?}",
-                    String::from_utf8_lossy(cl)
-                ))
-            })?;
-        Ok((n > 0).then_some(Framing::Length(n)))
+        match &self.content_length {
+            None => Ok(None),
+            Some(Ok(n)) => Ok((*n > 0).then_some(Framing::Length(*n))),
+            Some(Err(r)) => Err(r.clone()),
+        }
     }
+}
+
+/// A Content-Length value: digits only (no sign, list or white space).
+fn content_length(cl: &[u8]) -> Result<u64, Refusal> {
+    (!cl.is_empty() && cl.iter().all(u8::is_ascii_digit))
+        .then(|| std::str::from_utf8(cl).ok()?.parse::<u64>().ok())
+        .flatten()
+        // Far beyond any body, and short of hyper's own ceiling.
+        .filter(|&n| n < 1 << 62)
+        .ok_or_else(|| {
+            Refusal::bad(format!(
+                "Invalid Content-Length: {:?}",
+                String::from_utf8_lossy(cl)
+            ))
+        })
 }
 
 /// RFC 9110 §5.3: a field that holds one value cannot come twice.

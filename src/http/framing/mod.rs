@@ -23,7 +23,7 @@ pub use gate::{Gate, Passed};
 use http::StatusCode;
 use std::borrow::Cow;
 
-use head::{After, Framing, Head, Limits, Target};
+use head::{After, Framing, Head, Leniency, Limits, Target};
 
 /// Why a request is refused, and the status its client gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,11 +68,13 @@ enum State {
 pub enum Step {
     /// The next `n` bytes go to hyper as they are.
     Pass(usize),
-    /// A valid head of `len` bytes whose target hyper must not see as it is.
+    /// A valid head of `len` bytes that hyper must not get as it is: its
+    /// target is kept for the app (`fix`), or the whole head is rewritten.
     Head {
         len: usize,
         fix: Target,
         target: std::ops::Range<usize>,
+        rewrite: bool,
     },
     /// More bytes are needed (or the answer that decides a switch).
     Wait,
@@ -85,6 +87,7 @@ pub enum Step {
 pub struct Framer {
     state: State,
     limits: Limits,
+    lenient: Leniency,
     /// Protocol switches (WebSocket) are served on this connection.
     switching: bool,
     /// What follows the message being read.
@@ -102,10 +105,11 @@ pub struct Framer {
 }
 
 impl Framer {
-    pub fn new(limits: Limits, switching: bool) -> Framer {
+    pub fn new(limits: Limits, lenient: Leniency, switching: bool) -> Framer {
         Framer {
             state: State::Head,
             limits,
+            lenient,
             switching,
             after: After::Next,
             scanned: 0,
@@ -247,7 +251,7 @@ impl Framer {
             Err(r) => return self.refuse_head(r),
         };
         self.scanned = 0;
-        let head = match head::parse(&data[..end], &self.limits, self.switching) {
+        let head = match head::parse(&data[..end], &self.limits, &self.lenient, self.switching) {
             Ok(h) => h,
             Err(r) => return self.refuse_head(r),
         };
@@ -259,6 +263,7 @@ impl Framer {
             after,
             target,
             target_fix,
+            rewrite,
         } = head;
         self.seq += 1;
         self.after = after;
@@ -268,9 +273,15 @@ impl Framer {
             Some(Framing::Length(n)) => State::Body(n),
             Some(Framing::Chunked) => State::ChunkLine,
         };
-        match target_fix {
-            Target::AsIs => Step::Pass(len),
-            fix => Step::Head { len, fix, target },
+        if target_fix == Target::AsIs && !rewrite {
+            Step::Pass(len)
+        } else {
+            Step::Head {
+                len,
+                fix: target_fix,
+                target,
+                rewrite,
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! The framer on its own, on the cases the issue tracker and gunicorn's
 //! vectors name.
 
-use super::head::{Head, Limits};
+use super::head::{Head, Leniency, Limits};
 use super::*;
 
 /// What the framer made of one message (tests only).
@@ -34,7 +34,7 @@ pub const LIMITS: Limits = Limits {
 
 /// Feed `stream` to a gate in pieces of `piece` bytes; what hyper would read, and the events.
 pub fn run_gate(stream: &[u8], piece: usize) -> (Vec<u8>, Vec<Passed>, Framer) {
-    let mut gate = Gate::new(LIMITS, false);
+    let mut gate = Gate::new(LIMITS, Leniency::default(), false);
     let mut out = Vec::new();
     let mut events = Vec::new();
     for chunk in stream.chunks(piece.max(1)) {
@@ -55,7 +55,10 @@ pub fn run_gate(stream: &[u8], piece: usize) -> (Vec<u8>, Vec<Passed>, Framer) {
             events.extend(e);
         }
     }
-    let framer = std::mem::replace(&mut gate.framer, Framer::new(LIMITS, false));
+    let framer = std::mem::replace(
+        &mut gate.framer,
+        Framer::new(LIMITS, Leniency::default(), false),
+    );
     (out, events, framer)
 }
 
@@ -74,7 +77,7 @@ fn refusal(stream: &[u8]) -> Option<(u32, bool, u16)> {
 #[test]
 fn clean_requests_pass_in_place_whole() {
     let stream = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\r\nGET /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nT: v\r\n\r\n";
-    let mut gate = Gate::new(LIMITS, false);
+    let mut gate = Gate::new(LIMITS, Leniency::default(), false);
     assert_eq!(gate.pass_in_place(stream), stream.len());
     assert!(gate.is_clear());
     for piece in [1, 2, 3, 7, 64] {
@@ -89,7 +92,7 @@ fn clean_requests_pass_in_place_whole() {
 
 #[test]
 fn a_head_is_mid_way_only_between_its_first_and_last_byte() {
-    let mut g = Gate::new(LIMITS, false);
+    let mut g = Gate::new(LIMITS, Leniency::default(), false);
     assert!(!g.mid_head());
     g.pass_in_place(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(!g.mid_head(), "a whole head in one read");
@@ -213,7 +216,7 @@ fn a_refused_head_is_replaced_by_a_stand_in_and_nothing_after_it_passes() {
 fn after_a_request_that_may_switch_nothing_passes_until_the_answer() {
     let stream =
         b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello";
-    let mut gate = Gate::new(LIMITS, true);
+    let mut gate = Gate::new(LIMITS, Leniency::default(), true);
     let head_len = stream.len() - 7;
     assert_eq!(gate.pass_in_place(stream), head_len);
     assert!(matches!(
@@ -232,7 +235,7 @@ fn after_a_request_that_may_switch_nothing_passes_until_the_answer() {
     );
 
     // Answered without a switch, the same bytes are framed as HTTP again.
-    let mut gate = Gate::new(LIMITS, true);
+    let mut gate = Gate::new(LIMITS, Leniency::default(), true);
     gate.pass_in_place(stream);
     gate.events();
     gate.decide(false);
@@ -256,7 +259,7 @@ fn limits_are_the_framers() {
         field_size: 30,
     };
     let check = |raw: &[u8]| {
-        let mut f = Framer::new(small, false);
+        let mut f = Framer::new(small, Leniency::default(), false);
         match f.step(raw) {
             Step::Refuse { refusal, .. } => Some(refusal.status.as_u16()),
             _ => None,
@@ -280,4 +283,86 @@ fn limits_are_the_framers() {
         Some(431)
     );
     assert_eq!(check(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n"), None);
+}
+
+fn lenient_gate(lenient: Leniency, stream: &[u8]) -> (Vec<u8>, Vec<Passed>) {
+    let mut gate = Gate::new(LIMITS, lenient, false);
+    let n = gate.pass_in_place(stream);
+    let mut out = stream[..n].to_vec();
+    let mut space = vec![0u8; 1 << 16];
+    let mut rb = tokio::io::ReadBuf::new(&mut space);
+    while gate.has_ready() {
+        gate.take_ready(&mut rb);
+    }
+    out.extend_from_slice(rb.filled());
+    (out, gate.events().map(|e| e.collect()).unwrap_or_default())
+}
+
+#[test]
+fn gunicorns_leniency_settings_rewrite_what_hyper_would_refuse() {
+    let folded = b"GET / HTTP/1.1\r\nLong: one\r\n two\r\n\tthree\r\nHost: x\r\n\r\n";
+    let (_, events) = lenient_gate(Leniency::default(), folded);
+    assert!(
+        matches!(events[..], [Passed::Refused { .. }]),
+        "obs-fold refused by default"
+    );
+    let fold = Leniency {
+        obs_fold: true,
+        ..Leniency::default()
+    };
+    let (out, events) = lenient_gate(fold, folded);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(
+        out,
+        b"GET / HTTP/1.1\r\nLong: one two three\r\nHost: x\r\n\r\n"
+    );
+
+    let lower = b"get /x HTTP/1.1\r\n\r\n";
+    let (_, events) = lenient_gate(Leniency::default(), lower);
+    assert!(matches!(events[..], [Passed::Refused { .. }]));
+    let any_method = Leniency {
+        unconventional_method: true,
+        ..Leniency::default()
+    };
+    assert_eq!(lenient_gate(any_method, lower).0, lower, "passed as it is");
+    let casefold = Leniency {
+        unconventional_method: true,
+        casefold_method: true,
+        ..Leniency::default()
+    };
+    assert_eq!(lenient_gate(casefold, lower).0, b"GET /x HTTP/1.1\r\n\r\n");
+    let connect = b"connect x:1 HTTP/1.1\r\n\r\n";
+    let (out, events) = lenient_gate(casefold, connect);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Passed::Closes { index: 0 })),
+        "a casefolded CONNECT is a CONNECT"
+    );
+    assert_eq!(out, b"CONNECT x:1 HTTP/1.1\r\n\r\n");
+
+    let spaced = b"POST / HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc";
+    let (_, events) = lenient_gate(Leniency::default(), spaced);
+    assert!(matches!(events[..], [Passed::Refused { .. }]));
+    let strip = Leniency {
+        strip_header_spaces: true,
+        ..Leniency::default()
+    };
+    let (out, events) = lenient_gate(strip, spaced);
+    assert!(events.is_empty());
+    assert_eq!(
+        out, b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        "and its body is framed by it"
+    );
+
+    let underscore = b"GET / HTTP/1.1\r\nX_A: 1\r\n\r\n";
+    assert!(lenient_gate(Leniency::default(), underscore).1.is_empty());
+    let refuse = Leniency {
+        refuse_underscores: true,
+        ..Leniency::default()
+    };
+    assert!(matches!(
+        lenient_gate(refuse, underscore).1[..],
+        [Passed::Refused { .. }]
+    ));
 }
