@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Passed;
-use super::tests::{Message, run_gate};
+use super::head::Leniency;
+use super::tests::{Message, run_gate_with};
 
 /// A request as hyper handed it over, its body read whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +81,8 @@ fn hyper_reads(stream: &[u8]) -> (Vec<Seen>, Option<String>) {
 }
 
 /// The messages the framer read whole (head and body).
-fn framed_whole(stream: &[u8]) -> (Vec<Message>, Vec<u8>, bool) {
-    let (out, events, framer) = run_gate(stream, stream.len());
+fn framed_whole(stream: &[u8], lenient: Leniency) -> (Vec<Message>, Vec<u8>, bool) {
+    let (out, events, framer) = run_gate_with(stream, stream.len(), lenient);
     let body_refused = events
         .iter()
         .any(|e| matches!(e, Passed::Refused { in_head: false, .. }));
@@ -108,7 +109,7 @@ fn comparable(m: &Message) -> bool {
 /// Check one stream; says whether it held a whole chunked message (the
 /// generator must reach those often).
 fn check(stream: &[u8]) -> Result<bool, TestCaseError> {
-    let (whole, out, head_refused) = framed_whole(stream);
+    let (whole, out, head_refused) = framed_whole(stream, Leniency::default());
     let chunked_whole = whole.iter().any(|m| m.chunked && !m.body.is_empty());
     let show = || String::from_utf8_lossy(stream).into_owned();
 
@@ -148,9 +149,20 @@ fn check(stream: &[u8]) -> Result<bool, TestCaseError> {
         prop_assert_eq!(&h.body, &m.body, "body of message {} in {:?}", i, show());
     }
 
-    // hyper behind the gate: exactly those messages (and the stand-in of a
-    // refused head), and never a parse error of its own.
-    let (behind, error) = hyper_reads(&out);
+    check_behind_the_gate(stream, &whole, &out, head_refused)?;
+    Ok(chunked_whole)
+}
+
+/// hyper behind the gate: exactly the messages the framer read whole (and
+/// the stand-in of a refused head), and never a parse error of its own.
+fn check_behind_the_gate(
+    stream: &[u8],
+    whole: &[Message],
+    out: &[u8],
+    head_refused: bool,
+) -> Result<(), TestCaseError> {
+    let show = || String::from_utf8_lossy(stream).into_owned();
+    let (behind, error) = hyper_reads(out);
     prop_assert!(
         error.is_none(),
         "hyper refused what the gate passed: {:?} for {:?}",
@@ -167,10 +179,29 @@ fn check(stream: &[u8]) -> Result<bool, TestCaseError> {
         show()
     );
     for (m, h) in whole.iter().zip(&behind) {
-        prop_assert_eq!(&h.method, &m.method);
+        prop_assert!(
+            h.method.eq_ignore_ascii_case(&m.method),
+            "{} for {}",
+            h.method,
+            m.method
+        );
         prop_assert_eq!(&h.body, &m.body);
     }
-    Ok(chunked_whole)
+    Ok(())
+}
+
+/// With every gunicorn leniency on: what the gate rewrites for hyper must
+/// still be what the framer read.
+fn check_lenient(stream: &[u8]) -> Result<(), TestCaseError> {
+    let lenient = Leniency {
+        obs_fold: true,
+        unconventional_method: true,
+        casefold_method: true,
+        strip_header_spaces: true,
+        refuse_underscores: false,
+    };
+    let (whole, out, head_refused) = framed_whole(stream, lenient);
+    check_behind_the_gate(stream, &whole, &out, head_refused)
 }
 
 fn pick(items: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
@@ -378,6 +409,11 @@ proptest! {
     #[test]
     fn framer_and_hyper_agree_on_random_streams(s in stream()) {
         check(&s)?;
+    }
+
+    #[test]
+    fn hyper_reads_what_a_lenient_gate_passes_as_the_framer_did(s in stream()) {
+        check_lenient(&s)?;
     }
 }
 

@@ -34,7 +34,15 @@ pub const LIMITS: Limits = Limits {
 
 /// Feed `stream` to a gate in pieces of `piece` bytes; what hyper would read, and the events.
 pub fn run_gate(stream: &[u8], piece: usize) -> (Vec<u8>, Vec<Passed>, Framer) {
-    let mut gate = Gate::new(LIMITS, Leniency::default(), false);
+    run_gate_with(stream, piece, Leniency::default())
+}
+
+pub fn run_gate_with(
+    stream: &[u8],
+    piece: usize,
+    lenient: Leniency,
+) -> (Vec<u8>, Vec<Passed>, Framer) {
+    let mut gate = Gate::new(LIMITS, lenient, false);
     let mut out = Vec::new();
     let mut events = Vec::new();
     for chunk in stream.chunks(piece.max(1)) {
