@@ -109,6 +109,18 @@ pub fn close_fd(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
+/// Point `fd` at /dev/null: what it referred to is released in this process,
+/// while the descriptor number stays valid for whoever owns it.
+pub fn release_fd(fd: &impl AsRawFd) -> io::Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: both descriptors are open (borrowed for the call); dup2 only
+    // replaces what `fd` refers to, so its owner still owns an open descriptor.
+    if unsafe { libc::dup2(null.as_raw_fd(), fd.as_raw_fd()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: fcntl on an fd number the caller holds.
     unsafe {

@@ -43,7 +43,16 @@ pub struct ConnState {
     switch: AtomicU8,
     /// index + 1 of the request after which nothing more is read (0: none).
     close_at: AtomicU32,
+    /// The worker is stopping: every answer closes its connection, and an
+    /// idle connection closes after `DRAIN_IDLE`.
+    draining: AtomicBool,
 }
+
+/// How long a draining worker keeps an idle keep-alive connection open for
+/// a request its client may already have sent (gunicorn's gthread closes
+/// them about 1.5 s after a reload). A connection closes between one and two
+/// of these after its last byte; `--graceful-timeout` bounds it all.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 struct Refused {
     index: u32,
@@ -82,9 +91,15 @@ impl ConnState {
         Some(targets.swap_remove(at).1)
     }
 
-    /// Whether nothing is read after request `index`: its answer closes the connection.
+    /// Whether request `index`'s answer closes the connection: nothing is
+    /// read after it, or the worker is stopping.
     pub fn closes_after(&self, index: u32) -> bool {
-        self.close_at.load(Ordering::Acquire) == index + 1
+        self.close_at.load(Ordering::Acquire) == index + 1 || self.draining.load(Ordering::Acquire)
+    }
+
+    /// The worker stops: see `DRAIN_IDLE`.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// Whether the answer to request `index` decides a protocol switch.
@@ -139,6 +154,8 @@ pub struct IdleIo<S> {
     header_limit: Duration,
     /// Runs while a request head is partly received.
     head_timer: Option<Pin<Box<Sleep>>>,
+    /// The idle limit has been shortened to `DRAIN_IDLE`.
+    draining: bool,
 }
 
 impl<S> IdleIo<S> {
@@ -158,6 +175,7 @@ impl<S> IdleIo<S> {
             active: false,
             sleep: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
             gate: Gate::new(limits, lenient, switching),
+            draining: false,
             header_limit,
             head_timer: None,
         }
@@ -269,6 +287,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                         ));
                         this.publish();
                         continue;
+                    }
+                    if !this.draining && this.state.draining.load(Ordering::Acquire) {
+                        // From now on a connection idle for DRAIN_IDLE ends.
+                        this.draining = true;
+                        this.limit = this.limit.min(DRAIN_IDLE);
+                        this.active = false;
+                        this.sleep.as_mut().reset(Instant::now() + this.limit);
                     }
                     if this.state.busy.load(Ordering::Relaxed) == 0 {
                         while this.sleep.as_mut().poll(cx).is_ready() {

@@ -36,9 +36,6 @@ extern "C" fn on_abort(_: libc::c_int) {
     unsafe { libc::_exit(1) };
 }
 
-/// How long a stopping worker waits for the first request on a fresh connection.
-const FRESH_GRACE: Duration = Duration::from_secs(1);
-
 pub(super) struct Conf {
     class: WorkerClass,
     capacity: usize,
@@ -369,6 +366,16 @@ async fn run(
     if let Some(seat) = conf.seat {
         seat.retire();
     }
+    // Stop listening in this process (the acceptors dropped their copies):
+    // while a draining worker holds a listening socket the kernel queues new
+    // connections to it; once the master has closed its own (TERM), those
+    // would wait for nobody and be reset at exit. Now they are refused, or
+    // land on the workers that replace this one.
+    for l in listeners {
+        if let Err(e) = crate::sys::release_fd(&l.fd) {
+            error!("Could not close listener {}: {e}", l.addr);
+        }
+    }
 
     // Drain: acceptors have stopped; wait for every connection slot to come back.
     let deadline = tokio::time::Instant::now() + conf.graceful;
@@ -437,27 +444,16 @@ pub(super) async fn connection<S>(
     let result = match finished {
         Some(r) => r,
         None => {
-            // A connection accepted but not yet read from probably carries a
-            // request already: hyper would close it as idle, and that client
-            // would see an error. Give it a moment to be read and served.
-            let fresh_until = tokio::time::Instant::now() + FRESH_GRACE.min(conf.header_timeout);
-            let mut early = None;
-            while state.requests.load(Ordering::Relaxed) == 0
-                && tokio::time::Instant::now() < fresh_until
-            {
-                tokio::select! {
-                    r = conn.as_mut() => { early = Some(r); break; }
-                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                }
+            // Draining. A request in progress is answered with `Connection:
+            // close`, and so is any that arrives from now on (a client may
+            // have sent it before it could know); a connection that stays
+            // idle for DRAIN_IDLE is closed (src/http/idle.rs). Closing idle
+            // ones at once would lose the requests already on the wire.
+            state.drain();
+            if state.busy.load(Ordering::Relaxed) > 0 {
+                conn.as_mut().graceful_shutdown();
             }
-            match early {
-                Some(r) => r,
-                None => {
-                    // Idle keep-alive connections close now; a request in progress finishes first.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            conn.await
         }
     };
     if let Err(e) = result {

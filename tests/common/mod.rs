@@ -508,6 +508,16 @@ impl Conn {
         }
     }
 
+    /// A connection, or None when the server refuses it (it has stopped listening).
+    pub fn try_open(addr: SocketAddr, read_timeout: Duration) -> Option<Conn> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(read_timeout)).unwrap();
+        Some(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
     pub fn send(&mut self, raw: &str) {
         let _ = self.stream.write_all(raw.as_bytes());
     }
