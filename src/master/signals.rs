@@ -135,12 +135,17 @@ pub fn restore(mask: &libc::sigset_t) {
     }
 }
 
-/// In a freshly forked child: default dispositions for everything the master handles.
+/// In a freshly forked child: default dispositions for everything the master
+/// handles, and SIGPIPE ignored, as CPython itself sets it: an app that
+/// writes to a pipe or socket whose reader has gone gets `BrokenPipeError`
+/// instead of the whole worker being killed. (`subprocess` restores the
+/// default for the programs it starts.)
 pub fn reset_in_child() {
     WRITE_FD.store(-1, Ordering::Relaxed);
-    for &sig in HANDLED.iter().chain([libc::SIGPIPE].iter()) {
+    for &sig in HANDLED.iter() {
         let _ = set_handler(sig, libc::SIG_DFL);
     }
+    let _ = set_handler(libc::SIGPIPE, libc::SIG_IGN);
 }
 
 pub fn name(sig: libc::c_int) -> &'static str {

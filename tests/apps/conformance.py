@@ -151,6 +151,21 @@ def short_body_route(environ, start_response):
     return iter([b"hello"])
 
 
+def broken_pipe_route(environ, start_response):
+    """Write to a pipe whose reader has gone: what does the app see?"""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        os.write(w, b"x")
+        seen = b"no error"
+    except BrokenPipeError:
+        seen = b"BrokenPipeError"
+    finally:
+        os.close(w)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [seen]
+
+
 def raw_status_route(environ, start_response):
     """The status line exactly as the query gives it (percent-decoded)."""
     from urllib.parse import unquote
@@ -317,6 +332,7 @@ ROUTES = {
     "/cl-cut": cl_cut_route,
     "/short-body": short_body_route,
     "/raw-status": raw_status_route,
+    "/broken-pipe": broken_pipe_route,
     "/no-cl": no_cl_route,
     "/hop": hop_route,
     "/status": status_route,
