@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 #[test]
 fn an_app_writing_to_a_closed_pipe_gets_broken_pipe_error_and_the_worker_lives() {
@@ -23,4 +24,52 @@ fn an_app_writing_to_a_closed_pipe_gets_broken_pipe_error_and_the_worker_lives()
         }
         assert_eq!(s.workers(), before, "{class}: the worker was not replaced");
     }
+}
+
+#[test]
+fn a_replacement_that_cannot_boot_is_retried_while_the_others_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("down");
+    let s = server("flaky_import:app")
+        .args(["-w", "2", "-k", "gthread"])
+        .env("FLAKY_FLAG", flag.to_str().unwrap())
+        .wait_workers(2)
+        .start();
+    let workers = s.workers();
+    std::fs::write(&flag, "").unwrap();
+    // A worker dies; its replacement cannot import the app.
+    // SAFETY: signalling a worker of the server this test started.
+    unsafe { libc::kill(workers[0], libc::SIGKILL) };
+    s.wait_count("keep serving; trying again in", 2, Duration::from_secs(20));
+    // The server still serves, on the worker that remains.
+    for _ in 0..20 {
+        let r = request(
+            s.addr(),
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), workers[1].to_string());
+    }
+    assert!(
+        s.log_text().contains("the database is down"),
+        "the traceback is logged"
+    );
+    // Fixed: the next attempt boots, and the server is whole again.
+    std::fs::remove_file(&flag).unwrap();
+    s.wait_log("A worker booted again after", Duration::from_secs(20));
+    s.wait_worker_count(2, Duration::from_secs(10));
+    assert!(!s.log_text().contains("Shutting down: Master"));
+}
+
+#[test]
+fn a_first_boot_that_fails_still_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("down");
+    std::fs::write(&flag, "").unwrap();
+    let mut s = server("flaky_import:app")
+        .args(["-w", "2"])
+        .env("FLAKY_FLAG", flag.to_str().unwrap())
+        .spawn();
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(4), "{}", s.log_text());
 }

@@ -25,6 +25,8 @@ use signals::SignalPipe;
 /// gunicorn's exit codes for a worker that could not start.
 pub const WORKER_BOOT_ERROR: i32 = 3;
 pub const APP_LOAD_ERROR: i32 = 4;
+/// The longest wait between attempts to boot a replacement worker.
+const BOOT_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// How long a worker gets between SIGABRT and SIGKILL after a timeout.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -83,6 +85,9 @@ pub struct Master {
     upgraded_from: Option<String>,
     /// Appended to STATUS= until the next successful reload (a refused upgrade).
     status_note: Option<String>,
+    /// A replacement worker failed to boot after the first generation did:
+    /// failures in a row, and when the next may be started.
+    boot_retry: Option<(u32, Instant)>,
     /// Connections per worker, shared with the workers (see `listen::balance`).
     board: Option<Board>,
 }
@@ -125,6 +130,7 @@ impl Master {
             check: None,
             upgraded_from: None,
             status_note: None,
+            boot_retry: None,
             board: match Board::new() {
                 Ok(board) => Some(board),
                 Err(e) => {
@@ -298,6 +304,10 @@ impl Master {
         w.partial.drain(..whole);
         if newly_booted {
             crate::debug!("Worker (pid:{}) booted", w.pid);
+            if let Some((failures, _)) = self.boot_retry.take() {
+                info!("A worker booted again after {failures} failed boot(s)");
+                self.status_note = None;
+            }
         }
     }
 
@@ -399,6 +409,8 @@ impl Master {
         self.cfg = cfg;
         self.generation += 1;
         self.reloading = true;
+        // A fixed deploy is tried at once, not after the retry's wait.
+        self.boot_retry = None;
         info!("Reloading: starting {} new workers", self.target);
     }
 
@@ -553,6 +565,25 @@ impl Master {
         } else {
             "Worker failed to boot."
         };
+        if self.ready {
+            // A replacement (after a crash, max-requests, TTIN) cannot boot,
+            // say while a database is down or a file of a deploy is broken:
+            // the workers that run keep serving, and it is tried again, less
+            // and less often. Only a first boot that fails stops the server.
+            let failures = self.boot_retry.map_or(1, |(n, _)| n + 1);
+            let delay = Duration::from_secs(1u64 << (failures - 1).min(5)).min(BOOT_RETRY_MAX);
+            let serving = self.workers.iter().filter(|o| o.booted).count();
+            error!(
+                "{reason} Worker (pid:{}) exited with code {code}; {serving} worker(s) keep serving; trying again in {} s",
+                w.pid,
+                delay.as_secs()
+            );
+            self.boot_retry = Some((failures, Instant::now() + delay));
+            self.status_note = Some(format!(
+                "a new worker failed to boot {failures} time(s) (exit {code}), retrying"
+            ));
+            return;
+        }
         error!("Shutting down: Master");
         error!("Reason: {reason}");
         self.halt = Some(code);
@@ -628,7 +659,8 @@ impl Master {
                 w.retire_deadline = Some(now + graceful);
             }
         }
-        for _ in have..self.target {
+        let waiting = self.boot_retry.is_some_and(|(_, next)| now < next);
+        for _ in (have..self.target).take_while(|_| !waiting) {
             if let Err(e) = self.spawn_worker() {
                 error!("Could not start a worker: {e:#}");
                 self.halt = Some(WORKER_BOOT_ERROR);
