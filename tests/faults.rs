@@ -73,3 +73,35 @@ fn a_first_boot_that_fails_still_stops_the_server() {
     let status = s.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(4), "{}", s.log_text());
 }
+
+#[test]
+fn running_out_of_descriptors_is_logged_once_per_episode_with_a_count() {
+    let cmd = format!(
+        "ulimit -n 64 && exec '{}' -b 127.0.0.1:0 -k gthread --chdir '{}' conformance:app",
+        bin(),
+        apps_dir().display()
+    );
+    let s = command().bin("/bin/sh").args(["-c", cmd.as_str()]).start();
+    // Idle connections, a few more than the worker has descriptors left for
+    // (more would be accepted in a second episode once these close).
+    let worker = s.workers()[0];
+    let open = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .unwrap()
+        .count();
+    let held: Vec<_> = (0..(64 - open + 5)).map(|_| connect(s.addr())).collect();
+    s.wait_log("accept failed", Duration::from_secs(10));
+    // The window under test, not a synchronisation: the worker retries
+    // every 100 ms meanwhile, and must not log each retry.
+    std::thread::sleep(Duration::from_millis(600));
+    drop(held);
+    let line = s.wait_log("Accepting again after", Duration::from_secs(10));
+    assert_eq!(s.count("accept failed"), 1, "{}", s.log_text());
+    let failed: u64 = line
+        .split("after ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(failed >= 3, "{line}");
+    assert_eq!(s.get("/pid").status, 200);
+}

@@ -53,6 +53,7 @@ impl Acceptor {
 
     async fn run(self, listener: AsyncFd<Socket>, pause: Pause, unix: bool) {
         let mut shutdown = self.shutdown.clone();
+        let mut failing = Failing::default();
         let seat = self.conf.seat;
         loop {
             let permit = tokio::select! {
@@ -84,12 +85,16 @@ impl Acceptor {
                 Err(_would_block) => continue,
             };
             match accepted {
-                Ok((socket, addr)) => self.serve(socket, addr, unix, permit),
+                Ok((socket, addr)) => {
+                    failing.recovered();
+                    self.serve(socket, addr, unix, permit)
+                }
                 // The client gave up before we accepted: nothing to serve.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    error!("accept failed: {e}");
+                    // EMFILE and friends: back off instead of spinning, and
+                    // say so once per episode, not ten times a second.
+                    failing.failed(&e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -195,6 +200,43 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Some(seat) = self.seat {
             seat.left();
+        }
+    }
+}
+
+/// A run of failed accepts (the descriptor limit reached, memory short):
+/// one line when it starts, one with the count when it ends.
+#[derive(Default)]
+struct Failing {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl Failing {
+    fn failed(&mut self, e: &std::io::Error) {
+        self.count += 1;
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            let hint = match e.raw_os_error() {
+                Some(libc::EMFILE) => {
+                    " (this worker's descriptor limit: raise LimitNOFILE= or ulimit -n)"
+                }
+                Some(libc::ENFILE) => " (the system's descriptor limit: fs.file-max)",
+                _ => "",
+            };
+            error!(
+                "accept failed: {e}{hint}; retrying every 100 ms, connections wait in the listen queue"
+            );
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            crate::info!(
+                "Accepting again after {} failed accepts over {:.1} s",
+                std::mem::take(&mut self.count),
+                since.elapsed().as_secs_f64()
+            );
         }
     }
 }
