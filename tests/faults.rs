@@ -105,3 +105,71 @@ fn running_out_of_descriptors_is_logged_once_per_episode_with_a_count() {
     assert!(failed >= 3, "{line}");
     assert_eq!(s.get("/pid").status, 200);
 }
+
+#[test]
+fn at_the_connection_limit_idle_keep_alive_connections_make_room() {
+    let s = server("conformance:app")
+        .args([
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--keep-alive",
+            "120",
+            "--worker-connections",
+            "100",
+        ])
+        .start();
+    // As many clients as the limit, each made a request and keeps its connection open.
+    let idle: Vec<_> = (0..100)
+        .map(|_| {
+            let mut c = Conn::open(s.addr());
+            c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(c.read_response(false).map(|r| r.status), Some(200));
+            c
+        })
+        .collect();
+    // A new client is served, every time (gunicorn: 10 of 10), without
+    // waiting for --keep-alive to close an idle connection.
+    for i in 0..10 {
+        let mut c = Conn::try_open(s.addr(), Duration::from_secs(5)).unwrap();
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let r = c.read_response(false);
+        assert_eq!(r.map(|r| r.status), Some(200), "new client {i}");
+    }
+    drop(idle);
+}
+
+#[test]
+fn at_the_connection_limit_with_none_idle_a_new_client_gets_503_at_once() {
+    let s = server("conformance:app")
+        .args([
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "10",
+            "--worker-connections",
+            "10",
+        ])
+        .start();
+    let busy: Vec<_> = (0..10)
+        .map(|_| {
+            let mut c = Conn::open(s.addr());
+            c.send("GET /sleep-logged?5 HTTP/1.1\r\nHost: x\r\n\r\n");
+            c
+        })
+        .collect();
+    // Every slot holds a request in progress.
+    s.wait_count("sleeping 5", 10, Duration::from_secs(10));
+    let t0 = std::time::Instant::now();
+    let mut c = Conn::try_open(s.addr(), Duration::from_secs(10)).unwrap();
+    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response(false).expect("an answer, not silence");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    s.wait_log("Connection limit reached", Duration::from_secs(5));
+    drop(busy);
+}

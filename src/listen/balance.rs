@@ -101,6 +101,16 @@ impl Seat {
         fewest.is_some_and(|f| mine > f.saturating_add(SLACK))
     }
 
+    /// Whether another worker that accepts holds fewer than `capacity` connections.
+    pub fn others_have_room(&self, capacity: usize) -> bool {
+        let slots = self.board.slots;
+        let used = (slots[0].load(Ordering::Relaxed) as usize).min(slots.len() - 1);
+        (1..=used)
+            .filter(|&i| i != self.index)
+            .map(|i| slots[i].load(Ordering::Relaxed))
+            .any(|n| n & CLOSED == 0 && n != EMPTY && (n as usize) < capacity)
+    }
+
     fn slot(&self) -> &AtomicU32 {
         &self.board.slots[self.index]
     }

@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::serve::{Conf, connection};
 use super::shutdown::stopping;
+use crate::config::WorkerClass;
 use crate::error;
 use crate::http::service::Shared;
 use crate::listen::balance::Seat;
@@ -54,11 +55,22 @@ impl Acceptor {
     async fn run(self, listener: AsyncFd<Socket>, pause: Pause, unix: bool) {
         let mut shutdown = self.shutdown.clone();
         let mut failing = Failing::default();
+        let mut refused = Refused::default();
         let seat = self.conf.seat;
         loop {
-            let permit = tokio::select! {
-                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = stopping(&mut shutdown) => break,
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                // sync: one request at a time; the others wait in the
+                // listen queue for a free worker, as with gunicorn.
+                Err(_) if self.conf.class == WorkerClass::Sync => tokio::select! {
+                    p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = stopping(&mut shutdown) => break,
+                },
+                Err(_) => match self.full(&listener, &mut shutdown, &mut refused).await {
+                    Some(p) => p,
+                    None if *shutdown.borrow() => break,
+                    None => continue,
+                },
             };
             let mut ready = tokio::select! {
                 r = listener.readable() => match r {
@@ -99,6 +111,54 @@ impl Acceptor {
                 }
             }
         }
+    }
+
+    /// At the connection limit: idle connections are asked to make room,
+    /// and a slot that frees within `ROOM_WAIT` is taken. Otherwise, while
+    /// another worker has room the connection is left to it; when none has,
+    /// one waiting connection is accepted and answered 503 (`None`), so that
+    /// no client hangs unanswered behind a full worker.
+    async fn full(
+        &self,
+        listener: &AsyncFd<Socket>,
+        shutdown: &mut watch::Receiver<bool>,
+        refused: &mut Refused,
+    ) -> Option<OwnedSemaphorePermit> {
+        self.conf.room.send_modify(|n| *n += 1);
+        let slot = self.slots.clone().acquire_owned();
+        tokio::pin!(slot);
+        tokio::select! {
+            p = &mut slot => return p.ok(),
+            _ = tokio::time::sleep(ROOM_WAIT) => {}
+            _ = stopping(shutdown) => return None,
+        }
+        if self
+            .conf
+            .seat
+            .is_some_and(|s| s.others_have_room(self.slots_total()))
+        {
+            return tokio::select! {
+                p = slot => p.ok(),
+                _ = stopping(shutdown) => None,
+            };
+        }
+        let mut ready = tokio::select! {
+            p = &mut slot => return p.ok(),
+            r = listener.readable() => r.ok()?,
+            _ = stopping(shutdown) => return None,
+        };
+        if let Ok(Ok((socket, _))) = ready.try_io(|l| {
+            l.get_ref()
+                .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        }) {
+            refused.one(self.slots_total());
+            tokio::spawn(answer_unavailable(socket));
+        }
+        None
+    }
+
+    fn slots_total(&self) -> usize {
+        self.conf.capacity
     }
 
     fn serve(&self, socket: Socket, addr: SockAddr, unix: bool, permit: OwnedSemaphorePermit) {
@@ -200,6 +260,51 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Some(seat) = self.seat {
             seat.left();
+        }
+    }
+}
+
+/// How long a full worker waits for an idle connection to make room.
+const ROOM_WAIT: Duration = Duration::from_millis(50);
+
+/// What a connection gets when every worker is at `--worker-connections`.
+const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\nService Unavailable\n";
+
+/// Answer 503 and close, reading what the client sent meanwhile (closing
+/// with it unread would reset the connection and could lose the answer).
+async fn answer_unavailable(socket: Socket) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::from_std(socket.into()) else {
+        return;
+    };
+    let _ = stream.write_all(UNAVAILABLE).await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// 503s sent at the connection limit: one log line a second at most.
+#[derive(Default)]
+struct Refused {
+    last_log: Option<Instant>,
+    since_log: u64,
+}
+
+impl Refused {
+    fn one(&mut self, limit: usize) {
+        self.since_log += 1;
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            crate::warning!(
+                "Connection limit reached (--worker-connections {limit}, no connection idle): answered 503 to {} new connection(s)",
+                std::mem::take(&mut self.since_log)
+            );
+            self.last_log = Some(Instant::now());
         }
     }
 }

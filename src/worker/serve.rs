@@ -37,8 +37,8 @@ extern "C" fn on_abort(_: libc::c_int) {
 }
 
 pub(super) struct Conf {
-    class: WorkerClass,
-    capacity: usize,
+    pub(super) class: WorkerClass,
+    pub(super) capacity: usize,
     idle: Duration,
     keep_alive: bool,
     header_timeout: Duration,
@@ -48,6 +48,9 @@ pub(super) struct Conf {
     /// This worker's place on the master's connection board (not for sync
     /// workers: one connection at a time balances itself).
     pub(super) seat: Option<Seat>,
+    /// Bumped by an acceptor at the connection limit: idle connections
+    /// (no request in progress) close to make room.
+    pub(super) room: watch::Sender<u64>,
 }
 
 pub fn serve(
@@ -83,6 +86,7 @@ pub fn serve(
         },
         max_fields: s.limit_request_fields as usize,
         seat: seat.filter(|_| class != WorkerClass::Sync),
+        room: watch::Sender::new(0),
     };
     let hub = match class {
         WorkerClass::Gevent | WorkerClass::Asgi => match Hub::new() {
@@ -440,10 +444,18 @@ pub(super) async fn connection<S>(
         .half_close(half_close);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
-    let finished = until_stopped(conn.as_mut(), Box::pin(stopping(&mut shutdown))).await;
-    let result = match finished {
-        Some(r) => r,
-        None => {
+    let mut room = conf.room.subscribe();
+    let result = loop {
+        let wake = Box::pin(async {
+            tokio::select! {
+                _ = stopping(&mut shutdown) => {}
+                _ = room.changed() => {}
+            }
+        });
+        if let Some(r) = until_stopped(conn.as_mut(), wake).await {
+            break r;
+        }
+        if *shutdown.borrow() {
             // Draining. A request in progress is answered with `Connection:
             // close`, and so is any that arrives from now on (a client may
             // have sent it before it could know); a connection that stays
@@ -453,7 +465,13 @@ pub(super) async fn connection<S>(
             if state.busy.load(Ordering::Relaxed) > 0 {
                 conn.as_mut().graceful_shutdown();
             }
-            conn.await
+            break conn.await;
+        }
+        // The worker is at its connection limit: an idle keep-alive
+        // connection (or one still sending its first head) makes room.
+        if state.busy.load(Ordering::Relaxed) == 0 {
+            conn.as_mut().graceful_shutdown();
+            break conn.await;
         }
     };
     if let Err(e) = result {

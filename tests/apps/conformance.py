@@ -238,6 +238,12 @@ def sleep_route(environ, start_response):
     return [b"slept"]
 
 
+def sleep_logged_route(environ, start_response):
+    """As /sleep, saying first that it sleeps (a test waits for that)."""
+    log.warning("sleeping %s", environ["QUERY_STRING"])
+    return sleep_route(environ, start_response)
+
+
 def spin_route(environ, start_response):
     end = time.time() + float(environ["QUERY_STRING"] or 10)
     while time.time() < end:
@@ -341,6 +347,7 @@ ROUTES = {
     "/file": file_route,
     "/log": log_route,
     "/sleep": sleep_route,
+    "/sleep-logged": sleep_logged_route,
     "/print": print_route,
     "/spin": spin_route,
     "/work": work_route,
