@@ -16,6 +16,8 @@ complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request
 complete -c ferricorn -l limit-request-fields -d 'Maximum number of request header fields. [default: 100]' -r
 complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means 8190. [default: 8190]' -r
 complete -c ferricorn -l header-timeout -d 'Seconds a client gets to send a request head, from its first byte to the blank line ending it, before it is cut off (the wait between requests is --keep-alive\'s). [default: 10]' -r
+complete -c ferricorn -l min-request-body-rate -d 'The slowest a client may send a request body, in bytes per second averaged after a 5 s grace; below it the client gets 408 and the app\'s read fails, freeing its thread (0: no floor). [default: 240]' -r
+complete -c ferricorn -l min-response-rate -d 'The slowest a client may read its response, in bytes per second averaged after a 5 s grace; below it the connection is closed, freeing the app thread that writes to it (0: no floor). [default: 240]' -r
 complete -c ferricorn -l header-map -d 'Header names with an underscore: drop them from the environ, refuse the request, or map them (dangerous). [default: drop]' -r -f -a "drop\t'Leave them out of the environ'
 refuse\t'Refuse the request (400)'
 dangerous\t'Map them like any other header (not advisable: a client can pose as a proxy\'s header)'"

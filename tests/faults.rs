@@ -173,3 +173,87 @@ fn at_the_connection_limit_with_none_idle_a_new_client_gets_503_at_once() {
     s.wait_log("Connection limit reached", Duration::from_secs(5));
     drop(busy);
 }
+
+/// Clients that trickle a large body a few bytes at a time, each holding a
+/// request (and, under gthread, an app thread) open.
+fn tricklers(addr: std::net::SocketAddr, n: usize) -> Vec<std::thread::JoinHandle<Option<u16>>> {
+    (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Conn::try_open(addr, Duration::from_secs(20))?;
+                c.send("POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                c.stream.set_nonblocking(true).unwrap();
+                loop {
+                    // 5 bytes a second, until the server answers or gives up.
+                    let mut probe = [0u8; 1];
+                    match std::io::Read::read(&mut c.stream, &mut probe) {
+                        Ok(_) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return None;
+                    }
+                    let _ = std::io::Write::write_all(&mut c.stream, b"x");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                c.stream.set_nonblocking(false).unwrap();
+                // The answer, once the server gave up on the body.
+                c.read_response(false).map(|r| r.status)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_body_trickled_below_the_floor_gets_408_and_frees_the_thread() {
+    let venv = test_venv().display().to_string();
+    for class in ["gthread", "gevent"] {
+        let s = server("conformance:app")
+            .args([
+                "-k",
+                class,
+                "--threads",
+                "2",
+                "--virtualenv",
+                &venv,
+                "--min-request-body-rate",
+                "1000",
+            ])
+            .start();
+        let attackers = tricklers(s.addr(), 4);
+        let statuses: Vec<_> = attackers.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            statuses.iter().all(|s| *s == Some(408)),
+            "{class}: {statuses:?}"
+        );
+        s.wait_log("slower than 1000 bytes/s", Duration::from_secs(5));
+        // The threads they held serve again.
+        assert_eq!(s.get("/pid").status, 200, "{class}");
+    }
+}
+
+#[test]
+fn a_client_that_does_not_read_its_response_is_cut_off_and_frees_the_thread() {
+    let s = server("conformance:app")
+        .args([
+            "-k",
+            "gthread",
+            "--threads",
+            "1",
+            "--min-response-rate",
+            "100000",
+        ])
+        .start();
+    // A client that asks for 50 MB and reads none of it.
+    let mut c = connect(s.addr());
+    std::io::Write::write_all(&mut c, b"GET /big?50000000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.wait_log(
+        "read its response slower than 100000 bytes/s",
+        Duration::from_secs(20),
+    );
+    // The one app thread it held answers others again.
+    assert_eq!(s.get("/pid").status, 200);
+    drop(c);
+}

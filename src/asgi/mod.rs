@@ -366,7 +366,11 @@ impl Exchange {
                     st.body = None;
                     st.body_done = true;
                     st.bad_body = true;
-                    crate::warning!("Invalid request from {}: {e}", st.peer.ip_string());
+                    crate::warning!(
+                        "Invalid request from {}: {}",
+                        st.peer.ip_string(),
+                        e.message
+                    );
                     return Ok(event(py, intern!(py, "http.disconnect"))?.into_any());
                 }
             };

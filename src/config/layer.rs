@@ -115,6 +115,20 @@ pub struct Layer {
         help_heading = "Request limits"
     )]
     pub header_timeout: Option<u64>,
+    /// The slowest a client may send a request body, in bytes per second averaged after a 5 s grace; below it the client gets 408 and the app's read fails, freeing its thread (0: no floor). [default: 240]
+    #[arg(
+        long = "min-request-body-rate",
+        value_name = "BYTES",
+        help_heading = "Request limits"
+    )]
+    pub min_request_body_rate: Option<u32>,
+    /// The slowest a client may read its response, in bytes per second averaged after a 5 s grace; below it the connection is closed, freeing the app thread that writes to it (0: no floor). [default: 240]
+    #[arg(
+        long = "min-response-rate",
+        value_name = "BYTES",
+        help_heading = "Request limits"
+    )]
+    pub min_response_rate: Option<u32>,
     /// Accept header fields continued on a following line (obs-fold, RFC 9112 §5.2), joining them with a space. [default: off]
     #[arg(
         long = "permit-obsolete-folding",

@@ -25,6 +25,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::framing::head::{Leniency, Limits};
 use super::framing::{Gate, Passed, Refusal};
+use super::pace::Pace;
+use crate::wsgi::Peer;
 
 /// Shared by a connection's socket wrapper and the requests on it.
 #[derive(Default)]
@@ -156,28 +158,45 @@ pub struct IdleIo<S> {
     head_timer: Option<Pin<Box<Sleep>>>,
     /// The idle limit has been shortened to `DRAIN_IDLE`.
     draining: bool,
+    /// The slowest a client may send a body, and read a response.
+    body_pace: Pace,
+    response_pace: Pace,
+    peer: Peer,
+}
+
+/// A connection's clocks: how long it may sit idle or take over a head,
+/// and the slowest it may move a body either way (bytes per second, 0: any).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub idle: Duration,
+    pub head: Duration,
+    pub min_body_rate: u32,
+    pub min_response_rate: u32,
 }
 
 impl<S> IdleIo<S> {
     pub fn new(
         inner: S,
         state: Arc<ConnState>,
-        limit: Duration,
-        header_limit: Duration,
+        timing: Timing,
         limits: Limits,
         lenient: Leniency,
         switching: bool,
+        peer: Peer,
     ) -> IdleIo<S> {
         IdleIo {
             inner,
             state,
-            limit,
+            limit: timing.idle,
             active: false,
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + timing.idle)),
             gate: Gate::new(limits, lenient, switching),
             draining: false,
-            header_limit,
+            header_limit: timing.head,
             head_timer: None,
+            body_pace: Pace::new(timing.min_body_rate),
+            response_pace: Pace::new(timing.min_response_rate),
+            peer,
         }
     }
 
@@ -260,6 +279,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                         return Poll::Ready(Ok(()));
                     }
                     this.active = true;
+                    this.body_pace.moved(read.len());
                     let passed = if this.gate.is_clear() {
                         this.gate.pass_in_place(read)
                     } else {
@@ -275,6 +295,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
+                    if !this.gate.mid_body() {
+                        this.body_pace.reset();
+                    } else if this.body_pace.stalled(cx) {
+                        // A body trickled in to hold a thread: 408, and the
+                        // app's read fails, which frees its thread.
+                        let rate = this.body_pace.rate();
+                        this.gate.refuse_body(Refusal::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "the request body arrived slower than {rate} bytes/s (--min-request-body-rate)"
+                            ),
+                        ));
+                        this.publish();
+                        continue;
+                    }
                     if this.head_overdue(cx) {
                         // As nginx does (gunicorn sends nothing): 408, then close.
                         this.head_timer = None;
@@ -313,6 +348,40 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
     }
 }
 
+impl<S> IdleIo<S> {
+    /// After a write: count it, or judge the client's reading if it stalled.
+    fn wrote(
+        &mut self,
+        r: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                self.active = true;
+                self.response_pace.moved(n);
+                if self.state.busy.load(Ordering::Relaxed) == 0 {
+                    self.response_pace.reset();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.response_pace.stalled(cx) => {
+                // A client that does not read would hold the app thread
+                // that writes to it: cut it off.
+                crate::warning!(
+                    "Client {} read its response slower than {} bytes/s (--min-response-rate): connection closed",
+                    self.peer.ip_string(),
+                    self.response_pace.rate()
+                );
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client read its response too slowly",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -320,10 +389,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(_))) {
-            self.active = true;
-        }
-        r
+        self.wrote(r, cx)
     }
 
     fn poll_write_vectored(
@@ -332,10 +398,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(_))) {
-            self.active = true;
-        }
-        r
+        self.wrote(r, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

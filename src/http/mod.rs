@@ -5,6 +5,7 @@ pub mod fields;
 pub mod framing;
 pub mod head;
 pub mod idle;
+pub mod pace;
 pub mod request_body;
 pub mod service;
 pub mod websocket;

@@ -27,7 +27,7 @@ struct Queue {
     chunks: VecDeque<Bytes>,
     queued: usize,
     /// `Some` once the body ended: `Ok` at its end, `Err` for a malformed body.
-    end: Option<Result<(), String>>,
+    end: Option<Result<(), BodyError>>,
     /// Wakes the app side waiting for data.
     waiter: Option<Waker>,
     /// The app side dropped its handle: stop reading.
@@ -48,7 +48,14 @@ pub struct BodyReader {
 pub enum Received {
     Data(VecDeque<Bytes>, usize),
     End,
-    Failed(String),
+    Failed(BodyError),
+}
+
+/// Why a request body could not be read whole, and the status its request gets.
+#[derive(Clone, Debug)]
+pub struct BodyError {
+    pub message: String,
+    pub status: u16,
 }
 
 /// Start reading `body` on the current (I/O) runtime.
@@ -82,14 +89,24 @@ async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>, cut
             None => break Ok(()),
             // A body the framing authority cut short says why; hyper only saw it end.
             Some(Err(e)) => match conn.body_refusal() {
-                Some(r) => break Err(r.reason.to_string()),
+                Some(r) => {
+                    break Err(BodyError {
+                        message: r.reason.to_string(),
+                        status: r.status.as_u16(),
+                    });
+                }
                 None if cut_is_end && cut_short(&e) => {
                     crate::warning!(
                         "Request body ended before its Content-Length: the client closed its side"
                     );
                     break Ok(());
                 }
-                None => break Err(e.to_string()),
+                None => {
+                    break Err(BodyError {
+                        message: e.to_string(),
+                        status: 400,
+                    });
+                }
             },
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else {

@@ -20,7 +20,7 @@ use super::shutdown::{stopping, until_stopped};
 use super::{Jobs, Ledger, Reporter, Stats, Wait, asgi, gevent, pool};
 use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, WorkerClass};
-use crate::http::idle::{ConnState, IdleIo};
+use crate::http::idle::{ConnState, IdleIo, Timing};
 use crate::http::service::{self, Leniency, Limits, Shared};
 use crate::listen::Listener;
 use crate::listen::balance::Seat;
@@ -45,6 +45,8 @@ pub(super) struct Conf {
     graceful: Duration,
     heartbeat: Duration,
     max_fields: usize,
+    min_body_rate: u32,
+    min_response_rate: u32,
     /// This worker's place on the master's connection board (not for sync
     /// workers: one connection at a time balances itself).
     pub(super) seat: Option<Seat>,
@@ -85,6 +87,8 @@ pub fn serve(
             Duration::from_millis((s.timeout * 1000 / 4).clamp(100, 1000))
         },
         max_fields: s.limit_request_fields as usize,
+        min_body_rate: s.min_request_body_rate,
+        min_response_rate: s.min_response_rate,
         seat: seat.filter(|_| class != WorkerClass::Sync),
         room: watch::Sender::new(0),
     };
@@ -418,11 +422,16 @@ pub(super) async fn connection<S>(
     let io = TokioIo::new(IdleIo::new(
         stream,
         state.clone(),
-        conf.idle,
-        conf.header_timeout,
+        Timing {
+            idle: conf.idle,
+            head: conf.header_timeout,
+            min_body_rate: conf.min_body_rate,
+            min_response_rate: conf.min_response_rate,
+        },
         shared.limits,
         shared.lenient,
         shared.websocket_max_message.is_some(),
+        peer,
     ));
     let max_head = shared.limits.max_head();
     let half_close = shared.half_close;

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use crate::http::request_body::{BodyReader, Received};
 use crate::worker::Wait;
@@ -15,8 +15,9 @@ use crate::worker::Wait;
 #[pyclass(module = "ferricorn")]
 pub struct Input {
     state: Mutex<State>,
-    /// The client sent a malformed body (bad chunk size, short body): answer 400.
-    pub client_error: AtomicBool,
+    /// The client sent a malformed body (bad chunk size, short body: 400)
+    /// or sent it too slowly (408): the status to answer, 0 if none.
+    pub client_error: AtomicU16,
     wait: Wait,
 }
 
@@ -34,7 +35,7 @@ impl Input {
                 chunks: VecDeque::new(),
                 buffered: 0,
             }),
-            client_error: AtomicBool::new(false),
+            client_error: AtomicU16::new(0),
             wait,
         }
     }
@@ -61,8 +62,11 @@ impl Input {
             }
             Received::Failed(e) => {
                 st.body = None;
-                self.client_error.store(true, Ordering::Relaxed);
-                Err(PyOSError::new_err(format!("invalid request body: {e}")))
+                self.client_error.store(e.status, Ordering::Relaxed);
+                Err(PyOSError::new_err(format!(
+                    "invalid request body: {}",
+                    e.message
+                )))
             }
         }
     }

@@ -157,10 +157,14 @@ impl WsgiApp {
         let sr_ref = sr.borrow();
         if let Err(e) = result {
             let path = parts.uri.path();
-            if input.borrow().client_error.load(Ordering::Relaxed) {
+            let client_error = input.borrow().client_error.load(Ordering::Relaxed);
+            if client_error != 0 {
                 crate::warning!("Invalid request from {}: {}", peer.ip_string(), e);
                 if !sr_ref.head_sent() {
-                    sr_ref.fail(error_response(StatusCode::BAD_REQUEST, "Bad Request"));
+                    let status =
+                        StatusCode::from_u16(client_error).unwrap_or(StatusCode::BAD_REQUEST);
+                    let reason = status.canonical_reason().unwrap_or("Bad Request");
+                    sr_ref.fail(error_response(status, reason));
                 }
             } else {
                 crate::error!("Error handling request {path}\n{}", traceback_text(py, &e));

@@ -151,6 +151,16 @@ def short_body_route(environ, start_response):
     return iter([b"hello"])
 
 
+def big_route(environ, start_response):
+    """QUERY_STRING bytes, streamed in 64 KiB pieces."""
+    size = int(environ["QUERY_STRING"] or 1048576)
+    piece = b"x" * 65536
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    while size > 0:
+        yield piece[:size]
+        size -= len(piece)
+
+
 def broken_pipe_route(environ, start_response):
     """Write to a pipe whose reader has gone: what does the app see?"""
     r, w = os.pipe()
@@ -339,6 +349,7 @@ ROUTES = {
     "/short-body": short_body_route,
     "/raw-status": raw_status_route,
     "/broken-pipe": broken_pipe_route,
+    "/big": big_route,
     "/no-cl": no_cl_route,
     "/hop": hop_route,
     "/status": status_route,

@@ -109,6 +109,19 @@ impl Gate {
         self.apply(step, &[]);
     }
 
+    /// Refuse the body that is arriving (too slowly): hyper sees the stream
+    /// end there, and the request's body read fails with the refusal.
+    pub fn refuse_body(&mut self, refusal: Refusal) {
+        self.held.clear();
+        let step = self.framer.refuse_body(refusal);
+        self.apply(step, &[]);
+    }
+
+    /// Within a request's body.
+    pub fn mid_body(&self) -> bool {
+        self.framer.mid_message()
+    }
+
     /// What the requests must learn, since the last call.
     pub fn events(&mut self) -> Option<std::vec::Drain<'_, Passed>> {
         (!self.events.is_empty()).then(|| self.events.drain(..))

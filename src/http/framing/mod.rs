@@ -137,7 +137,6 @@ impl Framer {
     }
 
     /// Within a request's body.
-    #[cfg(test)]
     pub fn mid_message(&self) -> bool {
         matches!(
             self.state,
