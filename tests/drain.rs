@@ -143,7 +143,7 @@ fn path(class: &str) -> &'static str {
 }
 
 #[test]
-fn hup_loses_no_keep_alive_request() {
+fn hup_and_ttou_lose_no_keep_alive_request() {
     for class in CLASSES {
         let s = start(class, &[]);
         let load = KeepAlive::start(s.addr(), path(class), 16);
@@ -154,8 +154,12 @@ fn hup_loses_no_keep_alive_request() {
             s.wait_count("Worker exiting", 2 * n, Duration::from_secs(30));
             served_more(&load, 200);
         }
+        // TTOU retires one worker the same way.
+        s.signal(libc::SIGTTOU);
+        s.wait_count("Worker exiting", 5, Duration::from_secs(30));
+        served_more(&load, 200);
         let out = load.finish();
-        eprintln!("{class} HUP x2: {out:?}");
+        eprintln!("{class} HUP x2, TTOU: {out:?}");
         assert_eq!(
             (out.lost, out.lost_fresh),
             (0, 0),
