@@ -22,6 +22,7 @@ complete -c ferricorn -l header-map -d 'Header names with an underscore: drop th
 refuse\t'Refuse the request (400)'
 dangerous\t'Map them like any other header (not advisable: a client can pose as a proxy\'s header)'"
 complete -c ferricorn -l forwarded-allow-ips -d 'Peers trusted to set X-Forwarded-Proto and friends, comma separated; * trusts all. [default: 127.0.0.1,::1]' -r
+complete -c ferricorn -l forwarder-headers -d 'Header names with an underscore that a trusted proxy (--forwarded-allow-ips) may set for the environ, comma separated: SCRIPT_NAME sets the environ\'s SCRIPT_NAME (and is stripped from PATH_INFO), the others become HTTP_* keys. [default: SCRIPT_NAME,PATH_INFO]' -r
 complete -c ferricorn -l chdir -d 'Change to this directory before loading the app. [default: the current directory]' -r -F
 complete -c ferricorn -s e -l env -d 'Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]' -r
 complete -c ferricorn -l pythonpath -d 'Extra directories on sys.path, comma separated. [default: none]' -r

@@ -454,3 +454,29 @@ fn a_client_cut_off_mid_head_gets_408() {
     assert_eq!(r.status, 408);
     s.wait_log("request head not received within", Duration::from_secs(5));
 }
+
+#[test]
+fn a_trusted_proxy_mounts_the_app_with_script_name_as_in_gunicorn() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gunicorn.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let g = Gunicorn::start(&log);
+    let raw = "GET /app/x?q=1 HTTP/1.1\r\nHost: h\r\nSCRIPT_NAME: /app\r\nPATH_INFO: /ignored\r\nX_Other: 1\r\nConnection: close\r\n\r\n";
+    let theirs = request(SocketAddr::from(([127, 0, 0, 1], g.port)), raw).json();
+    // The default trusts 127.0.0.1, as gunicorn's does.
+    let s = server("echo:app").args(["-k", "gthread"]).start();
+    let ours = request(s.addr(), raw).json();
+    for key in ["script_name", "path", "query", "headers"] {
+        assert_eq!(ours[key], theirs[key], "{key}");
+    }
+    assert_eq!(ours["script_name"], "/app");
+    assert_eq!(ours["path"], "/x");
+    // An untrusted peer's underscore headers are dropped.
+    let s = server("echo:app")
+        .args(["-k", "gthread", "--forwarded-allow-ips", "10.0.0.1"])
+        .start();
+    let untrusted = request(s.addr(), raw).json();
+    assert_eq!(untrusted["script_name"], "");
+    assert_eq!(untrusted["path"], "/app/x");
+    assert!(!untrusted["headers"].to_string().contains("SCRIPT"));
+}

@@ -176,6 +176,14 @@ pub struct Layer {
     )]
     #[serde(deserialize_with = "comma_list")]
     pub forwarded_allow_ips: Option<Vec<String>>,
+    /// Header names with an underscore that a trusted proxy (--forwarded-allow-ips) may set for the environ, comma separated: SCRIPT_NAME sets the environ's SCRIPT_NAME (and is stripped from PATH_INFO), the others become HTTP_* keys. [default: SCRIPT_NAME,PATH_INFO]
+    #[arg(
+        long = "forwarder-headers",
+        value_name = "NAMES",
+        help_heading = "Request limits"
+    )]
+    #[serde(deserialize_with = "comma_list")]
+    pub forwarder_headers: Option<Vec<String>>,
 
     // ---- Application
     /// Change to this directory before loading the app. [default: the current directory]

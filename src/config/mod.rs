@@ -103,6 +103,7 @@ pub struct Settings {
     pub strip_header_spaces: bool,
     pub header_map: HeaderMap,
     pub forwarded_allow_ips: Vec<String>,
+    pub forwarder_headers: Vec<String>,
     pub chdir: PathBuf,
     pub raw_env: Vec<String>,
     pub pythonpath: Option<String>,
@@ -131,7 +132,7 @@ macro_rules! with_settings {
             max_requests, max_requests_jitter, timeout, graceful_timeout, keepalive, preload_app,
             limit_request_line, limit_request_fields, limit_request_field_size, header_timeout,
             min_request_body_rate, min_response_rate, permit_obsolete_folding, permit_unconventional_http_method, casefold_http_method,
-            strip_header_spaces, header_map, forwarded_allow_ips, chdir, raw_env, pythonpath, virtualenv, proc_name, pidfile, user,
+            strip_header_spaces, header_map, forwarded_allow_ips, forwarder_headers, chdir, raw_env, pythonpath, virtualenv, proc_name, pidfile, user,
             group, umask, initgroups, accesslog, access_log_format, errorlog, loglevel, journald,
             asgi_loop, asgi_lifespan, root_path, websocket_max_message_size)
     };
@@ -191,6 +192,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "strip_header_spaces",
     "header_map",
     "forwarded_allow_ips",
+    "forwarder_headers",
     "chdir",
     "raw_env",
     "pythonpath",
@@ -292,6 +294,7 @@ impl Settings {
             strip_header_spaces: false,
             header_map: HeaderMap::Drop,
             forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+            forwarder_headers: vec!["SCRIPT_NAME".into(), "PATH_INFO".into()],
             chdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             raw_env: Vec::new(),
             pythonpath: None,
@@ -536,6 +539,11 @@ fn validate(
         expanded.push(item);
     }
     s.forwarded_allow_ips = expanded;
+    s.forwarder_headers = s
+        .forwarder_headers
+        .iter()
+        .flat_map(|i| layer::split_commas(i))
+        .collect();
 
     let proc_name = s.proc_name.clone().unwrap_or_else(|| s.app.clone());
     Ok(Config {

@@ -145,6 +145,11 @@ pub fn serve(
             &loaded.support,
             Options {
                 underscore_headers: s.header_map == crate::config::HeaderMap::Dangerous,
+                forwarder_headers: s
+                    .forwarder_headers
+                    .iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .collect(),
                 multithread: class != WorkerClass::Sync,
                 multiprocess: s.workers > 1,
                 forwarded,

@@ -72,6 +72,9 @@ pub struct Keys {
     /// Header names with an underscore get an `HTTP_*` key (gunicorn's
     /// `header_map = "dangerous"`); by default they are left out.
     pub underscore_headers: bool,
+    /// Underscore names a trusted proxy may still send (gunicorn's
+    /// `forwarder_headers`), lowercase as hyper gives them.
+    pub forwarder_headers: Vec<String>,
     request_method: Py<PyString>,
     path_info: Py<PyString>,
     query_string: Py<PyString>,
@@ -221,6 +224,7 @@ impl Keys {
             .collect();
         Keys {
             underscore_headers: false,
+            forwarder_headers: Vec::new(),
             request_method: i("REQUEST_METHOD"),
             path_info: i("PATH_INFO"),
             query_string: i("QUERY_STRING"),
@@ -291,6 +295,11 @@ impl Keys {
                 s
             }
         }
+    }
+
+    /// Whether a trusted proxy may send this header name (lowercase).
+    fn forwards(&self, name: &str) -> bool {
+        self.forwarder_headers.iter().any(|f| f == name)
     }
 
     pub fn script_name(&self) -> &str {
@@ -480,16 +489,11 @@ pub fn fill<'py>(
         .unwrap_or_else(|| PyString::new(py, parts.method.as_str()));
     env.set_item(k(&keys.request_method), method)?;
 
-    let uri = &parts.uri;
-    let path = uri.path();
-    let decoded = percent_decode(path);
-    let script = keys.script_name();
-    let path_info: &[u8] = if !script.is_empty() && decoded.starts_with(script.as_bytes()) {
-        &decoded[script.len()..]
-    } else {
-        &decoded
+    let trusted = match peer {
+        Peer::Unix => true,
+        Peer::Tcp(sa) => forwarded.allow_all || forwarded.allow.contains(&sa.ip()),
     };
-    env.set_item(k(&keys.path_info), latin1(py, path_info))?;
+    let uri = &parts.uri;
     // hyper drops a fragment and got some targets escaped: those come as sent.
     let raw_target = parts.extensions.get::<RawTarget>();
     let query = match raw_target {
@@ -532,6 +536,7 @@ pub fn fill<'py>(
     let mut host: Option<&HeaderValue> = None;
     let mut host_set = false;
     let mut forwarded_https = false;
+    let mut forwarded_script = None;
     let mut headers = parts.headers.iter().peekable();
     while let Some((name, first)) = headers.next() {
         let (key, role) = if name == http::header::CONTENT_TYPE {
@@ -541,7 +546,11 @@ pub fn fill<'py>(
         } else if let Some((key, role)) = keys.headers.get(name) {
             (k(key), *role)
         } else {
-            match header_key_string(name.as_str(), keys.underscore_headers) {
+            let forwarder = trusted && keys.forwards(name.as_str());
+            if forwarder && name.as_str() == "script_name" {
+                forwarded_script = first.to_str().ok();
+            }
+            match header_key_string(name.as_str(), keys.underscore_headers || forwarder) {
                 Some(s) => (PyString::new(py, &s), Role::Plain),
                 None => {
                     while headers.next_if(|(n, _)| *n == name).is_some() {}
@@ -572,10 +581,18 @@ pub fn fill<'py>(
         env.set_item(key, value)?;
     }
 
-    let trusted = match peer {
-        Peer::Unix => true,
-        Peer::Tcp(sa) => forwarded.allow_all || forwarded.allow.contains(&sa.ip()),
+    // A trusted proxy's SCRIPT_NAME header mounts the app, as in gunicorn.
+    if let Some(script) = forwarded_script {
+        env.set_item("SCRIPT_NAME", script)?;
+    }
+    let decoded = percent_decode(uri.path());
+    let script = forwarded_script.unwrap_or(keys.script_name());
+    let path_info: &[u8] = if !script.is_empty() && decoded.starts_with(script.as_bytes()) {
+        &decoded[script.len()..]
+    } else {
+        &decoded
     };
+    env.set_item(k(&keys.path_info), latin1(py, path_info))?;
     let https = trusted && forwarded_https;
     // "http" is the template's.
     if https {

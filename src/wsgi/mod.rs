@@ -82,6 +82,8 @@ pub struct WsgiApp {
 pub struct Options {
     /// `header_map = "dangerous"`: header names with an underscore reach the environ too.
     pub underscore_headers: bool,
+    /// Underscore header names a trusted proxy may send, lowercase.
+    pub forwarder_headers: Vec<String>,
     pub multithread: bool,
     pub multiprocess: bool,
     pub forwarded: Forwarded,
@@ -98,6 +100,7 @@ impl WsgiApp {
     ) -> PyResult<WsgiApp> {
         let mut keys = Keys::new(py);
         keys.underscore_headers = opts.underscore_headers;
+        keys.forwarder_headers = opts.forwarder_headers.clone();
         let emit = pyo3::wrap_pyfunction!(crate::python::emit_log, py)?;
         let errors = support.attr(py, "ErrorStream")?.call1((emit,))?;
         let file_wrapper = support.attr(py, "FileWrapper")?;

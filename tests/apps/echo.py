@@ -25,6 +25,7 @@ def app(environ, start_response):
         "method": environ["REQUEST_METHOD"],
         "raw_uri": environ.get("RAW_URI", ""),
         "path": environ["PATH_INFO"],
+        "script_name": environ.get("SCRIPT_NAME", ""),
         "query": environ["QUERY_STRING"],
         "protocol": environ["SERVER_PROTOCOL"],
         "headers": sorted(headers),

@@ -194,7 +194,8 @@ pub fn parse(
             ));
         }
         let (name, value) = split_field(field, lenient.strip_header_spaces)?;
-        rewrite |= name.len() + 1 != memchr::memchr(b':', field).unwrap_or(0) + 1;
+        // White space stripped before the colon: hyper must not see it.
+        rewrite |= field.get(name.len()) != Some(&b':');
         // Continuation lines (obs-fold), where they are allowed, join the value.
         let mut size = field.len() + 2;
         let mut joined: Option<Vec<u8>> = None;
