@@ -566,3 +566,39 @@ fn a_refused_upgrade_shows_in_status() {
     );
     assert_eq!(s.get("/pid").status, 200);
 }
+
+#[test]
+fn status_says_when_a_replacement_worker_cannot_boot() {
+    let n = NotifySocket::new();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("down");
+    let s = server("flaky_import:app")
+        .args(["-w", "2"])
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .env("FLAKY_FLAG", flag.to_str().unwrap())
+        .wait_workers(2)
+        .start();
+    n.wait_for("READY=1", Duration::from_secs(20));
+    std::fs::write(&flag, "").unwrap();
+    let workers = s.workers();
+    // SAFETY: signalling a worker of the server this test started.
+    unsafe { libc::kill(workers[0], libc::SIGKILL) };
+    let st = n.wait_for("failed to boot", Duration::from_secs(20));
+    assert!(
+        st.text.starts_with("STATUS=1/2 workers ready"),
+        "{}",
+        st.text
+    );
+    let whole_before = n
+        .notes()
+        .iter()
+        .filter(|x| x.text.starts_with("STATUS=2/2 workers ready"))
+        .count();
+    std::fs::remove_file(&flag).unwrap();
+    let back = n.wait_for_nth(
+        "STATUS=2/2 workers ready",
+        whole_before + 1,
+        Duration::from_secs(30),
+    );
+    assert!(!back.text.contains("failed to boot"), "{}", back.text);
+}

@@ -42,25 +42,37 @@ impl Pace {
 
     /// The transfer waits for the client. True when it has fallen below the
     /// floor; otherwise the task is woken when it would.
+    ///
+    /// A body or response moves in many pieces, each a stall: the timer is
+    /// armed once per transfer (for the end of the grace) and the clock read
+    /// only when it fires, when the deadline the bytes moved have earned
+    /// since is worked out and the timer moved there if it lies later.
     pub fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         if self.rate == 0 {
             return false;
         }
-        let now = Instant::now();
-        let (since, bytes) = *self.since.get_or_insert((now, 0));
-        let earned = Duration::from_secs_f64(bytes as f64 / f64::from(self.rate));
-        let deadline = since + GRACE.max(earned);
-        if now >= deadline {
-            return true;
+        if self.since.is_none() {
+            let now = Instant::now();
+            self.since = Some((now, 0));
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(now + GRACE),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(now + GRACE))),
+            }
         }
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer.as_mut().reset(deadline);
-        if timer.as_mut().poll(cx).is_ready() {
-            return true;
+        let (Some((since, bytes)), Some(timer)) = (self.since, &mut self.timer) else {
+            return false;
+        };
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let earned = Duration::from_secs_f64(bytes as f64 / f64::from(self.rate));
+            let deadline = since + GRACE.max(earned);
+            if Instant::now() >= deadline {
+                return true;
+            }
+            timer.as_mut().reset(deadline);
         }
-        false
     }
 
     /// The transfer is over (or the connection idle): the next one starts afresh.
