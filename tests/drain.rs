@@ -112,6 +112,22 @@ struct Outcome {
     closed: u64,
 }
 
+impl Outcome {
+    /// Every request answered, and the draining workers said they close.
+    fn none_lost(&self, what: &str) {
+        eprintln!("{what}: {self:?}");
+        assert_eq!(
+            (self.lost, self.lost_fresh),
+            (0, 0),
+            "{what}: requests lost"
+        );
+        assert!(
+            self.closed > 0,
+            "{what}: draining workers answer with Connection: close"
+        );
+    }
+}
+
 /// Wait until the clients have had `more` answers beyond what they had.
 fn served_more(load: &KeepAlive, more: u64) {
     let start = load.ok();
@@ -158,17 +174,7 @@ fn hup_and_ttou_lose_no_keep_alive_request() {
         s.signal(libc::SIGTTOU);
         s.wait_count("Worker exiting", 5, Duration::from_secs(30));
         served_more(&load, 200);
-        let out = load.finish();
-        eprintln!("{class} HUP x2, TTOU: {out:?}");
-        assert_eq!(
-            (out.lost, out.lost_fresh),
-            (0, 0),
-            "{class}: requests lost across HUP"
-        );
-        assert!(
-            out.closed > 0,
-            "{class}: draining workers answer with Connection: close"
-        );
+        load.finish().none_lost(&format!("{class} HUP x2, TTOU"));
     }
 }
 
@@ -183,13 +189,7 @@ fn max_requests_loses_no_keep_alive_request() {
         // Several generations of workers retire under the load.
         s.wait_count("Worker exiting", 4, Duration::from_secs(60));
         served_more(&load, 100);
-        let out = load.finish();
-        eprintln!("{class} max-requests: {out:?}");
-        assert_eq!(
-            (out.lost, out.lost_fresh),
-            (0, 0),
-            "{class}: requests lost as workers retired"
-        );
+        load.finish().none_lost(&format!("{class} max-requests"));
     }
 }
 
@@ -232,16 +232,6 @@ fn usr2_loses_no_keep_alive_request() {
         // The previous image's workers have drained and exited.
         s.wait_count("Worker exiting", 2, Duration::from_secs(30));
         served_more(&load, 200);
-        let out = load.finish();
-        eprintln!("{class} USR2: {out:?}");
-        assert_eq!(
-            (out.lost, out.lost_fresh),
-            (0, 0),
-            "{class}: requests lost across USR2"
-        );
-        assert!(
-            out.closed > 0,
-            "{class}: the old workers answer with Connection: close"
-        );
+        load.finish().none_lost(&format!("{class} USR2"));
     }
 }
