@@ -615,3 +615,41 @@ fn access_log_uses_gunicorn_atoms() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_access_log_records_the_status_sent_not_the_one_the_app_started() {
+    let s = server("conformance:app")
+        .args(["--access-logfile", "-", "--access-logformat", "%(U)s %(s)s"])
+        .start();
+    for path in [
+        "/start-then-raise",
+        "/generator-raise",
+        "/start-twice",
+        "/str-body",
+        "/raw-status",
+    ] {
+        let query = if path == "/raw-status" {
+            "?100%20Continue"
+        } else {
+            ""
+        };
+        let r = request(
+            s.addr(),
+            &format!("GET {path}{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(r.status, 500, "{path}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let line = loop {
+            let out = s.stdout_text();
+            if let Some(line) = out.lines().find(|l| l.starts_with(&format!("{path} "))) {
+                break line.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no access log line: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(line, format!("{path} 500"), "the client got 500");
+    }
+}

@@ -185,11 +185,7 @@ impl WsgiApp {
         self.ledger.served(&parts, &peer, started, || {
             let outcome = sr_ref.outcome(self.ledger.wants_response_headers);
             Answer {
-                status: if sr_ref.head_sent() {
-                    outcome.status
-                } else {
-                    500
-                },
+                status: outcome.status,
                 bytes: outcome.bytes,
                 headers: outcome.headers,
             }

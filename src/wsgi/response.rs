@@ -36,6 +36,9 @@ struct State {
     reason: Option<ReasonPhrase>,
     /// A HEAD request: whatever Content-Length says, no body follows.
     head_request: bool,
+    /// The status of the response handed over to be sent (the app's, or
+    /// an error page's in its place): what the access log records.
+    sent_status: Option<StatusCode>,
     headers: HeaderMap,
     content_length: Option<u64>,
     reply: Option<oneshot::Sender<Response<ResponseBody>>>,
@@ -65,6 +68,7 @@ impl State {
             status: None,
             reason: None,
             head_request: false,
+            sent_status: None,
             headers: HeaderMap::new(),
             content_length: None,
             reply,
@@ -264,6 +268,7 @@ impl StartResponse {
         }
         let mut resp = Response::new(body);
         *resp.status_mut() = st.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        st.sent_status = Some(resp.status());
         if let Some(reason) = st.reason.take() {
             resp.extensions_mut().insert(reason);
         }
@@ -365,6 +370,7 @@ impl StartResponse {
         let mut st = self.lock();
         let status = resp.status().as_u16();
         if let Some(reply) = st.reply.take() {
+            st.sent_status = Some(resp.status());
             let (parts, body) = resp.into_parts();
             let body = match st.busy.take() {
                 Some(b) => body.with_busy(b),
@@ -378,7 +384,8 @@ impl StartResponse {
     pub fn outcome(&self, want_headers: bool) -> Outcome {
         let st = self.lock();
         Outcome {
-            status: st.status.map_or(500, |s| s.as_u16()),
+            // Nothing handed over (the client left first): gunicorn's 500.
+            status: st.sent_status.map_or(500, |s| s.as_u16()),
             bytes: st.sent,
             headers: if want_headers {
                 st.log_headers()

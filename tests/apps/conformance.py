@@ -161,6 +161,32 @@ def big_route(environ, start_response):
         size -= len(piece)
 
 
+def start_then_raise_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    raise RuntimeError("after start_response, before any body")
+
+
+def generator_raise_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        raise RuntimeError("before the first chunk")
+        yield b"never"
+
+    return gen()
+
+
+def start_twice_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    start_response("201 Created", [("Content-Type", "text/plain")])
+    return [b"never"]
+
+
+def str_body_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ["a str, not bytes"]
+
+
 def broken_pipe_route(environ, start_response):
     """Write to a pipe whose reader has gone: what does the app see?"""
     r, w = os.pipe()
@@ -350,6 +376,10 @@ ROUTES = {
     "/raw-status": raw_status_route,
     "/broken-pipe": broken_pipe_route,
     "/big": big_route,
+    "/start-then-raise": start_then_raise_route,
+    "/generator-raise": generator_raise_route,
+    "/start-twice": start_twice_route,
+    "/str-body": str_body_route,
     "/no-cl": no_cl_route,
     "/hop": hop_route,
     "/status": status_route,
