@@ -653,3 +653,27 @@ fn the_access_log_records_the_status_sent_not_the_one_the_app_started() {
         assert_eq!(line, format!("{path} 500"), "the client got 500");
     }
 }
+
+#[test]
+fn two_threads_reading_one_wsgi_input_do_not_deadlock() {
+    let venv = test_venv().display().to_string();
+    for class in ["gthread", "gevent"] {
+        let s = server("conformance:app")
+            .args(["-k", class, "--virtualenv", &venv])
+            .start();
+        let mut c = Conn::open(s.addr());
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        c.send("POST /two-readers HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n");
+        // Both readers wait for the body before any of it is sent.
+        s.wait_log("reader 0 reading", Duration::from_secs(10));
+        s.wait_log("reader 1 reading", Duration::from_secs(10));
+        c.send("0123456789");
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|| panic!("{class}: no answer: the readers deadlocked"));
+        assert_eq!(r.json()["total"], 10, "{class}");
+        assert_eq!(r.json()["stuck"], false, "{class}");
+    }
+}

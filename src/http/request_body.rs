@@ -28,8 +28,9 @@ struct Queue {
     queued: usize,
     /// `Some` once the body ended: `Ok` at its end, `Err` for a malformed body.
     end: Option<Result<(), BodyError>>,
-    /// Wakes the app side waiting for data.
-    waiter: Option<Waker>,
+    /// Wake the app side waiting for data (more than one reader may wait
+    /// on one body: two threads reading one `wsgi.input`).
+    waiters: Vec<Waker>,
     /// The app side dropped its handle: stop reading.
     closed: bool,
 }
@@ -115,26 +116,22 @@ async fn pump(mut body: Incoming, shared: Arc<Shared>, conn: Arc<ConnState>, cut
                 if data.is_empty() {
                     continue;
                 }
-                let waiter = {
+                let waiters = {
                     let mut q = lock(&shared.queue);
                     q.queued += data.len();
                     q.chunks.push_back(data);
-                    q.waiter.take()
+                    std::mem::take(&mut q.waiters)
                 };
-                if let Some(w) = waiter {
-                    w.wake();
-                }
+                waiters.into_iter().for_each(Waker::wake);
             }
         }
     };
-    let waiter = {
+    let waiters = {
         let mut q = lock(&shared.queue);
         q.end = Some(end);
-        q.waiter.take()
+        std::mem::take(&mut q.waiters)
     };
-    if let Some(w) = waiter {
-        w.wake();
-    }
+    waiters.into_iter().for_each(Waker::wake);
 }
 
 /// The stream ended in the middle of the body.
@@ -159,7 +156,7 @@ impl BodyReader {
         if !q.chunks.is_empty() {
             let n = std::mem::take(&mut q.queued);
             let chunks = std::mem::take(&mut q.chunks);
-            q.waiter = None;
+            q.waiters.retain(|w| !w.will_wake(cx.waker()));
             drop(q);
             self.shared.space.notify_one();
             return Poll::Ready(Received::Data(chunks, n));
@@ -168,7 +165,9 @@ impl BodyReader {
             Some(Err(e)) => Poll::Ready(Received::Failed(e.clone())),
             Some(Ok(())) => Poll::Ready(Received::End),
             None => {
-                q.waiter = Some(cx.waker().clone());
+                if !q.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    q.waiters.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         }

@@ -6,8 +6,8 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::http::request_body::{BodyReader, Received};
 use crate::worker::Wait;
@@ -22,7 +22,8 @@ pub struct Input {
 }
 
 struct State {
-    body: Option<BodyReader>,
+    /// Shared so that a reader can wait on it without holding the lock.
+    body: Option<Arc<BodyReader>>,
     chunks: VecDeque<Bytes>,
     buffered: usize,
 }
@@ -31,7 +32,7 @@ impl Input {
     pub fn new(body: Option<BodyReader>, wait: Wait) -> Input {
         Input {
             state: Mutex::new(State {
-                body,
+                body: body.map(Arc::new),
                 chunks: VecDeque::new(),
                 buffered: 0,
             }),
@@ -46,19 +47,30 @@ impl Input {
 
     /// Wait (as this worker class waits) until more of the body has arrived
     /// and take all of it; false at the end of the body.
-    fn fill(&self, py: Python<'_>, st: &mut State) -> PyResult<bool> {
-        let Some(body) = &st.body else {
-            return Ok(false);
+    ///
+    /// The lock is not held while waiting: a second thread reading the same
+    /// input would block on it while holding the GIL, which the waiting one
+    /// needs back to return (a greenlet would block the whole hub).
+    fn fill<'a>(
+        &'a self,
+        py: Python<'_>,
+        st: MutexGuard<'a, State>,
+    ) -> PyResult<(MutexGuard<'a, State>, bool)> {
+        let Some(body) = st.body.clone() else {
+            return Ok((st, false));
         };
-        match self.wait.until(py, body.recv())? {
+        drop(st);
+        let received = self.wait.until(py, body.recv());
+        let mut st = self.lock();
+        match received? {
             Received::Data(chunks, n) => {
                 st.chunks.extend(chunks);
                 st.buffered += n;
-                Ok(true)
+                Ok((st, true))
             }
             Received::End => {
                 st.body = None;
-                Ok(false)
+                Ok((st, false))
             }
             Received::Failed(e) => {
                 st.body = None;
@@ -127,7 +139,9 @@ impl Input {
             if st.buffered >= limit {
                 return Self::take(py, &mut st, limit);
             }
-            if !self.fill(py, &mut st)? {
+            let (guard, more) = self.fill(py, st)?;
+            st = guard;
+            if !more {
                 let n = st.buffered;
                 return Self::take(py, &mut st, n);
             }
@@ -149,7 +163,9 @@ impl Input {
             _ => usize::MAX,
         };
         while st.buffered < want {
-            if !self.fill(py, &mut st)? {
+            let (guard, more) = self.fill(py, st)?;
+            st = guard;
+            if !more {
                 break;
             }
         }

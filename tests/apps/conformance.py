@@ -187,6 +187,30 @@ def str_body_route(environ, start_response):
     return ["a str, not bytes"]
 
 
+def two_readers_route(environ, start_response):
+    """Two threads (greenlets under gevent) read one wsgi.input at once."""
+    import threading
+
+    inp = environ["wsgi.input"]
+    got = [0, 0]
+
+    def reader(i):
+        log.warning("reader %d reading", i)
+        while True:
+            b = inp.read(1)
+            if not b:
+                break
+            got[i] += len(b)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    stuck = any(t.is_alive() for t in threads)
+    return _json(start_response, {"total": sum(got), "stuck": stuck})
+
+
 def broken_pipe_route(environ, start_response):
     """Write to a pipe whose reader has gone: what does the app see?"""
     r, w = os.pipe()
@@ -380,6 +404,7 @@ ROUTES = {
     "/generator-raise": generator_raise_route,
     "/start-twice": start_twice_route,
     "/str-body": str_body_route,
+    "/two-readers": two_readers_route,
     "/no-cl": no_cl_route,
     "/hop": hop_route,
     "/status": status_route,
