@@ -602,3 +602,36 @@ fn status_says_when_a_replacement_worker_cannot_boot() {
     );
     assert!(!back.text.contains("failed to boot"), "{}", back.text);
 }
+
+#[test]
+fn a_reload_or_upgrade_after_term_is_ignored() {
+    let n = NotifySocket::new();
+    let mut s = server("conformance:app")
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    n.wait_for("READY=1", Duration::from_secs(20));
+    // A request in progress keeps the server draining while the signals come.
+    let mut c = Conn::open(s.addr());
+    c.send("GET /sleep-logged?2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.wait_log("sleeping 2", Duration::from_secs(10));
+    s.signal(libc::SIGTERM);
+    n.wait_for("STOPPING=1", Duration::from_secs(10));
+    for sig in [libc::SIGHUP, libc::SIGUSR2, libc::SIGTTIN] {
+        s.signal(sig);
+    }
+    s.wait_count("Ignoring", 3, Duration::from_secs(10));
+    assert_eq!(c.read_response(false).map(|r| r.status), Some(200));
+    assert_eq!(s.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    let after_stop: Vec<_> = n
+        .notes()
+        .into_iter()
+        .skip_while(|x| !x.text.contains("STOPPING=1"))
+        .filter(|x| x.text.contains("RELOADING=1") || x.text.contains("READY=1"))
+        .collect();
+    assert!(after_stop.is_empty(), "{after_stop:?}");
+    assert_eq!(
+        s.count("Booting worker"),
+        1,
+        "no worker forked while stopping"
+    );
+}

@@ -316,6 +316,18 @@ impl Master {
             return;
         }
         info!("Handling signal: {}", signals::name(sig));
+        // Once stopping, only a faster stop or reopening logs still means
+        // something: a reload or an upgrade would fork workers the stop
+        // then kills, and tell systemd RELOADING=1 after STOPPING=1.
+        if self.stopping.is_some()
+            && matches!(
+                sig,
+                libc::SIGHUP | libc::SIGUSR2 | libc::SIGTTIN | libc::SIGTTOU
+            )
+        {
+            info!("Ignoring {}: stopping", signals::name(sig));
+            return;
+        }
         match sig {
             libc::SIGTERM => self.begin_stop(Stop::Graceful),
             libc::SIGINT | libc::SIGQUIT => self.begin_stop(Stop::Quick),
