@@ -7,9 +7,11 @@ mod http;
 mod listen;
 mod log;
 mod master;
+mod privileges;
 mod proctitle;
 mod proto;
 mod python;
+mod request;
 mod sys;
 mod systemd;
 mod worker;
@@ -18,7 +20,7 @@ mod wsgi;
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use config::Cli;
+use config::{Cli, WorkerClass};
 
 /// This build's version; `FERRICORN_BUILD_VERSION` at build time overrides it
 /// (the upgrade tests build a second, differently versioned binary).
@@ -102,12 +104,18 @@ fn main() {
     let notifier = systemd::notify::Notifier::from_env();
     // gunicorn imports a preloaded app before it binds: a failure binds nothing.
     let preloaded = if cfg.settings.preload_app {
-        match python::preload(&cfg.settings) {
+        let s = &cfg.settings;
+        let startup = python::Startup {
+            virtualenv: s.virtualenv.as_deref(),
+            chdir: &s.chdir,
+            pythonpath: s.pythonpath.as_deref(),
+        };
+        match python::preload(&startup, &s.app, cfg.worker_class == WorkerClass::Gevent) {
             Ok(app) => Some(app),
             Err(e) => {
                 error!("Exception while preloading the app\n{e}");
                 error!("Reason: App failed to load.");
-                std::process::exit(master::APP_LOAD_ERROR);
+                std::process::exit(proto::APP_LOAD_ERROR);
             }
         }
     } else {
@@ -164,6 +172,6 @@ fn check_config(cfg: &config::Config) -> i32 {
             0
         }
         Some(code) => code,
-        None => master::WORKER_BOOT_ERROR,
+        None => proto::WORKER_BOOT_ERROR,
     }
 }

@@ -3,6 +3,10 @@
 //! Each message is 16 bytes, well under PIPE_BUF, so a write is atomic and the
 //! master never sees half a message from a worker.
 
+/// gunicorn's exit codes for a worker that could not start.
+pub const WORKER_BOOT_ERROR: i32 = 3;
+pub const APP_LOAD_ERROR: i32 = 4;
+
 pub const MSG_LEN: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

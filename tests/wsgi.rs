@@ -13,7 +13,9 @@ fn conformance() -> Server {
 /// The conformance app under a worker class that runs it in its own way:
 /// one app thread, a pool of them, or greenlets on the gevent hub.
 fn conformance_for(class: &str) -> Server {
-    let b = server("conformance:app");
+    // A debug build takes tens of seconds over an upload sent in 7-byte
+    // chunks; a sync worker busy that long would meet the default timeout.
+    let b = server("conformance:app").args(["--timeout", "300"]);
     match class {
         "sync" => b.start(),
         "gthread" => b.args(["-k", "gthread", "--threads", "2"]).start(),

@@ -6,8 +6,8 @@
 //! call returns a token instead; the task awaits a future for it, and the I/O
 //! thread wakes it through the hub when the wait is over.
 
-mod outbox;
-use outbox::{Outbox, Sent};
+mod held;
+use held::{Held, Sent};
 mod scope;
 mod websocket;
 
@@ -27,13 +27,13 @@ use std::time::Instant;
 use tokio::sync::mpsc::{self};
 use tokio::sync::oneshot;
 
-use crate::http::ResponseBody;
-use crate::http::body::{Aborted, BusyGuard, Chunk};
-use crate::http::request_body::{BodyReader, Received};
-use crate::http::service::error_response;
-use crate::worker::{Answer, Hub, Ledger};
-use crate::wsgi::response::{STREAM_DEPTH, header_pair, hop_by_hop};
-use crate::wsgi::{Forwarded, Job, Local, Peer, SERVER_HEADER};
+use crate::request::body_reader::{BodyReader, Received};
+use crate::request::forwarded::Forwarded;
+use crate::request::response::{
+    SERVER_HEADER, STREAM_DEPTH, error_response, header_pair, hop_by_hop,
+};
+use crate::request::response_body::{Aborted, Chunk};
+use crate::request::{Answer, BusyGuard, Hub, Job, Ledger, Local, Peer, ResponseBody};
 
 /// What a worker's requests share.
 pub struct AsgiApp {
@@ -94,7 +94,7 @@ struct State {
     /// Resolves when the client has gone (the stream's receiver dropped).
     gone: Option<Gone>,
     /// A chunk waiting for room in the stream.
-    outbox: Outbox<Chunk>,
+    held: Held<Chunk>,
     end_after_held: bool,
     complete: bool,
     client_gone: bool,
@@ -133,7 +133,7 @@ impl Exchange {
                 content_length: None,
                 stream: None,
                 gone: None,
-                outbox: Outbox::new(),
+                held: Held::new(),
                 end_after_held: false,
                 complete: false,
                 client_gone: false,
@@ -191,7 +191,7 @@ impl Exchange {
         if !data.is_empty() && !st.client_gone {
             st.sent += data.len() as u64;
             if let Some(tx) = st.stream.clone() {
-                match st.outbox.send(&self.hub, &tx, Ok(data)) {
+                match st.held.send(&self.hub, &tx, Ok(data)) {
                     Sent::Done => {}
                     Sent::Wait(token) => {
                         st.end_after_held = !more;
@@ -208,7 +208,7 @@ impl Exchange {
     }
 
     fn flush_held(&self, st: &mut State) -> Option<u64> {
-        match st.outbox.flush(&self.hub) {
+        match st.held.flush(&self.hub) {
             Sent::Wait(token) => return Some(token),
             Sent::Gone => st.client_gone = true,
             Sent::Done => {}
@@ -498,7 +498,7 @@ impl Exchange {
         }
         st.stream = None;
         st.gone = None;
-        st.outbox.clear();
+        st.held.clear();
         st.body = None;
 
         self.app

@@ -7,9 +7,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::AsgiApp;
-use crate::http::head::RawTarget;
-use crate::wsgi::environ::{is_https, percent_decode};
-use crate::wsgi::{Local, Peer};
+use crate::request::forwarded::is_https;
+use crate::request::target::{RawTarget, percent_decode};
+use crate::request::{Local, Peer};
 
 pub fn http<'py>(
     py: Python<'py>,

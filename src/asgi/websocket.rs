@@ -14,15 +14,11 @@ use tokio::sync::mpsc::{self};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::outbox::{Outbox, Sent};
+use super::held::{Held, Sent};
 use super::{AsgiApp, body_of, bytes_of, event, poll_token, scope};
-use crate::http::ResponseBody;
-use crate::http::body::BusyGuard;
-use crate::http::service::error_response;
-use crate::http::websocket::{AppSide, Incoming, Outgoing};
-use crate::worker::{Answer, Hub};
-use crate::wsgi::response::header_pair;
-use crate::wsgi::{Job, Local, Peer, SERVER_HEADER};
+use crate::request::response::{SERVER_HEADER, error_response, header_pair};
+use crate::request::websocket::{AppSide, Incoming, Outgoing};
+use crate::request::{Answer, BusyGuard, Hub, Job, Local, Peer, ResponseBody};
 
 #[pyclass(module = "ferricorn")]
 pub struct Socket {
@@ -44,7 +40,7 @@ struct State {
     accepted: bool,
     /// The close code once the connection is over (either side).
     closed: Option<(u16, String)>,
-    outbox: Outbox<Outgoing>,
+    held: Held<Outgoing>,
     status: u16,
     finished: bool,
 }
@@ -75,7 +71,7 @@ impl Socket {
                 connect_delivered: false,
                 accepted: false,
                 closed: None,
-                outbox: Outbox::new(),
+                held: Held::new(),
                 status: 0,
                 finished: false,
             }),
@@ -145,7 +141,7 @@ impl Socket {
     /// Queue one message for the socket: None when queued, a token to await otherwise.
     fn queue(&self, st: &mut State, msg: Outgoing) -> Option<u64> {
         let tx = st.outgoing.clone()?;
-        match st.outbox.send(&self.hub, &tx, msg) {
+        match st.held.send(&self.hub, &tx, msg) {
             Sent::Wait(token) => Some(token),
             Sent::Done | Sent::Gone => None,
         }
@@ -274,7 +270,7 @@ impl Socket {
     }
 
     fn flush(&self) -> Option<u64> {
-        match self.lock().outbox.flush(&self.hub) {
+        match self.lock().held.flush(&self.hub) {
             Sent::Wait(token) => Some(token),
             Sent::Done | Sent::Gone => None,
         }
@@ -306,7 +302,7 @@ impl Socket {
             }
         }
         st.outgoing = None;
-        st.outbox.clear();
+        st.held.clear();
 
         self.app
             .ledger

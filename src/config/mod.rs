@@ -504,15 +504,13 @@ fn validate(
     let uid = s
         .user
         .as_deref()
-        .map(crate::worker::privileges::lookup_user)
+        .map(crate::privileges::lookup_user)
         .transpose()
         .map_err(|e| bad("user", s.user.as_deref().unwrap_or(""), &e))?;
     let gid = match s.group.as_deref() {
-        Some(g) => {
-            Some(crate::worker::privileges::lookup_group(g).map_err(|e| bad("group", g, &e))?)
-        }
+        Some(g) => Some(crate::privileges::lookup_group(g).map_err(|e| bad("group", g, &e))?),
         None => match uid {
-            Some(uid) => crate::worker::privileges::primary_group(uid),
+            Some(uid) => crate::privileges::primary_group(uid),
             None => None,
         },
     };

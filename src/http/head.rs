@@ -12,28 +12,6 @@
 use bytes::BytesMut;
 use http::{HeaderValue, Request, Uri};
 
-/// A request's target as the client sent it, when hyper got it altered
-/// (see `super::framing::head::Target`): a request extension.
-#[derive(Clone, Debug)]
-pub struct RawTarget(pub bytes::Bytes);
-
-impl RawTarget {
-    /// The target without its fragment, split into path and query.
-    pub fn path_and_query(&self) -> (&[u8], Option<&[u8]>) {
-        let t = &self.0[..];
-        let t = memchr::memchr(b'#', t).map_or(t, |h| &t[..h]);
-        match memchr::memchr(b'?', t) {
-            Some(q) => (&t[..q], Some(&t[q + 1..])),
-            None => (t, None),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        // The framing authority passes printable ASCII targets only.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
 /// Give `req`'s head its own copy of the bytes it borrows from hyper's read buffer.
 pub fn detach<B>(req: &mut Request<B>) {
     let target = borrowed_target(req.uri());

@@ -26,7 +26,8 @@ use tokio::time::{Instant, Sleep};
 use super::framing::head::{Leniency, Limits};
 use super::framing::{Gate, Passed, Refusal};
 use super::pace::Pace;
-use crate::wsgi::Peer;
+use crate::request::Peer;
+use crate::request::response_body::Occupancy;
 
 /// Shared by a connection's socket wrapper and the requests on it.
 #[derive(Default)]
@@ -60,6 +61,16 @@ struct Refused {
     index: u32,
     in_head: bool,
     refusal: Refusal,
+}
+
+impl Occupancy for ConnState {
+    fn enter(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 const SWITCH_UNDECIDED: u8 = 0;

@@ -1,13 +1,11 @@
-//! hyper glue: the per-connection service, request limits, response bodies, idle connections.
+//! The I/O side: hyper glue, the framing authority, the per-connection
+//! service, request bodies, idle and slow connections, WebSockets.
 
-pub mod body;
-pub mod fields;
 pub mod framing;
 pub mod head;
 pub mod idle;
 pub mod pace;
 pub mod request_body;
 pub mod service;
+pub mod shutdown;
 pub mod websocket;
-
-pub use body::ResponseBody;

@@ -12,18 +12,17 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
-use super::body::{BusyGuard, ResponseBody};
-use super::head::RawTarget;
 use super::idle::ConnState;
 use super::websocket;
-use crate::worker::Stats;
-use crate::wsgi::{Job, Local, Peer};
+use crate::request::response::error_response;
+use crate::request::target::RawTarget;
+use crate::request::{BusyGuard, Dispatch, Job, Local, Peer, ResponseBody, Stats};
 
 pub use super::framing::head::{Leniency, Limits};
 
 /// What every connection of a worker shares.
 pub struct Shared {
-    pub jobs: crate::worker::Jobs,
+    pub jobs: Box<dyn Dispatch>,
     pub limits: Limits,
     pub lenient: Leniency,
     pub stats: Arc<Stats>,
@@ -197,20 +196,4 @@ impl Future for Reply {
         }
         Poll::Ready(Ok(response))
     }
-}
-
-/// A plain-text error page that also closes the connection.
-pub fn error_response(status: StatusCode, message: &str) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(bytes::Bytes::from(format!(
-        "{message}\n"
-    ))));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    h.insert(header::SERVER, crate::wsgi::SERVER_HEADER.clone());
-    resp
 }

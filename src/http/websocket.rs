@@ -2,7 +2,6 @@
 //! check, and the task that moves messages between the socket and the app
 //! once the app has accepted. tungstenite answers pings and close frames.
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Method, header};
 use hyper::upgrade::OnUpgrade;
@@ -16,35 +15,15 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::body::BusyGuard;
 use super::idle::ConnState;
-use crate::worker::shutdown::stopping;
+use super::shutdown::stopping;
+use crate::request::BusyGuard;
+use crate::request::websocket::{AppSide, Incoming, Outgoing};
 
 /// Messages queued in either direction before the sender waits.
 const DEPTH: usize = 64;
 /// How long a closing side waits for the other's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
-/// From the socket to the app.
-pub enum Incoming {
-    Text(String),
-    Binary(Bytes),
-    /// The connection is over: close code and reason.
-    Closed(u16, String),
-}
-
-/// From the app to the socket.
-pub enum Outgoing {
-    Text(String),
-    Binary(Bytes),
-    Close(u16, String),
-}
-
-/// The app's ends of a WebSocket connection.
-pub struct AppSide {
-    pub incoming: mpsc::Receiver<Incoming>,
-    pub outgoing: mpsc::Sender<Outgoing>,
-}
 
 /// The I/O thread's ends, kept until the app answers the handshake.
 pub struct IoSide {

@@ -15,16 +15,13 @@ use std::time::{Duration, Instant};
 use crate::config::{Cli, Config};
 use crate::listen::Listener;
 use crate::listen::balance::{Board, Seat};
-use crate::proto::{Kind, MSG_LEN, Msg};
+use crate::proto::{APP_LOAD_ERROR, Kind, MSG_LEN, Msg, WORKER_BOOT_ERROR};
 use crate::sys::{self, Exit};
 use crate::systemd::notify::{self, Notifier};
 use crate::systemd::watchdog::Watchdog;
 use crate::{critical, error, info, warning};
 use signals::SignalPipe;
 
-/// gunicorn's exit codes for a worker that could not start.
-pub const WORKER_BOOT_ERROR: i32 = 3;
-pub const APP_LOAD_ERROR: i32 = 4;
 /// The longest wait between attempts to boot a replacement worker.
 const BOOT_RETRY_MAX: Duration = Duration::from_secs(30);
 

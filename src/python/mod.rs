@@ -215,18 +215,14 @@ pub mod fork {
 }
 
 /// `--preload`: start Python in the master and import the app before forking.
-pub fn preload(s: &crate::config::Settings) -> Result<LoadedApp, String> {
-    init(&Startup {
-        virtualenv: s.virtualenv.as_deref(),
-        chdir: &s.chdir,
-        pythonpath: s.pythonpath.as_deref(),
-    })?;
+pub fn preload(startup: &Startup, app: &str, gevent: bool) -> Result<LoadedApp, String> {
+    init(startup)?;
     Python::attach(|py| {
         let support = Support::load(py).map_err(|e| traceback_text(py, &e))?;
-        if s.worker_class == crate::config::WorkerClass::Gevent {
+        if gevent {
             patch_gevent(py, &support)?;
         }
-        let app = load_app(py, &support, &s.app)?;
+        let app = load_app(py, &support, app)?;
         Ok(LoadedApp { app, support })
     })
 }

@@ -13,12 +13,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::serve::{Conf, connection};
-use super::shutdown::stopping;
 use crate::config::WorkerClass;
 use crate::error;
 use crate::http::service::Shared;
+use crate::http::shutdown::stopping;
 use crate::listen::balance::Seat;
-use crate::wsgi::{Local, Peer};
+use crate::request::{Local, Peer};
 
 /// How long a worker ahead of the others waits at most before it accepts anyway.
 const DEFER: Duration = Duration::from_millis(1);

@@ -7,9 +7,10 @@ use std::ffi::CString;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hub::{self, Hub, Served};
+use super::event_loop::{self, Served};
 use crate::asgi::AsgiApp;
 use crate::config::{AsgiLifespan, AsgiLoop};
+use crate::request::Hub;
 
 const GLUE: &str = include_str!("asgi.py");
 
@@ -26,7 +27,7 @@ where
     F: FnOnce() -> i32 + Send,
 {
     let callable = Python::attach(|py| app.app.clone_ref(py));
-    hub::serve(hub, Served::Asgi(app), io, move |py, link| {
+    event_loop::serve(hub, Served::Asgi(app), io, move |py, link| {
         let code = CString::new(GLUE).expect("glue source has no NUL");
         let module = PyModule::from_code(py, &code, c"ferricorn_asgi.py", c"ferricorn_asgi")?;
         let log = pyo3::wrap_pyfunction!(crate::python::emit_log, py)?;

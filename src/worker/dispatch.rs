@@ -2,18 +2,18 @@
 
 use std::sync::Arc;
 
-use super::hub::Hub;
 use super::pool::Queue;
-use crate::wsgi::Job;
+use crate::request::{Dispatch, Hub, Job};
 
+#[derive(Clone)]
 pub enum Jobs {
     Threads(Arc<Queue>),
     Hub(Arc<Hub>),
 }
 
-impl Jobs {
+impl Dispatch for Jobs {
     /// Both live as long as the worker: a job sent is always taken.
-    pub fn send(&self, job: Job) {
+    fn send(&self, job: Job) {
         match self {
             Jobs::Threads(queue) => queue.push(job),
             Jobs::Hub(hub) => hub.submit(job),
@@ -21,7 +21,7 @@ impl Jobs {
     }
 
     /// A request is in flight again after none was.
-    pub fn busy(&self) {
+    fn busy(&self) {
         if let Jobs::Threads(queue) = self {
             queue.outbox.busy();
         }

@@ -7,7 +7,8 @@ use std::ffi::CString;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hub::{self, Hub, Served};
+use super::event_loop::{self, Served};
+use crate::request::Hub;
 use crate::wsgi::WsgiApp;
 
 const GLUE: &str = include_str!("gevent.py");
@@ -17,7 +18,7 @@ pub fn serve<F>(hub: Arc<Hub>, app: Arc<WsgiApp>, beat: Duration, io: F) -> !
 where
     F: FnOnce() -> i32 + Send,
 {
-    hub::serve(hub, Served::Wsgi(app), io, |py, link| {
+    event_loop::serve(hub, Served::Wsgi(app), io, |py, link| {
         let code = CString::new(GLUE).expect("glue source has no NUL");
         let module = PyModule::from_code(py, &code, c"ferricorn_gevent.py", c"ferricorn_gevent")?;
         module.getattr("serve")?.call1((link, beat.as_secs_f64()))?;

@@ -3,23 +3,14 @@
 mod acceptor;
 mod asgi;
 mod dispatch;
+mod event_loop;
 mod gevent;
-mod hub;
-mod ledger;
 mod outbox;
 mod pool;
-pub mod privileges;
 mod reporter;
 mod serve;
-pub(crate) mod shutdown;
-mod wait;
 
-pub use dispatch::Jobs;
-pub use hub::Hub;
-pub use ledger::{Answer, Ledger};
-pub use outbox::Finished;
-pub use reporter::{Reporter, Stats};
-pub use wait::Wait;
+use reporter::Reporter;
 
 use pyo3::prelude::*;
 use std::os::fd::OwnedFd;
@@ -27,7 +18,8 @@ use std::os::fd::OwnedFd;
 use crate::config::{Config, WorkerClass};
 use crate::listen::Listener;
 use crate::listen::balance::Seat;
-use crate::master::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+use crate::privileges;
+use crate::proto::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::python::{self, Startup, Support};
 use crate::{error, info};
 

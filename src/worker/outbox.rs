@@ -19,13 +19,12 @@
 //! (Sending them whenever the I/O thread is about to sleep was tried: it
 //! sleeps after every request it reads, so that sent them one by one again.)
 
-use http::Response;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
-use crate::http::ResponseBody;
+use crate::request::Finished;
 
 /// Held responses that make a flush worth a wake-up.
 const HOLD_MAX: usize = 16;
@@ -37,19 +36,6 @@ const TICK: Duration = Duration::from_millis(1);
 /// request. Not at once: one client's requests one after another would
 /// otherwise restart it for every request.
 const IDLE_TICKS: u32 = 100;
-
-/// A complete response and where it goes.
-pub struct Finished {
-    pub reply: oneshot::Sender<Response<ResponseBody>>,
-    pub response: Response<ResponseBody>,
-}
-
-impl Finished {
-    pub fn send(self) {
-        // The client may have gone meanwhile; hyper then drops the response.
-        let _ = self.reply.send(self.response);
-    }
-}
 
 #[derive(Default)]
 pub struct Outbox {
@@ -134,6 +120,9 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::ResponseBody;
+    use http::Response;
+    use tokio::sync::oneshot;
 
     fn finished() -> (Finished, oneshot::Receiver<Response<ResponseBody>>) {
         let (reply, rx) = oneshot::channel();

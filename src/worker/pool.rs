@@ -34,8 +34,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::outbox::Outbox;
+use crate::request::Job;
 use crate::sys;
-use crate::wsgi::{Job, WsgiApp};
+use crate::wsgi::WsgiApp;
 
 /// A seeker that waited this long for the GIL got it by a forced switch
 /// (CPython's default switch interval is 5 ms), not because the drainer
@@ -407,19 +408,27 @@ mod tests {
         assert!(matches!(first_after(FORCED_SWITCH, false), First::GiveBack));
     }
 
+    /// A request with no connection to count it on.
+    struct NoConn;
+
+    impl crate::request::response_body::Occupancy for NoConn {
+        fn enter(&self) {}
+        fn leave(&self) {}
+    }
+
     fn job() -> Job {
         let (parts, ()) = http::Request::new(()).into_parts();
         let (reply, _) = tokio::sync::oneshot::channel();
         Job {
             parts,
             body: None,
-            peer: crate::wsgi::Peer::Unix,
-            local: Arc::new(crate::wsgi::Local {
+            peer: crate::request::Peer::Unix,
+            local: Arc::new(crate::request::Local {
                 host: "localhost".into(),
                 port: "8000".into(),
             }),
             reply,
-            busy: crate::http::body::BusyGuard::new(Arc::default()),
+            busy: crate::request::BusyGuard::new(Arc::new(NoConn)),
             started: Instant::now(),
             websocket: None,
         }

@@ -1,16 +1,10 @@
-//! The worker's side of the status pipe, and the counters it reports.
+//! The worker's side of the status pipe.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::proto::{Kind, Msg};
-
-/// Counters shared by the accept loop, the connections and the app threads.
-#[derive(Default)]
-pub struct Stats {
-    pub requests: AtomicU64,
-    pub in_flight: AtomicU32,
-}
+use crate::request::Stats;
 
 pub struct Reporter {
     pipe: OwnedFd,

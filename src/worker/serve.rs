@@ -15,19 +15,23 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
 use super::acceptor::Acceptor;
-use super::hub::{Hub, Phase};
-use super::shutdown::{stopping, until_stopped};
-use super::{Jobs, Ledger, Reporter, Stats, Wait, asgi, gevent, pool};
+use super::dispatch::Jobs;
+use super::{Reporter, asgi, gevent, pool};
 use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, WorkerClass};
 use crate::http::idle::{ConnState, IdleIo, Timing};
 use crate::http::service::{self, Leniency, Limits, Shared};
+use crate::http::shutdown::{stopping, until_stopped};
 use crate::listen::Listener;
 use crate::listen::balance::Seat;
 use crate::log::access::AccessLog;
 use crate::proto::Kind;
 use crate::python::LoadedApp;
-use crate::wsgi::{Forwarded, Local, Options, Peer, WsgiApp};
+use crate::request::forwarded::Forwarded;
+use crate::request::hub::{Hub, Phase};
+use crate::request::{Ledger, Stats, Wait};
+use crate::request::{Local, Peer};
+use crate::wsgi::{Options, WsgiApp};
 use crate::{error, info};
 
 extern "C" fn on_abort(_: libc::c_int) {
@@ -97,7 +101,7 @@ pub fn serve(
             Ok(hub) => Some(hub),
             Err(e) => {
                 error!("Could not set up the event loop's wake-up descriptor: {e}");
-                return crate::master::WORKER_BOOT_ERROR;
+                return crate::proto::WORKER_BOOT_ERROR;
             }
         },
         WorkerClass::Sync | WorkerClass::Gthread => None,
@@ -112,7 +116,7 @@ pub fn serve(
             Ok(a) => Some(a),
             Err(e) => {
                 error!("{e}");
-                return crate::master::WORKER_BOOT_ERROR;
+                return crate::proto::WORKER_BOOT_ERROR;
             }
         },
         None => None,
@@ -163,7 +167,7 @@ pub fn serve(
         Ok(app) => app,
         Err(e) => {
             error!("Could not prepare the app's environment: {e}");
-            return crate::master::WORKER_BOOT_ERROR;
+            return crate::proto::WORKER_BOOT_ERROR;
         }
     };
 
@@ -191,11 +195,11 @@ pub fn serve(
         Ok(rt) => rt,
         Err(e) => {
             error!("Could not start the I/O runtime: {e}");
-            return crate::master::WORKER_BOOT_ERROR;
+            return crate::proto::WORKER_BOOT_ERROR;
         }
     };
     let shared = Arc::new(Shared {
-        jobs,
+        jobs: Box::new(jobs.clone()),
         limits: Limits {
             request_line: s.limit_request_line as usize,
             fields: conf.max_fields,
@@ -218,7 +222,6 @@ pub fn serve(
     // The loop beats twice per heartbeat so that every tick sees it alive.
     let beat = conf.heartbeat / 2;
     let io = {
-        let hub = hub.clone();
         move || {
             rt.block_on(run(
                 listeners,
@@ -227,7 +230,7 @@ pub fn serve(
                 conf,
                 stats,
                 ledger,
-                hub,
+                jobs,
                 shutdown_tx,
                 shutdown_rx,
             ))
@@ -272,16 +275,20 @@ async fn run(
     conf: Arc<Conf>,
     stats: Arc<Stats>,
     ledger: Arc<Ledger>,
-    hub: Option<Arc<Hub>>,
+    jobs: Jobs,
     shutdown_tx: Arc<watch::Sender<bool>>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> i32 {
+    let hub = match &jobs {
+        Jobs::Hub(hub) => Some(hub.clone()),
+        Jobs::Threads(_) => None,
+    };
     // An event loop must be up (asgi: lifespan startup done) before the
     // worker accepts or counts as booted.
     if let Some(hub) = &hub
         && hub.started().await != Phase::Serving
     {
-        return crate::master::WORKER_BOOT_ERROR;
+        return crate::proto::WORKER_BOOT_ERROR;
     }
     let slots = Arc::new(Semaphore::new(conf.capacity));
     if let Some(seat) = conf.seat {
@@ -292,7 +299,7 @@ async fn run(
             Ok(fd) => fd,
             Err(e) => {
                 error!("Could not use listener {}: {e}", l.addr);
-                return crate::master::WORKER_BOOT_ERROR;
+                return crate::proto::WORKER_BOOT_ERROR;
             }
         };
         let _ = crate::sys::set_nonblocking(&fd, true);
@@ -337,7 +344,7 @@ async fn run(
         }
     });
 
-    if let Jobs::Threads(queue) = &shared.jobs {
+    if let Jobs::Threads(queue) = jobs {
         if queue.batch {
             let (queue, stats) = (queue.clone(), stats.clone());
             tokio::spawn(async move { queue.outbox.run(&stats.in_flight).await });

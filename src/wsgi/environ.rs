@@ -2,7 +2,7 @@
 //! per-request values gunicorn sets.
 
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+use http::{HeaderName, HeaderValue, Method, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::collections::HashMap;
@@ -10,8 +10,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use super::{Local, Peer};
-use crate::http::head::RawTarget;
+use crate::request::forwarded::{Forwarded, Role};
+use crate::request::target::{RawTarget, percent_decode};
+use crate::request::{Local, Peer};
 
 /// Request headers common enough to keep their `HTTP_*` key interned.
 const COMMON_HEADERS: &[&str] = &[
@@ -100,43 +101,6 @@ pub struct Keys {
     recent: Mutex<Recent>,
 }
 
-/// The request headers the environ needs beyond their `HTTP_*` key.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Plain,
-    Host,
-    ForwardedProto,
-    ForwardedSsl,
-    ForwardedProtocol,
-}
-
-impl Role {
-    /// The value (any case) by which a trusted proxy says the client used https.
-    fn https_value(self) -> Option<&'static [u8]> {
-        match self {
-            Role::ForwardedProto => Some(b"https"),
-            Role::ForwardedSsl => Some(b"on"),
-            Role::ForwardedProtocol => Some(b"ssl"),
-            Role::Plain | Role::Host => None,
-        }
-    }
-
-    fn says_https(self, value: &HeaderValue) -> bool {
-        self.https_value()
-            .is_some_and(|want| value.as_bytes().eq_ignore_ascii_case(want))
-    }
-
-    fn of(name: &str) -> Role {
-        match name {
-            "host" => Role::Host,
-            "x-forwarded-proto" => Role::ForwardedProto,
-            "x-forwarded-ssl" => Role::ForwardedSsl,
-            "x-forwarded-protocol" => Role::ForwardedProtocol,
-            _ => Role::Plain,
-        }
-    }
-}
-
 /// Strings the last request made that the next one very likely makes again:
 /// a worker's requests nearly all name the same Host, and behind a proxy
 /// they all come from the same address. Python strings are immutable, so
@@ -188,12 +152,6 @@ impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
         self.0
     }
-}
-
-/// Who may tell us the original scheme through `X-Forwarded-*` headers.
-pub struct Forwarded {
-    pub allow_all: bool,
-    pub allow: Vec<IpAddr>,
 }
 
 impl Keys {
@@ -420,52 +378,6 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
         );
         Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
     }
-}
-
-pub(crate) fn percent_decode(path: &str) -> std::borrow::Cow<'_, [u8]> {
-    if !path.contains('%') {
-        return std::borrow::Cow::Borrowed(path.as_bytes());
-    }
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-// Named once: looking a header up by `&str` parses the name on every call.
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
-const X_FORWARDED_PROTOCOL: HeaderName = HeaderName::from_static("x-forwarded-protocol");
-
-pub(crate) fn is_https(headers: &HeaderMap) -> bool {
-    [X_FORWARDED_PROTO, X_FORWARDED_SSL, X_FORWARDED_PROTOCOL]
-        .iter()
-        .any(|name| {
-            headers
-                .get(name)
-                .is_some_and(|v| Role::of(name.as_str()).says_https(v))
-        })
 }
 
 /// Fill a copy of the worker's template environ for one request.

@@ -4,7 +4,7 @@
 //! Most apps pass some tuples that are constants of their code (`("Content-Type",
 //! "text/plain")`): one object for the life of the process. Checking such a
 //! tuple and its two `str`s and finding the fields in the thread's table of
-//! recent ones (`crate::http::fields`) cost about 300 instructions per
+//! recent ones (`crate::request::fields`) cost about 300 instructions per
 //! header and request; each app thread keeps what it made of the last few
 //! tuples and finds them again by identity. The cache holds a reference to
 //! every tuple it keeps, so an address it compares with can never belong to
@@ -17,7 +17,7 @@ use pyo3::types::{PyString, PyTuple};
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-use super::response::{header_pair, hop_by_hop};
+use crate::request::response::{header_pair, hop_by_hop};
 
 /// Tuples remembered per thread. Few: a miss compares with all of them.
 const KEPT: usize = 8;

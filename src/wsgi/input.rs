@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::http::request_body::{BodyReader, Received};
-use crate::worker::Wait;
+use crate::request::Wait;
+use crate::request::body_reader::{BodyReader, Received};
 
 #[pyclass(module = "ferricorn")]
 pub struct Input {

@@ -7,66 +7,21 @@ mod input;
 pub(crate) mod response;
 
 use bytes::Bytes;
+use http::StatusCode;
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock};
-use std::time::Instant;
-use tokio::sync::oneshot;
 
-use crate::http::ResponseBody;
-use crate::http::body::BusyGuard;
-use crate::http::service::error_response;
 use crate::python::{Support, traceback_text};
-use crate::worker::{Answer, Finished, Ledger, Wait};
-pub use environ::Forwarded;
+use crate::request::forwarded::Forwarded;
+use crate::request::response::{SERVER_HEADER, error_response};
+use crate::request::{Finished, Job, Ledger, Local, Peer, Wait};
 use environ::Keys;
 use input::Input;
 use response::StartResponse;
-
-pub static SERVER_HEADER: LazyLock<HeaderValue> = LazyLock::new(|| {
-    HeaderValue::from_str(&format!("ferricorn/{}", crate::VERSION))
-        .unwrap_or_else(|_| HeaderValue::from_static("ferricorn"))
-});
-
-/// The other end of a connection.
-#[derive(Clone, Copy, Debug)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    Unix,
-}
-
-impl Peer {
-    pub fn ip_string(&self) -> String {
-        match self {
-            Peer::Tcp(sa) => sa.ip().to_string(),
-            Peer::Unix => "unix".into(),
-        }
-    }
-}
-
-/// The listener's own address: SERVER_NAME/SERVER_PORT when there is no Host header.
-pub struct Local {
-    pub host: String,
-    pub port: String,
-}
-
-/// One request handed from the I/O thread to an app thread.
-pub struct Job {
-    pub parts: Parts,
-    pub body: Option<crate::http::request_body::BodyReader>,
-    pub peer: Peer,
-    pub local: Arc<Local>,
-    pub reply: oneshot::Sender<Response<ResponseBody>>,
-    pub busy: BusyGuard,
-    pub started: Instant,
-    /// asgi: the request asks for a WebSocket.
-    pub websocket: Option<crate::http::websocket::AppSide>,
-}
 
 /// What a worker's app threads share.
 pub struct WsgiApp {
@@ -183,12 +138,7 @@ impl WsgiApp {
         }
 
         self.ledger.served(&parts, &peer, started, || {
-            let outcome = sr_ref.outcome(self.ledger.wants_response_headers);
-            Answer {
-                status: outcome.status,
-                bytes: outcome.bytes,
-                headers: outcome.headers,
-            }
+            sr_ref.answer(self.ledger.wants_response_headers)
         });
         let held = sr_ref.take_held();
         drop(sr_ref);

@@ -5,7 +5,7 @@
 //! call with `exc_info` can still replace them.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use hyper::ext::ReasonPhrase;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -15,14 +15,13 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::http::ResponseBody;
-use crate::http::body::{Aborted, BusyGuard, Chunk};
-use crate::worker::{Finished, Wait};
+use crate::request::response::{SERVER_HEADER, STREAM_DEPTH};
+use crate::request::response_body::{Aborted, Chunk};
+use crate::request::{Answer, BusyGuard, Finished, ResponseBody, Wait};
 
 /// Below this size a body is copied; above it the Python bytes object itself is handed over.
 const COPY_BELOW: usize = 4096;
 /// Chunks an app may run ahead of its client before it waits.
-pub(crate) const STREAM_DEPTH: usize = 64;
 
 #[pyclass(module = "ferricorn")]
 pub struct StartResponse {
@@ -89,47 +88,6 @@ thread_local! {
     /// else held it or its `write` afterwards: the next request's. Making
     /// one and binding its `write` cost about 700 instructions a request.
     static SPARE: RefCell<Option<Py<StartResponse>>> = const { RefCell::new(None) };
-}
-
-/// How the response ended, for the access log.
-pub struct Outcome {
-    pub status: u16,
-    pub bytes: u64,
-    pub headers: Vec<(String, String)>,
-}
-
-pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailers"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-/// A response header from the app, refused when it could not go on the wire
-/// as it is (a CR or LF in a value would split the response).
-pub(crate) fn header_pair(name: &[u8], value: &[u8]) -> PyResult<(HeaderName, HeaderValue)> {
-    crate::http::fields::field(name, value, || {
-        let name = HeaderName::from_bytes(name).map_err(|_| {
-            PyValueError::new_err(format!(
-                "invalid header name {:?}",
-                String::from_utf8_lossy(name)
-            ))
-        })?;
-        let value = HeaderValue::from_bytes(value).map_err(|_| {
-            PyValueError::new_err(format!(
-                "invalid value for header {name}: {:?} (CR, LF and NUL are not allowed)",
-                String::from_utf8_lossy(value)
-            ))
-        })?;
-        Ok((name, value))
-    })
 }
 
 impl StartResponse {
@@ -381,9 +339,10 @@ impl StartResponse {
         status
     }
 
-    pub fn outcome(&self, want_headers: bool) -> Outcome {
+    /// What went on the wire, for the access log.
+    pub fn answer(&self, want_headers: bool) -> Answer {
         let st = self.lock();
-        Outcome {
+        Answer {
             // Nothing handed over (the client left first): gunicorn's 500.
             status: st.sent_status.map_or(500, |s| s.as_u16()),
             bytes: st.sent,
@@ -516,7 +475,7 @@ impl StartResponse {
             }
         }
         if !map.contains_key(header::SERVER) {
-            map.insert(header::SERVER, super::SERVER_HEADER.clone());
+            map.insert(header::SERVER, SERVER_HEADER.clone());
         }
         let py = slf.py();
         let mut st = this.lock();

@@ -1,22 +1,19 @@
-//! A Python event loop on the worker's main thread (the gevent hub, or an
-//! asyncio loop for asgi) fed by the I/O thread. hyper runs on the I/O thread
-//! as for the other classes; it hands requests over and wakes parked
-//! greenlets or tasks through an inbox and an eventfd the loop watches, so
-//! the loop never waits on a lock held by Rust code and the I/O thread never
-//! takes the GIL.
+//! What the I/O thread and a Python event loop on the worker's main thread
+//! (the gevent hub, or an asyncio loop for asgi) share. The I/O thread hands
+//! requests over and wakes parked greenlets or tasks through an inbox and an
+//! eventfd the loop watches, so the loop never waits on a lock held by Rust
+//! code and the I/O thread never takes the GIL. The loop itself lives with
+//! the worker (`worker::event_loop`).
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Wake, Waker};
 use tokio::sync::watch;
 
-use crate::asgi::{AsgiApp, Exchange, Socket};
-use crate::python::traceback_text;
-use crate::wsgi::{Job, WsgiApp};
+use super::Job;
 
 /// Where the loop is in its life, as the I/O thread sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,11 +42,12 @@ pub struct Hub {
     phase: watch::Sender<Phase>,
 }
 
+/// What arrived for the loop since it last looked.
 #[derive(Default)]
-struct Inbox {
-    jobs: Vec<Job>,
-    woken: Vec<u64>,
-    stop: bool,
+pub struct Inbox {
+    pub jobs: Vec<Job>,
+    pub woken: Vec<u64>,
+    pub stop: bool,
 }
 
 impl Hub {
@@ -149,7 +147,7 @@ impl Hub {
     }
 
     /// What arrived since the last call (the loop's side, after a wake-up).
-    fn take(&self) -> Inbox {
+    pub fn take(&self) -> Inbox {
         // Read the eventfd, then clear the flag, then take the inbox: a push
         // after the clear writes the eventfd again (another wake-up), and one
         // before it is in what we take. Clearing first could swallow the
@@ -168,8 +166,28 @@ impl Hub {
         std::mem::take(&mut *self.lock())
     }
 
-    fn phase(&self) -> Phase {
+    pub fn phase(&self) -> Phase {
         *self.phase.borrow()
+    }
+
+    /// The loop moved on in its life (the loop's side).
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
+    /// The descriptor the loop watches for wake-ups.
+    pub fn fileno(&self) -> i32 {
+        self.wake_fd.as_raw_fd()
+    }
+
+    /// gevent: how to park a greenlet, given by the loop once it runs.
+    pub fn set_park(&self, park: Py<PyAny>) {
+        let _ = self.park.set(park);
+    }
+
+    /// One tick of the loop's heartbeat.
+    pub fn beat(&self) {
+        self.beats.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -186,161 +204,6 @@ impl Wake for TokenWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         self.hub.wake(self.token);
     }
-}
-
-/// One request on its way into a greenlet or task.
-#[pyclass(module = "ferricorn")]
-pub struct PendingJob(Mutex<Option<Job>>);
-
-impl PendingJob {
-    fn take(&self) -> Option<Job> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-/// What the loop serves.
-pub enum Served {
-    Wsgi(Arc<WsgiApp>),
-    Asgi(Arc<AsgiApp>),
-}
-
-/// The loop's handle on the Rust side (`link` in `gevent.py` and `asgi.py`).
-#[pyclass(module = "ferricorn")]
-pub struct HubLink {
-    hub: Arc<Hub>,
-    served: Served,
-}
-
-#[pymethods]
-impl HubLink {
-    fn fileno(&self) -> i32 {
-        self.hub.wake_fd.as_raw_fd()
-    }
-
-    fn set_park(&self, park: Py<PyAny>) {
-        let _ = self.hub.park.set(park);
-    }
-
-    fn beat(&self) {
-        self.hub.beats.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Startup is over: serve (`ok`) or exit as a worker that could not boot.
-    fn started(&self, ok: bool) {
-        self.hub
-            .phase
-            .send_replace(if ok { Phase::Serving } else { Phase::Failed });
-    }
-
-    /// Wind-down is over: the I/O thread may end the process.
-    fn stopped(&self) {
-        self.hub.phase.send_replace(Phase::Stopped);
-    }
-
-    /// Everything that arrived since the last call: new requests, woken
-    /// tokens, and whether to stop.
-    #[allow(clippy::type_complexity)]
-    fn drain<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, bool)> {
-        let inbox = self.hub.take();
-        let jobs = PyList::empty(py);
-        for job in inbox.jobs {
-            jobs.append(Bound::new(py, PendingJob(Mutex::new(Some(job))))?)?;
-        }
-        Ok((jobs, PyList::new(py, inbox.woken)?, inbox.stop))
-    }
-
-    /// gevent: a greenlet's whole life, running the WSGI app for one request.
-    fn handle(&self, py: Python<'_>, job: PyRef<'_, PendingJob>) -> PyResult<()> {
-        let Served::Wsgi(app) = &self.served else {
-            return Err(PyRuntimeError::new_err("not a WSGI worker"));
-        };
-        let taken = job.take();
-        drop(job);
-        if let Some(job) = taken {
-            // The hub's loop is the I/O thread's peer already: nothing to batch.
-            app.handle(py, job, false);
-        }
-        Ok(())
-    }
-
-    /// asgi: what a task runs the app on for one request: an `Exchange`
-    /// (http) or a `Socket` (websocket), with the same methods.
-    fn exchange<'py>(
-        &self,
-        py: Python<'py>,
-        job: PyRef<'_, PendingJob>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let Served::Asgi(app) = &self.served else {
-            return Err(PyRuntimeError::new_err("not an ASGI worker"));
-        };
-        let mut job = job
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("request already taken"))?;
-        match job.websocket.take() {
-            Some(side) => Ok(Bound::new(
-                py,
-                Socket::new(app.clone(), self.hub.clone(), job, side),
-            )?
-            .into_any()),
-            None => {
-                Ok(Bound::new(py, Exchange::new(app.clone(), self.hub.clone(), job))?.into_any())
-            }
-        }
-    }
-}
-
-/// Run the loop on this thread (`run_loop`, given the link) and `io` (the
-/// worker's I/O loop) on another. The I/O thread ends the process with its
-/// code; if the loop returns first, the worker exits 3 when startup never
-/// finished and 1 otherwise.
-pub fn serve<F, L>(hub: Arc<Hub>, served: Served, io: F, run_loop: L) -> !
-where
-    F: FnOnce() -> i32 + Send,
-    L: FnOnce(Python<'_>, Bound<'_, HubLink>) -> PyResult<()>,
-{
-    std::thread::scope(|scope| {
-        let spawned = std::thread::Builder::new()
-            .name("ferricorn-io".into())
-            .spawn_scoped(scope, || super::exit(io()));
-        if let Err(e) = spawned {
-            crate::error!("Could not start the I/O thread: {e}");
-            super::exit(crate::master::WORKER_BOOT_ERROR);
-        }
-        let outcome = Python::attach(|py| {
-            let link = Bound::new(
-                py,
-                HubLink {
-                    hub: hub.clone(),
-                    served,
-                },
-            )?;
-            run_loop(py, link)
-        })
-        .map_err(|e| Python::attach(|py| traceback_text(py, &e)));
-        match (hub.phase(), outcome) {
-            (Phase::Starting | Phase::Failed, outcome) => {
-                if let Err(e) = outcome {
-                    crate::error!("{e}");
-                }
-                hub.phase.send_replace(Phase::Failed);
-                // Let the I/O thread see it and exit first, with the boot error.
-                loop {
-                    std::thread::park();
-                }
-            }
-            (_, Err(e)) => {
-                crate::error!("The worker's event loop failed: {e}");
-                super::exit(1)
-            }
-            (_, Ok(())) => {
-                crate::error!("The worker's event loop ended");
-                super::exit(1)
-            }
-        }
-    })
 }
 
 #[cfg(test)]

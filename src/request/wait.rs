@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::hub::Hub;
+use super::Hub;
 
 #[derive(Clone)]
 pub enum Wait {

@@ -8,7 +8,7 @@ use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::mpsc::{self, OwnedPermit};
 
 use super::poll_token;
-use crate::worker::Hub;
+use crate::request::Hub;
 
 type Room<T> = Pin<Box<dyn Future<Output = Result<OwnedPermit<T>, SendError<()>>> + Send>>;
 
@@ -21,14 +21,15 @@ pub enum Sent {
     Gone,
 }
 
-pub struct Outbox<T> {
+/// One message at most, held while the channel is full.
+pub struct Held<T> {
     held: Option<T>,
     room: Option<Room<T>>,
 }
 
-impl<T: Send + 'static> Outbox<T> {
-    pub fn new() -> Outbox<T> {
-        Outbox {
+impl<T: Send + 'static> Held<T> {
+    pub fn new() -> Held<T> {
+        Held {
             held: None,
             room: None,
         }

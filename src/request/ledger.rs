@@ -4,19 +4,26 @@
 
 use http::request::Parts;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::Stats;
+use super::Peer;
 use crate::log::access::{AccessLog, Record};
-use crate::wsgi::Peer;
 
-/// How a request was answered, as the access log shows it.
+/// How a request was answered: what went on the wire (the status the
+/// client got, not the one the app asked for), for the access log.
 pub struct Answer {
     pub status: u16,
     pub bytes: u64,
     /// Only when the format shows response headers.
     pub headers: Vec<(String, String)>,
+}
+
+/// Counters shared by the accept loop, the connections and the app threads.
+#[derive(Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub in_flight: AtomicU32,
 }
 
 pub struct Ledger {

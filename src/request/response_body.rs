@@ -4,11 +4,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
-
-use super::idle::ConnState;
 
 /// The app failed after its response started: hyper must abort the
 /// connection rather than end the body as if it were complete.
@@ -155,19 +152,25 @@ fn coalesce(rx: &mut mpsc::Receiver<Chunk>, first: Bytes, abort: &mut Abort) -> 
     merged.map_or(first, |m| m.freeze())
 }
 
+/// A connection's count of requests in progress (kept by the I/O side).
+pub trait Occupancy: Send + Sync {
+    fn enter(&self);
+    fn leave(&self);
+}
+
 /// Counts a request as in progress on its connection while alive.
-pub struct BusyGuard(Arc<ConnState>);
+pub struct BusyGuard(Arc<dyn Occupancy>);
 
 impl BusyGuard {
-    pub fn new(conn: Arc<ConnState>) -> BusyGuard {
-        conn.busy.fetch_add(1, Ordering::Relaxed);
+    pub fn new(conn: Arc<dyn Occupancy>) -> BusyGuard {
+        conn.enter();
         BusyGuard(conn)
     }
 }
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.leave();
     }
 }
 
@@ -175,6 +178,7 @@ impl Drop for BusyGuard {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
     use std::task::{Wake, Waker};
 
     struct CountingWaker(AtomicUsize);
