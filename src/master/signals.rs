@@ -147,19 +147,3 @@ pub fn reset_in_child() {
     }
     let _ = set_handler(libc::SIGPIPE, libc::SIG_IGN);
 }
-
-pub fn name(sig: libc::c_int) -> &'static str {
-    match sig {
-        libc::SIGHUP => "hup",
-        libc::SIGINT => "int",
-        libc::SIGQUIT => "quit",
-        libc::SIGTERM => "term",
-        libc::SIGTTIN => "ttin",
-        libc::SIGTTOU => "ttou",
-        libc::SIGUSR1 => "usr1",
-        libc::SIGUSR2 => "usr2",
-        libc::SIGCHLD => "chld",
-        libc::SIGWINCH => "winch",
-        _ => "unknown",
-    }
-}

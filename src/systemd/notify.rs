@@ -34,10 +34,6 @@ impl Notifier {
         self.raw.as_deref()
     }
 
-    pub fn enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     pub fn send(&self, msg: &str) {
         if let Some((sock, addr)) = &self.target
             && let Err(e) = sock.send_to_addr(msg.as_bytes(), addr)
