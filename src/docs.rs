@@ -119,7 +119,7 @@ virtualenv = \"/srv/myproject/.venv\"\nworkers = 4\nworker_class = \"gthread\"\n
             Path::new(env!("CARGO_MANIFEST_DIR")).join("man/ferricorn.toml.5"),
         )
         .unwrap();
-        for name in SETTING_NAMES.iter().filter(|n| **n != "wsgi_app") {
+        for name in SETTING_NAMES {
             assert!(
                 page.contains(&format!(".TP\n\\fB{}\\fR", roff_escape(name))),
                 "{name} is not in ferricorn.toml(5)"

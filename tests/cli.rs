@@ -389,3 +389,52 @@ fn journald_yes_is_honoured_and_explained_when_there_is_no_journal() {
     );
     assert!(stderr(&o).contains("setting `journald`"), "{}", stderr(&o));
 }
+
+/// Every setting `--print-config` shows can be set from a gunicorn `*.py`
+/// config and from a TOML file, under the name it is printed with (a
+/// setting the `.py` reader did not know, `journald`, was silently
+/// ignored).
+#[test]
+fn every_setting_can_be_set_from_a_py_and_a_toml_config() {
+    let o = run(&["--print-config", "conformance:app"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    let settings: Vec<(String, String)> = printed
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (assignment, _source) = l.rsplit_once(" # ").unwrap();
+            let (name, value) = assignment.split_once(" = ").unwrap();
+            (name.to_string(), value.trim().to_string())
+        })
+        .collect();
+    assert!(settings.len() > 30, "{printed}");
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["py", "toml"] {
+        let f = dir.path().join(format!("all.{ext}"));
+        let text: String = settings
+            .iter()
+            .map(|(name, value)| {
+                // The values are JSON: TOML reads them as they are, Python
+                // needs its own spelling of true and false.
+                let value = match (ext, value.as_str()) {
+                    ("py", "true") => "True",
+                    ("py", "false") => "False",
+                    (_, v) => v,
+                };
+                format!("{name} = {value}\n")
+            })
+            .collect();
+        std::fs::write(&f, text).unwrap();
+        let o = run(&["-c", f.to_str().unwrap(), "--print-config"], &[]);
+        assert!(o.status.success(), "{ext}: {}", stderr(&o));
+        let out = stdout(&o);
+        for (name, value) in &settings {
+            let line = setting(&out, name);
+            assert!(
+                line.contains(&format!("{name} = {value}")) && line.contains("# file "),
+                "{ext}: {name} not taken from the file: {line}"
+            );
+        }
+    }
+}

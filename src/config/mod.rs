@@ -4,16 +4,16 @@
 //! is one line naming the setting, the value and what is allowed.
 
 pub mod bind;
-mod layer;
 mod pyfile;
+mod settings;
 mod values;
 
 pub use bind::BindAddr;
-pub use layer::Layer;
-pub use values::{AsgiLifespan, AsgiLoop, HeaderMap, Journald, Umask, WorkerClass};
+use settings::split_commas;
+pub use settings::{Layer, SETTING_NAMES, Settings};
+pub use values::{AsgiLifespan, AsgiLoop, HeaderMap, Journald, WorkerClass};
 
 use clap::Parser;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -75,144 +75,6 @@ impl fmt::Display for Source {
     }
 }
 
-/// Every setting with its effective value.
-#[derive(Serialize, Clone, Debug)]
-pub struct Settings {
-    pub app: String,
-    pub bind: Vec<String>,
-    pub backlog: u32,
-    pub workers: u32,
-    pub worker_class: WorkerClass,
-    pub threads: u32,
-    pub worker_connections: u32,
-    pub max_requests: u64,
-    pub max_requests_jitter: u64,
-    pub timeout: u64,
-    pub graceful_timeout: u64,
-    pub keepalive: u64,
-    pub preload_app: bool,
-    pub limit_request_line: u32,
-    pub limit_request_fields: u32,
-    pub limit_request_field_size: u32,
-    pub header_timeout: u64,
-    pub min_request_body_rate: u32,
-    pub min_response_rate: u32,
-    pub permit_obsolete_folding: bool,
-    pub permit_unconventional_http_method: bool,
-    pub casefold_http_method: bool,
-    pub strip_header_spaces: bool,
-    pub header_map: HeaderMap,
-    pub forwarded_allow_ips: Vec<String>,
-    pub forwarder_headers: Vec<String>,
-    pub chdir: PathBuf,
-    pub raw_env: Vec<String>,
-    pub pythonpath: Option<String>,
-    pub virtualenv: Option<PathBuf>,
-    pub proc_name: Option<String>,
-    pub pidfile: Option<PathBuf>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub umask: Umask,
-    pub initgroups: bool,
-    pub accesslog: Option<String>,
-    pub access_log_format: String,
-    pub errorlog: String,
-    pub loglevel: String,
-    pub journald: Journald,
-    pub asgi_loop: AsgiLoop,
-    pub asgi_lifespan: AsgiLifespan,
-    pub root_path: String,
-    pub websocket_max_message_size: u64,
-}
-
-/// Calls `$m!` with every setting name, so each list of settings is written once.
-macro_rules! with_settings {
-    ($m:ident, $($args:tt)*) => {
-        $m!($($args)*; app, bind, backlog, workers, worker_class, threads, worker_connections,
-            max_requests, max_requests_jitter, timeout, graceful_timeout, keepalive, preload_app,
-            limit_request_line, limit_request_fields, limit_request_field_size, header_timeout,
-            min_request_body_rate, min_response_rate, permit_obsolete_folding, permit_unconventional_http_method, casefold_http_method,
-            strip_header_spaces, header_map, forwarded_allow_ips, forwarder_headers, chdir, raw_env, pythonpath, virtualenv, proc_name, pidfile, user,
-            group, umask, initgroups, accesslog, access_log_format, errorlog, loglevel, journald,
-            asgi_loop, asgi_lifespan, root_path, websocket_max_message_size)
-    };
-}
-
-macro_rules! apply_layer {
-    ($s:expr, $sources:expr, $layer:expr, $source:expr; $($f:ident),*) => {
-        $(
-            if let Some(v) = $layer.$f.clone() {
-                $s.$f = v.into();
-                $sources.insert(stringify!($f), $source.clone());
-            }
-        )*
-    };
-}
-
-macro_rules! print_settings {
-    ($s:expr, $sources:expr, $out:expr; $($f:ident),*) => {
-        $(
-            let value = serde_json::to_string(&$s.$f).unwrap_or_default();
-            let source = $sources.get(stringify!($f)).cloned().unwrap_or(Source::Default);
-            let line = if value == "null" {
-                format!("# {} is unset", stringify!($f))
-            } else {
-                format!("{} = {}", stringify!($f), value)
-            };
-            $out.push_str(&format!("{:<40} # {}\n", line, source));
-        )*
-    };
-}
-
-/// Names a gunicorn `*.py` config may set that we read.
-pub const SETTING_NAMES: &[&str] = &[
-    "wsgi_app",
-    "app",
-    "bind",
-    "backlog",
-    "workers",
-    "worker_class",
-    "threads",
-    "worker_connections",
-    "max_requests",
-    "max_requests_jitter",
-    "timeout",
-    "graceful_timeout",
-    "keepalive",
-    "preload_app",
-    "limit_request_line",
-    "limit_request_fields",
-    "limit_request_field_size",
-    "header_timeout",
-    "min_request_body_rate",
-    "min_response_rate",
-    "permit_obsolete_folding",
-    "permit_unconventional_http_method",
-    "casefold_http_method",
-    "strip_header_spaces",
-    "header_map",
-    "forwarded_allow_ips",
-    "forwarder_headers",
-    "chdir",
-    "raw_env",
-    "pythonpath",
-    "virtualenv",
-    "proc_name",
-    "pidfile",
-    "user",
-    "group",
-    "umask",
-    "initgroups",
-    "accesslog",
-    "access_log_format",
-    "errorlog",
-    "loglevel",
-    "asgi_loop",
-    "asgi_lifespan",
-    "root_path",
-    "websocket_max_message_size",
-];
-
 /// A refusal: one line, naming what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -242,80 +104,30 @@ pub struct Config {
 }
 
 impl Settings {
+    /// The declared defaults, with those the environment gives
+    /// (`$WEB_CONCURRENCY`, `$PORT`, `$VIRTUAL_ENV`).
     fn defaults() -> (Settings, BTreeMap<&'static str, Source>) {
+        let mut s = Settings::declared();
         let mut sources = BTreeMap::new();
-        let workers = match std::env::var("WEB_CONCURRENCY")
+        if let Some(n) = std::env::var("WEB_CONCURRENCY")
             .ok()
             .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&n| n >= 1)
         {
-            Some(n) if n >= 1 => {
-                sources.insert("workers", Source::Env("WEB_CONCURRENCY"));
-                n
-            }
-            _ => 1,
-        };
-        let bind = match std::env::var("PORT") {
-            Ok(port) if !port.is_empty() => {
-                sources.insert("bind", Source::Env("PORT"));
-                format!("0.0.0.0:{port}")
-            }
-            _ => "127.0.0.1:8000".to_string(),
-        };
-        let virtualenv = std::env::var_os("VIRTUAL_ENV")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        if virtualenv.is_some() {
-            sources.insert("virtualenv", Source::Env("VIRTUAL_ENV"));
+            sources.insert("workers", Source::Env("WEB_CONCURRENCY"));
+            s.workers = n;
         }
-        let settings = Settings {
-            app: String::new(),
-            bind: vec![bind],
-            backlog: 2048,
-            workers,
-            worker_class: WorkerClass::Sync,
-            threads: 1,
-            worker_connections: 1000,
-            max_requests: 0,
-            max_requests_jitter: 0,
-            timeout: 30,
-            graceful_timeout: 30,
-            keepalive: 2,
-            preload_app: false,
-            limit_request_line: 4094,
-            limit_request_fields: 100,
-            limit_request_field_size: 8190,
-            header_timeout: 10,
-            // Kestrel's floor: far below any link a person uses.
-            min_request_body_rate: 240,
-            min_response_rate: 240,
-            permit_obsolete_folding: false,
-            permit_unconventional_http_method: false,
-            casefold_http_method: false,
-            strip_header_spaces: false,
-            header_map: HeaderMap::Drop,
-            forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
-            forwarder_headers: vec!["SCRIPT_NAME".into(), "PATH_INFO".into()],
-            chdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
-            raw_env: Vec::new(),
-            pythonpath: None,
-            virtualenv,
-            proc_name: None,
-            pidfile: None,
-            user: None,
-            group: None,
-            umask: Umask(0),
-            initgroups: false,
-            accesslog: None,
-            access_log_format: crate::log::access::DEFAULT_FORMAT.to_string(),
-            errorlog: "-".into(),
-            loglevel: "info".into(),
-            journald: Journald::Auto,
-            asgi_loop: AsgiLoop::Auto,
-            asgi_lifespan: AsgiLifespan::Auto,
-            root_path: String::new(),
-            websocket_max_message_size: 16 * 1024 * 1024,
-        };
-        (settings, sources)
+        if let Ok(port) = std::env::var("PORT")
+            && !port.is_empty()
+        {
+            sources.insert("bind", Source::Env("PORT"));
+            s.bind = vec![format!("0.0.0.0:{port}")];
+        }
+        if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+            sources.insert("virtualenv", Source::Env("VIRTUAL_ENV"));
+            s.virtualenv = Some(PathBuf::from(venv));
+        }
+        (s, sources)
     }
 }
 
@@ -346,12 +158,12 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
     if let Some(path) = &config_file {
         let layer = read_file(path)?;
         let src = Source::File(path.clone());
-        with_settings!(apply_layer, s, sources, layer, src);
+        s.apply(&layer, &mut sources, &src);
     }
     if let Some(env_cli) = &env_cli {
-        with_settings!(apply_layer, s, sources, env_cli.layer, Source::CmdArgsEnv);
+        s.apply(&env_cli.layer, &mut sources, &Source::CmdArgsEnv);
     }
-    with_settings!(apply_layer, s, sources, cli.layer, Source::CommandLine);
+    s.apply(&cli.layer, &mut sources, &Source::CommandLine);
 
     validate(s, sources)
 }
@@ -518,11 +330,7 @@ fn validate(
     let mut forwarded_allow_all = false;
     let mut forwarded_allow = Vec::new();
     let mut expanded = Vec::new();
-    for item in s
-        .forwarded_allow_ips
-        .iter()
-        .flat_map(|i| layer::split_commas(i))
-    {
+    for item in s.forwarded_allow_ips.iter().flat_map(|i| split_commas(i)) {
         if item == "*" {
             forwarded_allow_all = true;
         } else {
@@ -540,7 +348,7 @@ fn validate(
     s.forwarder_headers = s
         .forwarder_headers
         .iter()
-        .flat_map(|i| layer::split_commas(i))
+        .flat_map(|i| split_commas(i))
         .collect();
 
     let proc_name = s.proc_name.clone().unwrap_or_else(|| s.app.clone());
@@ -573,8 +381,6 @@ impl Config {
 
     /// `--print-config`: every setting, its value, and where it came from.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        with_settings!(print_settings, self.settings, self.sources, out);
-        out
+        self.settings.render(&self.sources)
     }
 }

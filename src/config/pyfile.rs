@@ -72,9 +72,15 @@ fn child(path: &Path) -> Result<String, String> {
             let support = Support::load(py)?;
             support
                 .attr(py, "read_gunicorn_config")?
-                .call1((path.to_string_lossy().as_ref(), SETTING_NAMES.to_vec()))?
+                .call1((path.to_string_lossy().as_ref(), names()))?
                 .extract()
         };
         run().map_err(|e| python::traceback_text(py, &e))
     })
+}
+
+/// The names a gunicorn config may set that we read: every setting, and
+/// gunicorn's other name for the app.
+fn names() -> Vec<&'static str> {
+    SETTING_NAMES.iter().copied().chain(["wsgi_app"]).collect()
 }

@@ -1,24 +1,100 @@
-//! One layer of settings: the command line, `$FERRICORN_CMD_ARGS`, or a config file.
+//! Every setting, declared once: its name (the TOML and gunicorn key), its
+//! type, its default, its command-line flag and its help text (which is
+//! also the man pages' text). The macro below makes the settings layer
+//! clap and serde read (`Layer`: every field optional), the effective
+//! settings (`Settings`), how a layer applies, `--print-config`'s lines and
+//! the names a gunicorn `*.py` config may set.
 //!
-//! A single struct serves clap (flags keep gunicorn's names and short forms)
-//! and serde (keys keep gunicorn's setting names), so a setting is declared once.
+//! A setting's type is written in brackets (`[u32]`): clap's derive reads
+//! the tokens to tell a list from a single value, which a type passed as
+//! a macro fragment would hide from it. `=> T` gives the effective type
+//! when it differs (an optional path stays optional). Defaults that depend
+//! on the environment (`$PORT`, `$WEB_CONCURRENCY`, `$VIRTUAL_ENV`) are
+//! applied over these by `Settings::defaults`.
 
-use clap::Args;
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::Source;
 use super::values::{
     AsgiLifespan, AsgiLoop, HeaderMap, Journald, Umask, WorkerClass, parse_positive,
     parse_positive_u64, parse_umask,
 };
 
-#[derive(Args, Deserialize, Debug, Default, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub struct Layer {
+macro_rules! declare_settings {
+    ($(
+        $(#[$attr:meta])*
+        $name:ident: [$($layer_ty:tt)+] $(=> $ty:ty)? = $default:expr;
+    )*) => {
+        /// One layer of settings: the command line, `$FERRICORN_CMD_ARGS`, or a config file.
+        #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Layer {
+            $(
+                $(#[$attr])*
+                pub $name: Option<$($layer_ty)+>,
+            )*
+        }
+
+        /// Every setting with its effective value.
+        #[derive(serde::Serialize, Clone, Debug)]
+        pub struct Settings {
+            $(pub $name: declare_settings!(@ty [$($layer_ty)+] $($ty)?),)*
+        }
+
+        /// Every setting's name, in declaration order.
+        pub const SETTING_NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        impl Settings {
+            /// The defaults as declared, before the environment's.
+            pub fn declared() -> Settings {
+                Settings {
+                    $($name: $default,)*
+                }
+            }
+
+            /// Take every value `layer` sets, noting where it came from.
+            pub fn apply(
+                &mut self,
+                layer: &Layer,
+                sources: &mut BTreeMap<&'static str, Source>,
+                source: &Source,
+            ) {
+                $(
+                    if let Some(v) = &layer.$name {
+                        self.$name = v.clone().into();
+                        sources.insert(stringify!($name), source.clone());
+                    }
+                )*
+            }
+
+            /// `--print-config`: every setting, its value, and where it came from.
+            pub fn render(&self, sources: &BTreeMap<&'static str, Source>) -> String {
+                let mut out = String::new();
+                $(
+                    let value = serde_json::to_string(&self.$name).unwrap_or_default();
+                    let source = sources.get(stringify!($name)).cloned().unwrap_or(Source::Default);
+                    let line = if value == "null" {
+                        format!("# {} is unset", stringify!($name))
+                    } else {
+                        format!("{} = {}", stringify!($name), value)
+                    };
+                    out.push_str(&format!("{:<40} # {}\n", line, source));
+                )*
+                out
+            }
+        }
+    };
+    (@ty [$($layer_ty:tt)+]) => { $($layer_ty)+ };
+    (@ty [$($layer_ty:tt)+] $ty:ty) => { $ty };
+}
+
+declare_settings! {
     /// The WSGI application: `module:callable`, `module:factory()` or `module` (uses `application`).
     #[arg(value_name = "APP_MODULE")]
     #[serde(alias = "wsgi_app")]
-    pub app: Option<String>,
+    app: [String] = String::new();
 
     // ---- Binding
     /// Address to listen on: HOST, HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeatable.
@@ -30,15 +106,15 @@ pub struct Layer {
         help_heading = "Binding"
     )]
     #[serde(deserialize_with = "one_or_many")]
-    pub bind: Option<Vec<String>>,
+    bind: [Vec<String>] = vec!["127.0.0.1:8000".into()];
     /// Maximum number of pending connections. [default: 2048]
     #[arg(long, value_name = "INT", help_heading = "Binding")]
-    pub backlog: Option<u32>,
+    backlog: [u32] = 2048;
 
     // ---- Workers
     /// Number of worker processes. [default: 1, or $WEB_CONCURRENCY]
     #[arg(short = 'w', long, value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
-    pub workers: Option<u32>,
+    workers: [u32] = 1;
     /// Worker class: sync (one request at a time), gthread (threads + keep-alive), gevent (greenlets; needs gevent in the app's environment) or asgi (an ASGI 3 app on asyncio). [default: sync]
     #[arg(
         short = 'k',
@@ -46,36 +122,36 @@ pub struct Layer {
         value_name = "CLASS",
         help_heading = "Workers"
     )]
-    pub worker_class: Option<WorkerClass>,
+    worker_class: [WorkerClass] = WorkerClass::Sync;
     /// Python threads per worker for app calls; above 1, sync becomes gthread. [default: 1]
     #[arg(long, value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
-    pub threads: Option<u32>,
+    threads: [u32] = 1;
     /// Maximum simultaneous connections per gthread, gevent or asgi worker. [default: 1000]
     #[arg(long = "worker-connections", value_name = "INT", value_parser = parse_positive, help_heading = "Workers")]
-    pub worker_connections: Option<u32>,
+    worker_connections: [u32] = 1000;
     /// Restart a worker after this many requests; 0 disables. [default: 0]
     #[arg(long = "max-requests", value_name = "INT", help_heading = "Workers")]
-    pub max_requests: Option<u64>,
+    max_requests: [u64] = 0;
     /// Add a random 0..=N to max-requests per worker, so workers do not restart together. [default: 0]
     #[arg(
         long = "max-requests-jitter",
         value_name = "INT",
         help_heading = "Workers"
     )]
-    pub max_requests_jitter: Option<u64>,
+    max_requests_jitter: [u64] = 0;
     /// Kill and replace a worker silent this many seconds (sync: a request this long; gevent, asgi: an event loop blocked this long); 0 disables. [default: 30]
     #[arg(short = 't', long, value_name = "SECONDS", help_heading = "Workers")]
-    pub timeout: Option<u64>,
+    timeout: [u64] = 30;
     /// Seconds workers get to finish in-flight requests on stop or reload. [default: 30]
     #[arg(
         long = "graceful-timeout",
         value_name = "SECONDS",
         help_heading = "Workers"
     )]
-    pub graceful_timeout: Option<u64>,
+    graceful_timeout: [u64] = 30;
     /// Seconds an idle keep-alive connection is kept open (gthread, gevent, asgi). [default: 2]
     #[arg(long = "keep-alive", value_name = "SECONDS", help_heading = "Workers")]
-    pub keepalive: Option<u64>,
+    keepalive: [u64] = 2;
     /// Load the app in the master before forking workers (faster boot, shared memory). [default: off]
     #[arg(
         long = "preload",
@@ -83,7 +159,7 @@ pub struct Layer {
         default_missing_value = "true",
         help_heading = "Workers"
     )]
-    pub preload_app: Option<bool>,
+    preload_app: [bool] = false;
 
     // ---- Security limits
     /// Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]
@@ -92,14 +168,14 @@ pub struct Layer {
         value_name = "BYTES",
         help_heading = "Request limits"
     )]
-    pub limit_request_line: Option<u32>,
+    limit_request_line: [u32] = 4094;
     /// Maximum number of request header fields. [default: 100]
     #[arg(
         long = "limit-request-fields",
         value_name = "INT",
         help_heading = "Request limits"
     )]
-    pub limit_request_fields: Option<u32>,
+    limit_request_fields: [u32] = 100;
     /// Maximum size of one request header field in bytes; 0 means 8190. [default: 8190]
     #[arg(
         long = "limit-request-field_size",
@@ -107,28 +183,29 @@ pub struct Layer {
         value_name = "BYTES",
         help_heading = "Request limits"
     )]
-    pub limit_request_field_size: Option<u32>,
+    limit_request_field_size: [u32] = 8190;
     /// Seconds a client gets to send a request head, from its first byte to the blank line ending it, before it is cut off (the wait between requests is --keep-alive's). [default: 10]
     #[arg(
         long = "header-timeout",
         value_name = "SECONDS",
         help_heading = "Request limits"
     )]
-    pub header_timeout: Option<u64>,
+    header_timeout: [u64] = 10;
     /// The slowest a client may send a request body, in bytes per second averaged after a 5 s grace; below it the client gets 408 and the app's read fails, freeing its thread (0: no floor). [default: 240]
     #[arg(
         long = "min-request-body-rate",
         value_name = "BYTES",
         help_heading = "Request limits"
     )]
-    pub min_request_body_rate: Option<u32>,
+    // Kestrel's floor: far below any link a person uses.
+    min_request_body_rate: [u32] = 240;
     /// The slowest a client may read its response, in bytes per second averaged after a 5 s grace; below it the connection is closed, freeing the app thread that writes to it (0: no floor). [default: 240]
     #[arg(
         long = "min-response-rate",
         value_name = "BYTES",
         help_heading = "Request limits"
     )]
-    pub min_response_rate: Option<u32>,
+    min_response_rate: [u32] = 240;
     /// Accept header fields continued on a following line (obs-fold, RFC 9112 §5.2), joining them with a space. [default: off]
     #[arg(
         long = "permit-obsolete-folding",
@@ -136,7 +213,7 @@ pub struct Layer {
         default_missing_value = "true",
         help_heading = "Request limits"
     )]
-    pub permit_obsolete_folding: Option<bool>,
+    permit_obsolete_folding: [bool] = false;
     /// Accept methods in lowercase or longer than 20 characters (any token). [default: off]
     #[arg(
         long = "permit-unconventional-http-method",
@@ -144,7 +221,7 @@ pub struct Layer {
         default_missing_value = "true",
         help_heading = "Request limits"
     )]
-    pub permit_unconventional_http_method: Option<bool>,
+    permit_unconventional_http_method: [bool] = false;
     /// Uppercase the request method before the app sees it. [default: off]
     #[arg(
         long = "casefold-http-method",
@@ -152,7 +229,7 @@ pub struct Layer {
         default_missing_value = "true",
         help_heading = "Request limits"
     )]
-    pub casefold_http_method: Option<bool>,
+    casefold_http_method: [bool] = false;
     /// Accept white space between a header field name and its colon, and drop it. [default: off]
     #[arg(
         long = "strip-header-spaces",
@@ -160,14 +237,14 @@ pub struct Layer {
         default_missing_value = "true",
         help_heading = "Request limits"
     )]
-    pub strip_header_spaces: Option<bool>,
+    strip_header_spaces: [bool] = false;
     /// Header names with an underscore: drop them from the environ, refuse the request, or map them (dangerous). [default: drop]
     #[arg(
         long = "header-map",
         value_name = "HOW",
         help_heading = "Request limits"
     )]
-    pub header_map: Option<HeaderMap>,
+    header_map: [HeaderMap] = HeaderMap::Drop;
     /// Peers trusted to set X-Forwarded-Proto and friends, comma separated; * trusts all. [default: 127.0.0.1,::1]
     #[arg(
         long = "forwarded-allow-ips",
@@ -175,7 +252,7 @@ pub struct Layer {
         help_heading = "Request limits"
     )]
     #[serde(deserialize_with = "comma_list")]
-    pub forwarded_allow_ips: Option<Vec<String>>,
+    forwarded_allow_ips: [Vec<String>] = vec!["127.0.0.1".into(), "::1".into()];
     /// Header names with an underscore that a trusted proxy (--forwarded-allow-ips) may set for the environ, comma separated: SCRIPT_NAME sets the environ's SCRIPT_NAME (and is stripped from PATH_INFO), the others become HTTP_* keys. [default: SCRIPT_NAME,PATH_INFO]
     #[arg(
         long = "forwarder-headers",
@@ -183,12 +260,12 @@ pub struct Layer {
         help_heading = "Request limits"
     )]
     #[serde(deserialize_with = "comma_list")]
-    pub forwarder_headers: Option<Vec<String>>,
+    forwarder_headers: [Vec<String>] = vec!["SCRIPT_NAME".into(), "PATH_INFO".into()];
 
     // ---- Application
     /// Change to this directory before loading the app. [default: the current directory]
     #[arg(long, value_name = "DIR", help_heading = "Application")]
-    pub chdir: Option<PathBuf>,
+    chdir: [PathBuf] = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     /// Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]
     #[arg(
         short = 'e',
@@ -197,13 +274,13 @@ pub struct Layer {
         help_heading = "Application"
     )]
     #[serde(deserialize_with = "one_or_many")]
-    pub raw_env: Option<Vec<String>>,
+    raw_env: [Vec<String>] = Vec::new();
     /// Extra directories on sys.path, comma separated. [default: none]
     #[arg(long, value_name = "DIRS", help_heading = "Application")]
-    pub pythonpath: Option<String>,
+    pythonpath: [String] => Option<String> = None;
     /// The app's virtualenv (made with the same Python version). [default: $VIRTUAL_ENV]
     #[arg(long, value_name = "DIR", help_heading = "Application")]
-    pub virtualenv: Option<PathBuf>,
+    virtualenv: [PathBuf] => Option<PathBuf> = None;
 
     // ---- Process
     /// Process name shown in ps: `ferricorn: master [NAME]`. [default: the app]
@@ -213,7 +290,7 @@ pub struct Layer {
         value_name = "NAME",
         help_heading = "Process"
     )]
-    pub proc_name: Option<String>,
+    proc_name: [String] => Option<String> = None;
     /// Write the master's PID to this file (removed on exit). [default: none]
     #[arg(
         short = 'p',
@@ -221,16 +298,16 @@ pub struct Layer {
         value_name = "FILE",
         help_heading = "Process"
     )]
-    pub pidfile: Option<PathBuf>,
+    pidfile: [PathBuf] => Option<PathBuf> = None;
     /// Run workers as this user (name or uid). [default: the current user]
     #[arg(short = 'u', long, value_name = "USER", help_heading = "Process")]
-    pub user: Option<String>,
+    user: [String] => Option<String> = None;
     /// Run workers as this group (name or gid). [default: the user's group]
     #[arg(short = 'g', long, value_name = "GROUP", help_heading = "Process")]
-    pub group: Option<String>,
+    group: [String] => Option<String> = None;
     /// File mode creation mask, e.g. 0o022. [default: 0]
     #[arg(short = 'm', long, value_name = "INT", value_parser = parse_umask, help_heading = "Process")]
-    pub umask: Option<Umask>,
+    umask: [Umask] = Umask(0);
     /// Also set the user's supplementary groups in workers. [default: off]
     #[arg(
         long,
@@ -238,19 +315,19 @@ pub struct Layer {
         default_missing_value = "true",
         help_heading = "Process"
     )]
-    pub initgroups: Option<bool>,
+    initgroups: [bool] = false;
 
     // ---- Logging
     /// Access log file; `-` is stdout. [default: none]
     #[arg(long = "access-logfile", value_name = "FILE", help_heading = "Logging")]
-    pub accesslog: Option<String>,
+    accesslog: [String] => Option<String> = None;
     /// Access log format with gunicorn's atoms (h l u t r s m U q H b B f a T M D L p, {header}i, {header}o, {var}e).
     #[arg(
         long = "access-logformat",
         value_name = "FORMAT",
         help_heading = "Logging"
     )]
-    pub access_log_format: Option<String>,
+    access_log_format: [String] = crate::log::access::DEFAULT_FORMAT.to_string();
     /// Error log file; `-` is stderr. [default: -]
     #[arg(
         long = "error-logfile",
@@ -258,25 +335,26 @@ pub struct Layer {
         value_name = "FILE",
         help_heading = "Logging"
     )]
-    pub errorlog: Option<String>,
+    errorlog: [String] = "-".into();
     /// asgi: the event loop: auto (uvloop if installed), asyncio, uvloop. [default: auto]
     #[arg(long = "asgi-loop", value_name = "LOOP", help_heading = "ASGI")]
-    pub asgi_loop: Option<AsgiLoop>,
+    asgi_loop: [AsgiLoop] = AsgiLoop::Auto;
     /// asgi: the lifespan protocol: auto (when the app supports it), on, off. [default: auto]
     #[arg(long = "asgi-lifespan", value_name = "WHEN", help_heading = "ASGI")]
-    pub asgi_lifespan: Option<AsgiLifespan>,
+    asgi_lifespan: [AsgiLifespan] = AsgiLifespan::Auto;
     /// asgi: the scope's root_path (the prefix the app is mounted under). [default: ""]
     #[arg(long = "root-path", value_name = "PATH", help_heading = "ASGI")]
-    pub root_path: Option<String>,
+    root_path: [String] = String::new();
     /// asgi: largest WebSocket message accepted, in bytes. [default: 16777216]
     #[arg(long = "websocket-max-message-size", value_name = "BYTES", value_parser = parse_positive_u64, help_heading = "ASGI")]
-    pub websocket_max_message_size: Option<u64>,
+    websocket_max_message_size: [u64] = 16 * 1024 * 1024;
     /// Send logs to journald with structured fields: auto (when stderr is the journal), yes, no. [default: auto]
     #[arg(long = "journald", value_name = "WHEN", help_heading = "Logging")]
-    pub journald: Option<Journald>,
+    journald: [Journald] = Journald::Auto;
     /// Error log level: debug, info, warning, error, critical. [default: info]
     #[arg(long = "log-level", value_name = "LEVEL", help_heading = "Logging")]
-    pub loglevel: Option<String>,
+    loglevel: [String] = "info".into();
+
 }
 
 #[derive(Deserialize)]
@@ -306,4 +384,68 @@ pub fn split_commas(s: &str) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .map(String::from)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// A declared default as the help text writes it.
+    fn as_help_writes_it(json: &serde_json::Value) -> String {
+        use serde_json::Value;
+        match json {
+            Value::Null => "none".into(),
+            Value::Bool(true) => "on".into(),
+            Value::Bool(false) => "off".into(),
+            Value::String(s) if s.is_empty() => "\"\"".into(),
+            Value::String(s) => s.clone(),
+            Value::Array(a) if a.is_empty() => "none".into(),
+            Value::Array(a) => a
+                .iter()
+                .map(as_help_writes_it)
+                .collect::<Vec<_>>()
+                .join(","),
+            v => v.to_string(),
+        }
+    }
+
+    /// The `[default: …]` of every flag's help is the declared default
+    /// (the help is written by hand; the default is what runs).
+    #[test]
+    fn the_help_shows_the_declared_defaults() {
+        // Defaults the help describes rather than spells (umask: gunicorn's
+        // "0", printed by --print-config as "0o000").
+        const DESCRIBED: &[&str] = &["chdir", "proc_name", "user", "group", "virtualenv", "umask"];
+        let declared = serde_json::to_value(Settings::declared()).unwrap();
+        let cmd = super::super::Cli::command();
+        let mut checked = 0;
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(value) = declared.get(id) else {
+                continue;
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some((_, shown)) = help.rsplit_once("[default: ") else {
+                assert!(
+                    id == "access_log_format" || id == "app",
+                    "{id}: the help names no default"
+                );
+                continue;
+            };
+            if DESCRIBED.contains(&id) {
+                continue;
+            }
+            let shown = shown.trim_end_matches(']');
+            // "1, or $WEB_CONCURRENCY": the environment's part is not declared.
+            let shown = shown.split(", or ").next().unwrap();
+            assert_eq!(
+                shown,
+                as_help_writes_it(value),
+                "{id}: help and default differ"
+            );
+            checked += 1;
+        }
+        assert!(checked > 30, "only {checked} defaults checked");
+    }
 }
