@@ -39,6 +39,28 @@ fn json_entries(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The unit's journal as JSON entries (large fields too), once one matches
+/// `until`; waits for journald up to 10 s.
+fn wait_entries(
+    c: &Container,
+    unit: &str,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries =
+            json_entries(&c.ok(&format!("journalctl -u {unit} -o json --all --no-pager")));
+        if entries.iter().any(&until) {
+            return entries;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such journal entry of {unit} in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn under_real_systemd() {
     let c = Container::boot(&format!("ferricorn-test-{}", std::process::id()));
@@ -108,11 +130,28 @@ fn under_real_systemd() {
         "{status}"
     );
 
-    // Native journal entries with structured fields.
+    // Native journal entries with structured fields, one of them over the
+    // datagram limit (it travels in a memfd).
     get(port, "/log?journal").unwrap();
     get(port, "/print?journal").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let entries = json_entries(&c.ok("journalctl -u ferricorn@demo.service -o json --no-pager"));
+    get(port, "/log-large?journal").unwrap();
+    let entries = wait_entries(&c, "ferricorn@demo.service", |e| {
+        e["MESSAGE"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("large entry journal"))
+    });
+    let large = entries
+        .iter()
+        .find(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("large entry journal"))
+        })
+        .unwrap();
+    let text = large["MESSAGE"].as_str().unwrap();
+    assert!(text.len() > 300 * 1024, "{} bytes", text.len());
+    assert!(text.ends_with("line 8499, in handler"), "cut short");
+    assert!(large["WORKER_PID"].is_string());
     let access = entries
         .iter()
         .find(|e| e["HTTP_PATH"] == "/log" && e["FERRICORN_LOG"] == "access")

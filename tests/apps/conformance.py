@@ -286,6 +286,15 @@ def log_route(environ, start_response):
     return [b"logged"]
 
 
+def log_large_route(environ, start_response):
+    # A traceback-like entry over journald's datagram limit.
+    lines = ["large entry %s" % environ["QUERY_STRING"]]
+    lines += ['  File "app.py", line %d, in handler' % i for i in range(8500)]
+    log.error("\n".join(lines))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"logged"]
+
+
 def print_route(environ, start_response):
     print("printed by the app", environ["QUERY_STRING"], flush=True)
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -412,6 +421,7 @@ ROUTES = {
     "/close-slow": close_slow_route,
     "/file": file_route,
     "/log": log_route,
+    "/log-large": log_large_route,
     "/sleep": sleep_route,
     "/sleep-logged": sleep_logged_route,
     "/print": print_route,
