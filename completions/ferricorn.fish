@@ -48,7 +48,7 @@ yes\t'Always (the error log must be stderr)'
 no\t'Never: plain lines on stderr or in --error-logfile'"
 complete -c ferricorn -l log-level -d 'Error log level: debug, info, warning, error, critical. [default: info]' -r
 complete -c ferricorn -s c -l config -d 'Read settings from this file: TOML (gunicorn\'s setting names, plus `app`) or a gunicorn *.py config' -r -F
-complete -c ferricorn -l preload -d 'Load the app in the master before forking workers (faster boot, shared memory). [default: off]'
+complete -c ferricorn -l preload -d 'Load the app once, before forking workers (faster boot, shared memory); a preloader process holds it and forks the workers, so the master never runs Python. [default: off]'
 complete -c ferricorn -l permit-obsolete-folding -d 'Accept header fields continued on a following line (obs-fold, RFC 9112 §5.2), joining them with a space. [default: off]'
 complete -c ferricorn -l permit-unconventional-http-method -d 'Accept methods in lowercase or longer than 20 characters (any token). [default: off]'
 complete -c ferricorn -l casefold-http-method -d 'Uppercase the request method before the app sees it. [default: off]'

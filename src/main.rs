@@ -20,7 +20,7 @@ mod wsgi;
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use config::{Cli, WorkerClass};
+use config::Cli;
 
 /// This build's version; `FERRICORN_BUILD_VERSION` at build time overrides it
 /// (the upgrade tests build a second, differently versioned binary).
@@ -102,20 +102,26 @@ fn main() {
     }
 
     let notifier = systemd::notify::Notifier::from_env();
+    // Shared with the workers, so made before the preloader forks.
+    let board = match listen::balance::Board::new() {
+        Ok(board) => Some(board),
+        Err(e) => {
+            warning!("Connections will not be balanced between workers: {e}");
+            None
+        }
+    };
     // gunicorn imports a preloaded app before it binds: a failure binds nothing.
-    let preloaded = if cfg.settings.preload_app {
-        let s = &cfg.settings;
-        let startup = python::Startup {
-            virtualenv: s.virtualenv.as_deref(),
-            chdir: &s.chdir,
-            pythonpath: s.pythonpath.as_deref(),
-        };
-        match python::preload(&startup, &s.app, cfg.worker_class == WorkerClass::Gevent) {
-            Ok(app) => Some(app),
-            Err(e) => {
+    let preloader = if cfg.settings.preload_app {
+        match master::preload::Preloader::start(&cfg, board) {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(e)) => {
                 error!("Exception while preloading the app\n{e}");
                 error!("Reason: App failed to load.");
                 std::process::exit(proto::APP_LOAD_ERROR);
+            }
+            Err(e) => {
+                error!("Could not start the preloader: {e:#}");
+                std::process::exit(proto::WORKER_BOOT_ERROR);
             }
         }
     } else {
@@ -137,7 +143,8 @@ fn main() {
         cfg,
         listeners,
         notifier,
-        preloaded,
+        preloader,
+        board,
         master::upgrade::Image { exe, argv },
         handover,
     ) {

@@ -368,28 +368,107 @@ fn usr1_reopens_log_files() {
     );
 }
 
+/// The preloader's pid, from the master's log.
+fn preloader_pid(s: &Server) -> i32 {
+    let line = s.wait_log("in the preloader (pid:", LONG);
+    line.split("(pid:")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+/// The master's workers, without the preloader.
+fn preloaded_workers(s: &Server, preloader: i32, n: usize) -> Vec<i32> {
+    let mut w = s.wait_worker_count(n + 1, LONG);
+    w.retain(|&p| p != preloader);
+    w
+}
+
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
 #[test]
-fn preload_imports_the_app_once_in_the_master() {
-    let s = server("conformance:app")
+fn preload_imports_the_app_once_outside_the_master() {
+    let s = server("threaded_import:app")
         .args(["--preload", "-w", "2"])
-        .wait_workers(2)
         .start();
-    assert_eq!(s.get("/import-pid").text(), s.pid.to_string());
-    assert_ne!(s.get("/pid").text(), s.pid.to_string());
+    let preloader = preloader_pid(&s);
+    let old = preloaded_workers(&s, preloader, 2);
+    // Imported once, in the preloader; the workers are the master's
+    // children (it reaps and times them out), forked from the preloader.
+    assert_eq!(s.get("/import-pid").text(), preloader.to_string());
+    assert!(old.contains(&s.get("/pid").text().parse().unwrap()));
+    // The app started a thread at import: the master has none but its own.
+    assert!(
+        threads_of(preloader) >= 2,
+        "the app's thread runs in the preloader"
+    );
+    assert_eq!(threads_of(s.pid), 1, "the master stays single-threaded");
     // HUP keeps the preloaded app (gunicorn's behaviour) and replaces the workers.
-    let old = s.wait_worker_count(2, LONG);
     s.signal(libc::SIGHUP);
     s.wait_log("Reload complete", LONG);
-    let new = s.wait_worker_count(2, LONG);
-    assert!(new.iter().all(|p| !old.contains(p)));
-    assert_eq!(s.get("/import-pid").text(), s.pid.to_string());
+    let new = preloaded_workers(&s, preloader, 2);
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} {new:?}");
+    assert_eq!(s.get("/import-pid").text(), preloader.to_string());
     drop(s);
-    let s = server("conformance:app").start();
-    assert_ne!(
+    let s = server("threaded_import:app").start();
+    assert_eq!(
         s.get("/import-pid").text(),
-        s.pid.to_string(),
-        "without --preload each worker imports"
+        s.get("/pid").text(),
+        "without --preload the worker imports"
     );
+}
+
+/// A `.py` config is read on HUP by a Python child of the master; with
+/// `--preload` the master has never run Python, so that child starts a
+/// fresh interpreter, and the new settings reach workers forked from the
+/// preloader.
+#[test]
+fn hup_with_preload_and_a_py_config_applies_the_new_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("gunicorn.conf.py");
+    let access = dir.path().join("access.log");
+    let write_conf = |generation: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "preload_app = True\nworkers = 2\naccesslog = {access:?}\naccess_log_format = '{generation} %(s)s %(U)s'\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_conf("first");
+    let s = server("threaded_import:app")
+        .args(["-c", conf.to_str().unwrap()])
+        .start();
+    let preloader = preloader_pid(&s);
+    let old = preloaded_workers(&s, preloader, 2);
+    assert_eq!(s.get("/import-pid").text(), preloader.to_string());
+    write_conf("second");
+    s.signal(libc::SIGHUP);
+    s.wait_log("Reload complete", LONG);
+    let new = preloaded_workers(&s, preloader, 2);
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} {new:?}");
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        s.get("/after-reload");
+        let log = std::fs::read_to_string(&access).unwrap_or_default();
+        if log.contains("second 200 /after-reload") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "access log:\n{log}");
+    }
+    assert_eq!(
+        s.get("/import-pid").text(),
+        preloader.to_string(),
+        "the app is kept"
+    );
+    assert_eq!(threads_of(s.pid), 1);
+    assert!(!s.log_text().contains("Reload refused"), "{}", s.log_text());
 }
 
 #[test]

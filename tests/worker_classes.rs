@@ -422,7 +422,7 @@ fn gevent_without_the_package_is_one_clear_error_and_exit_3() {
 }
 
 #[test]
-fn gevent_with_preload_patches_before_the_import_in_the_master() {
+fn gevent_with_preload_patches_before_the_import_in_the_preloader() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&["--preload"]);
     assert!(s.log_text().contains("(preloaded)"), "{}", s.log_text());

@@ -220,6 +220,12 @@ fn layer_from_map(
         .map_err(|e| ConfigError(format!("config file {file}: {e}")))
 }
 
+/// Settings sent to another process (`--preload`'s fork server) made a
+/// configuration again there.
+pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
+    validate(s, BTreeMap::new())
+}
+
 fn validate(
     mut s: Settings,
     sources: BTreeMap<&'static str, Source>,

@@ -38,7 +38,7 @@ macro_rules! declare_settings {
         }
 
         /// Every setting with its effective value.
-        #[derive(serde::Serialize, Clone, Debug)]
+        #[derive(serde::Serialize, Deserialize, Clone, Debug)]
         pub struct Settings {
             $(pub $name: declare_settings!(@ty [$($layer_ty)+] $($ty)?),)*
         }
@@ -152,7 +152,7 @@ declare_settings! {
     /// Seconds an idle keep-alive connection is kept open (gthread, gevent, asgi). [default: 2]
     #[arg(long = "keep-alive", value_name = "SECONDS", help_heading = "Workers")]
     keepalive: [u64] = 2;
-    /// Load the app in the master before forking workers (faster boot, shared memory). [default: off]
+    /// Load the app once, before forking workers (faster boot, shared memory); a preloader process holds it and forks the workers, so the master never runs Python. [default: off]
     #[arg(
         long = "preload",
         num_args = 0,

@@ -42,6 +42,14 @@ impl Board {
         Ok(Board { slots })
     }
 
+    /// The seat at `index` (given out by `claim` in another process).
+    pub fn seat(&self, index: usize) -> Option<Seat> {
+        (index > 0 && index < self.slots.len()).then_some(Seat {
+            board: *self,
+            index,
+        })
+    }
+
     /// A seat for a worker about to be forked, or None when all are taken
     /// (that worker then accepts without looking at the others).
     pub fn claim(&self) -> Option<Seat> {
@@ -64,6 +72,10 @@ pub struct Seat {
 }
 
 impl Seat {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// Give the seat back once its worker has exited (the master, on reaping it).
     pub fn release(&self) {
         self.slot().store(EMPTY, Ordering::Relaxed);

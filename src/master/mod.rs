@@ -5,6 +5,7 @@
 //! async runtime, so forking stays safe.
 
 mod pidfile;
+pub mod preload;
 pub mod signals;
 mod spawn;
 pub mod supervisor;
@@ -16,13 +17,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::config::{Cli, Config};
+use crate::info;
 use crate::listen::Listener;
 use crate::listen::balance::{Board, Seat};
 use crate::proto::{MSG_LEN, Msg};
 use crate::sys::{self, Exit};
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::Watchdog;
-use crate::{info, warning};
 use signals::SignalPipe;
 use supervisor::{Action, Adopted, Event, Supervisor, Tuning};
 
@@ -45,8 +46,8 @@ pub struct Master {
     pidfile: Option<PidFile>,
     sup: Supervisor,
     pipes: Vec<Pipe>,
-    /// `--preload`: the app imported in the master, shared by every fork.
-    preloaded: Option<crate::python::LoadedApp>,
+    /// `--preload`: the process holding the imported app, which forks the workers.
+    preloader: Option<preload::Preloader>,
     watchdog: Option<Watchdog>,
     /// The last moment a booted worker was alive: the watchdog's notion of "in control".
     last_healthy: Instant,
@@ -68,12 +69,14 @@ fn tuning(cfg: &Config) -> Tuning {
 }
 
 impl Master {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cli: Cli,
         cfg: Config,
         listeners: Vec<Listener>,
         notifier: Notifier,
-        preloaded: Option<crate::python::LoadedApp>,
+        preloader: Option<preload::Preloader>,
+        board: Option<Board>,
         image: upgrade::Image,
         handover: Option<upgrade::Handover>,
     ) -> anyhow::Result<Master> {
@@ -91,20 +94,25 @@ impl Master {
             notifier,
             pidfile,
             pipes: Vec::new(),
-            preloaded,
+            preloader,
             watchdog: Watchdog::from_env(),
             last_healthy: Instant::now(),
             image,
             check: None,
             upgraded_from: None,
-            board: match Board::new() {
-                Ok(board) => Some(board),
-                Err(e) => {
-                    warning!("Connections will not be balanced between workers: {e}");
-                    None
-                }
-            },
+            board,
         };
+        if master.preloader.is_some() {
+            // Workers forked by the preloader are orphaned at once; they
+            // must become our children, not init's.
+            // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process.
+            if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+                anyhow::bail!(
+                    "cannot supervise the preloader's workers: prctl(PR_SET_CHILD_SUBREAPER): {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
         if let Some(h) = handover {
             master.adopt(h);
         }
@@ -146,6 +154,13 @@ impl Master {
             info!("Listening at: {} ({})", l.addr, std::process::id());
         }
         info!("Using worker: {}", self.cfg.worker_class.name());
+        if let Some(p) = &self.preloader {
+            info!(
+                "Preloaded {} in the preloader (pid:{}), which forks the workers",
+                self.cfg.settings.app,
+                p.pid()
+            );
+        }
         if let Some(from) = &self.upgraded_from {
             info!(
                 "Upgraded in place: ferricorn {from} -> {} (pid {}), {} workers of the previous image serving until the new ones are ready",
@@ -432,6 +447,10 @@ impl Master {
             // The new image writes it again; the PID is the same.
             std::mem::forget(p);
         }
+        // The new image imports the app in a preloader of its own.
+        if let Some(p) = self.preloader.take() {
+            p.stop();
+        }
         upgrade::exec(&self.image, &listeners, workers, &env)
     }
 
@@ -456,14 +475,11 @@ impl Master {
             .chain(self.signals.fds())
             .collect();
         let seat = self.board.and_then(|b| b.claim());
-        let (pid, fd) = spawn::fork_worker(
-            &self.cfg,
-            &self.listeners,
-            seat,
-            &close_in_child,
-            self.preloaded.as_ref(),
-        )
-        .inspect_err(|_| {
+        let spawned = match &self.preloader {
+            Some(p) => p.spawn(&self.cfg, &self.listeners, seat),
+            None => spawn::fork_worker(&self.cfg, &self.listeners, seat, &close_in_child),
+        };
+        let (pid, fd) = spawned.inspect_err(|_| {
             if let Some(seat) = seat {
                 seat.release();
             }
@@ -495,6 +511,9 @@ impl Master {
     }
 
     fn finish(&mut self, code: i32) -> i32 {
+        if let Some(p) = self.preloader.take() {
+            p.stop();
+        }
         crate::listen::cleanup(&self.listeners);
         if let Some(p) = self.pidfile.take() {
             p.remove();

@@ -7,7 +7,6 @@ use super::signals;
 use crate::config::Config;
 use crate::listen::Listener;
 use crate::listen::balance::Seat;
-use crate::python::{self, LoadedApp};
 
 /// Fork a worker; returns its pid and the read end of its status pipe.
 pub fn fork_worker(
@@ -15,32 +14,21 @@ pub fn fork_worker(
     listeners: &[Listener],
     seat: Option<Seat>,
     close_in_child: &[i32],
-    preloaded: Option<&LoadedApp>,
 ) -> anyhow::Result<(i32, OwnedFd)> {
     let (read, write) = crate::sys::pipe().context("creating a worker status pipe")?;
     let master_pid = std::process::id() as i32;
     // Signals stay blocked across fork so the child never runs the master's
     // handler (which would write into the master's signal pipe).
     let mask = signals::block_all();
-    let python = preloaded.map(|_| python::fork::prepare());
-    // SAFETY: the master is single-threaded (no runtime, no Python threads),
-    // so the child starts with consistent locks and allocator state.
+    // SAFETY: the master is single-threaded (no runtime, no Python: a
+    // preloaded app lives in the preloader), so the child starts with
+    // consistent locks and allocator state.
     let pid = unsafe { libc::fork() };
-    let python = match python {
-        Some(p) if pid != 0 => {
-            python::fork::parent(p);
-            None
-        }
-        other => other,
-    };
     if pid < 0 {
         signals::restore(&mask);
         return Err(std::io::Error::last_os_error()).context("fork");
     }
     if pid == 0 {
-        if let Some(p) = python {
-            python::fork::child(p);
-        }
         signals::reset_in_child();
         signals::restore(&mask);
         // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
@@ -55,7 +43,7 @@ pub fn fork_worker(
         for &fd in close_in_child {
             crate::sys::close_fd(fd);
         }
-        crate::worker::run(cfg, listeners, seat, write, preloaded)
+        crate::worker::run(cfg, listeners, seat, write, None)
     }
     signals::restore(&mask);
     drop(write);
