@@ -370,12 +370,7 @@ fn usr1_reopens_log_files() {
 
 /// The preloader's pid, from the master's log.
 fn preloader_pid(s: &Server) -> i32 {
-    let line = s.wait_log("in the preloader (pid:", LONG);
-    line.split("(pid:")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"))
+    preloader_pid_after(s, "in the preloader (pid:")
 }
 
 /// The master's workers, without the preloader.
@@ -551,4 +546,33 @@ fn initgroups_sets_the_users_supplementary_groups() {
             .split_whitespace()
             .any(|g| g == "0")
     );
+}
+
+#[test]
+fn a_preloader_that_dies_is_replaced_and_workers_still_get_replaced() {
+    let s = server("threaded_import:app")
+        .args(["--preload", "-w", "1"])
+        .start();
+    let preloader = preloader_pid(&s);
+    let worker = preloaded_workers(&s, preloader, 1)[0];
+    // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(preloader, libc::SIGKILL) };
+    s.wait_log("Preloaded threaded_import:app again", LONG);
+    let second = preloader_pid_after(&s, "again (pid:");
+    assert_ne!(second, preloader);
+    // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    s.wait_count("Booting worker", 2, LONG);
+    let replaced = preloaded_workers(&s, second, 1)[0];
+    assert_ne!(replaced, worker);
+    assert_eq!(s.get("/import-pid").text(), second.to_string());
+}
+
+fn preloader_pid_after(s: &Server, marker: &str) -> i32 {
+    let line = s.wait_log(marker, LONG);
+    line.split(marker)
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
 }

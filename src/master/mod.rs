@@ -17,13 +17,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::config::{Cli, Config};
-use crate::info;
 use crate::listen::Listener;
 use crate::listen::balance::{Board, Seat};
 use crate::proto::{MSG_LEN, Msg};
 use crate::sys::{self, Exit};
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::Watchdog;
+use crate::{error, info};
 use signals::SignalPipe;
 use supervisor::{Action, Adopted, Event, Supervisor, Tuning};
 
@@ -281,6 +281,7 @@ impl Master {
             },
             Action::Exec => {
                 let err = self.exec();
+                self.restart_preloader();
                 return Performed::Then(Event::ExecFailed(format!(
                     "exec {} failed: {err}",
                     self.image.exe.display()
@@ -354,8 +355,35 @@ impl Master {
         p.partial.drain(..whole);
     }
 
+    /// `--preload`: a preloader again after it died (or was stopped for an
+    /// exec that failed), importing the app anew.
+    fn restart_preloader(&mut self) {
+        if !self.cfg.settings.preload_app || self.preloader.is_some() {
+            return;
+        }
+        match preload::Preloader::start(&self.cfg, self.board) {
+            Ok(Ok(p)) => {
+                info!(
+                    "Preloaded {} again (pid:{})",
+                    self.cfg.settings.app,
+                    p.pid()
+                );
+                self.preloader = Some(p);
+            }
+            Ok(Err(e)) => error!("Exception while preloading the app\n{e}"),
+            Err(e) => error!("Could not start the preloader: {e:#}"),
+        }
+    }
+
     /// A reaped child as an event: the upgrade check's end, or a worker's.
     fn exited(&mut self, pid: i32, exit: Exit) -> Event {
+        if self.preloader.as_ref().is_some_and(|p| p.pid() == pid) {
+            error!("The preloader (pid:{pid}) exited ({exit:?}); starting another");
+            if let Some(p) = self.preloader.take() {
+                p.forget();
+            }
+            self.restart_preloader();
+        }
         let Some(mut check) = self.check.take_if(|c| c.pid == pid) else {
             return Event::Exited { pid, exit };
         };
