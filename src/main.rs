@@ -84,8 +84,9 @@ fn main() {
         ));
     }
 
-    // SAFETY: umask only changes this process's file creation mask.
-    unsafe { libc::umask(cfg.settings.umask.0 as libc::mode_t) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        cfg.settings.umask.0 as libc::mode_t,
+    ));
     if let Err(e) = std::env::set_current_dir(&cfg.settings.chdir) {
         fail(format_args!(
             "setting `chdir`: {}: {e}",
@@ -161,11 +162,14 @@ fn main() {
 /// the app in a child so the master stays free of Python.
 fn check_config(cfg: &config::Config) -> i32 {
     // SAFETY: single-threaded; the child only boots Python and exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        error!("fork: {}", std::io::Error::last_os_error());
-        return 1;
-    }
+    let pid = match unsafe { nix::unistd::fork() } {
+        Err(e) => {
+            error!("fork: {e}");
+            return 1;
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
+        Ok(nix::unistd::ForkResult::Child) => 0,
+    };
     if pid == 0 {
         let code = match worker::boot(cfg) {
             Ok(_) => 0,

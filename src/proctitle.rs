@@ -82,8 +82,7 @@ fn area() -> Option<(usize, usize)> {
 pub fn set(title: &str) {
     let short: Vec<u8> = title.bytes().filter(|&b| b != 0).take(15).collect();
     let short = std::ffi::CString::new(short).unwrap_or_default();
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, short.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    let _ = nix::sys::prctl::set_name(&short);
 
     let Some((start, end)) = area() else { return };
     let len = end - start;

@@ -1,7 +1,14 @@
-//! Thin, checked wrappers over the few raw syscalls the master and workers need.
+//! The system calls the master and workers need, through `nix` where it
+//! reaches; what remains raw (`dup2` onto a descriptor another owner keeps,
+//! a `'static` shared mapping, `timerfd_settime` on a `File`) says why.
 
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{self, Pid};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicU32;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -14,51 +21,34 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array we own.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
-pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
-    let fd = fd.as_raw_fd();
-    // SAFETY: fcntl on an fd we hold; flags are read then written back.
-    unsafe {
-        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
-        let flags = if on {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
-        check(libc::fcntl(fd, libc::F_SETFL, flags))?;
-    }
+pub fn set_nonblocking(fd: &impl AsFd, on: bool) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    let flags = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
     Ok(())
 }
 
 /// Send a signal to one process we started.
-pub fn kill(pid: i32, sig: libc::c_int) -> bool {
-    // SAFETY: kill(2) with a pid we own (a child) has no memory effects.
-    unsafe { libc::kill(pid, sig) == 0 }
+pub fn kill(pid: i32, sig: Signal) -> bool {
+    signal::kill(Pid::from_raw(pid), sig).is_ok()
 }
 
 /// Wait for one child and return its exit code (None if it died of a signal).
 pub fn wait_pid(pid: i32) -> Option<i32> {
-    let mut status = 0;
     loop {
-        // SAFETY: waitpid writes the status into our local.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(code),
+            Ok(WaitStatus::Signaled(..)) => return None,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return None,
         }
-        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return None;
-        }
-    }
-    if libc::WIFEXITED(status) {
-        Some(libc::WEXITSTATUS(status))
-    } else {
-        None
     }
 }
 
@@ -66,41 +56,36 @@ pub fn wait_pid(pid: i32) -> Option<i32> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     Code(i32),
-    Signal(i32),
+    Signal(Signal),
 }
 
 /// Reap one exited child without blocking.
 pub fn try_reap() -> Option<(i32, Exit)> {
-    let mut status = 0;
-    // SAFETY: waitpid writes the status into our local.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-    if pid <= 0 {
-        return None;
+    loop {
+        return match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => Some((pid.as_raw(), Exit::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => Some((pid.as_raw(), Exit::Signal(sig))),
+            // Stopped or continued: not an exit; look again.
+            Ok(WaitStatus::StillAlive) | Err(_) => None,
+            Ok(_) => continue,
+        };
     }
-    let exit = if libc::WIFEXITED(status) {
-        Exit::Code(libc::WEXITSTATUS(status))
-    } else {
-        Exit::Signal(libc::WTERMSIG(status))
-    };
-    Some((pid, exit))
 }
 
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        _ => "a signal",
+/// Leave this process at once: no destructors, no atexit handlers (a forked
+/// child must not run its parent's; app threads may hold the GIL).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process without touching its memory; it is
+    // async-signal-safe, so a signal handler may call it too.
+    unsafe { libc::_exit(code) }
+}
+
+/// In a child just forked: die with `parent` (SIGTERM), or leave now if
+/// it died before the flag was set.
+pub fn die_with_parent(parent: i32) {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if unistd::getppid().as_raw() != parent {
+        exit_now(0);
     }
 }
 
@@ -115,23 +100,20 @@ pub fn release_fd(fd: &impl AsRawFd) -> io::Result<()> {
     let null = std::fs::File::open("/dev/null")?;
     // SAFETY: both descriptors are open (borrowed for the call); dup2 only
     // replaces what `fd` refers to, so its owner still owns an open descriptor.
-    if unsafe { libc::dup2(null.as_raw_fd(), fd.as_raw_fd()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check(unsafe { libc::dup2(null.as_raw_fd(), fd.as_raw_fd()) })?;
     Ok(())
 }
 
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
-    // SAFETY: fcntl on an fd number the caller holds.
-    unsafe {
-        let flags = check(libc::fcntl(fd, libc::F_GETFD))?;
-        let flags = if on {
-            flags | libc::FD_CLOEXEC
-        } else {
-            flags & !libc::FD_CLOEXEC
-        };
-        check(libc::fcntl(fd, libc::F_SETFD, flags))?;
-    }
+    // SAFETY: the caller holds `fd` open for the duration of the call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+    let flags = if on {
+        flags | FdFlag::FD_CLOEXEC
+    } else {
+        flags - FdFlag::FD_CLOEXEC
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
     Ok(())
 }
 
@@ -195,8 +177,7 @@ pub fn arm_timer(fd: &impl AsRawFd, after: std::time::Duration) -> io::Result<()
 
 /// The calling thread's kernel id.
 pub fn thread_id() -> i32 {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::gettid() }
+    unistd::gettid().as_raw()
 }
 
 /// Whether a thread of this process is running or waiting for a CPU, as

@@ -14,10 +14,11 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
     let (rd, wr) = crate::sys::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the master is single-threaded here (no runtime, no Python), so
     // the child may run arbitrary code; it leaves only through _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
+    let pid = match unsafe { nix::unistd::fork() } {
+        Err(e) => return Err(format!("fork: {e}")),
+        Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
+        Ok(nix::unistd::ForkResult::Child) => 0,
+    };
     if pid == 0 {
         drop(rd);
         let out = child(&path);
@@ -27,8 +28,7 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
         };
         let mut f = std::fs::File::from(wr);
         let _ = std::io::Write::write_all(&mut f, text.as_bytes());
-        // SAFETY: leave the forked child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
+        crate::sys::exit_now(code);
     }
     drop(wr);
     let mut text = String::new();

@@ -33,13 +33,8 @@ pub fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    // SAFETY: fstat writes into a local stat struct.
-    let st = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(2, &mut st) != 0 {
-            return false;
-        }
-        st
+    let Ok(st) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return false;
     };
     st.st_dev == dev && st.st_ino == ino
 }

@@ -11,7 +11,7 @@ pub use clock::{access_time, error_time};
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -77,22 +77,11 @@ impl Sink {
 
     pub fn open(&self) -> std::io::Result<File> {
         match self {
-            // SAFETY: dup() of a standard descriptor gives us an fd we own.
-            Sink::Stderr => Ok(unsafe { File::from_raw_fd(dup_or_err(2)?) }),
-            // SAFETY: as above.
-            Sink::Stdout => Ok(unsafe { File::from_raw_fd(dup_or_err(1)?) }),
+            // Copies (close-on-exec, numbered 3 and up) of the standard streams.
+            Sink::Stderr => Ok(File::from(std::io::stderr().as_fd().try_clone_to_owned()?)),
+            Sink::Stdout => Ok(File::from(std::io::stdout().as_fd().try_clone_to_owned()?)),
             Sink::File(path) => OpenOptions::new().create(true).append(true).open(path),
         }
-    }
-}
-
-fn dup_or_err(fd: i32) -> std::io::Result<i32> {
-    // SAFETY: plain syscall on an fd number; F_DUPFD_CLOEXEC keeps it out of exec'd images.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(new)
     }
 }
 

@@ -13,7 +13,8 @@ pub mod upgrade;
 
 pub use pidfile::PidFile;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::config::{Cli, Config};
@@ -24,6 +25,7 @@ use crate::sys::{self, Exit};
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::Watchdog;
 use crate::{error, info};
+use nix::sys::signal::Signal;
 use signals::SignalPipe;
 use supervisor::{Action, Adopted, Event, Supervisor, Tuning};
 
@@ -105,13 +107,11 @@ impl Master {
         if master.preloader.is_some() {
             // Workers forked by the preloader are orphaned at once; they
             // must become our children, not init's.
-            // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process.
-            if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-                anyhow::bail!(
-                    "cannot supervise the preloader's workers: prctl(PR_SET_CHILD_SUBREAPER): {}",
-                    std::io::Error::last_os_error()
-                );
-            }
+            nix::sys::prctl::set_child_subreaper(true).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot supervise the preloader's workers: prctl(PR_SET_CHILD_SUBREAPER): {e}"
+                )
+            })?;
         }
         if let Some(h) = handover {
             master.adopt(h);
@@ -195,7 +195,7 @@ impl Master {
             self.signals
                 .drain()
                 .into_iter()
-                .filter_map(supervisor::Signal::from_raw)
+                .filter_map(supervisor::Signal::of)
                 .map(Event::Signal),
         );
         while let Some((pid, exit)) = sys::try_reap() {
@@ -204,7 +204,7 @@ impl Master {
         if let Some(c) = &self.check
             && c.started.elapsed() > upgrade::CHECK_TIME_LIMIT
         {
-            sys::kill(c.pid, libc::SIGKILL);
+            sys::kill(c.pid, Signal::SIGKILL);
         }
         events.push(Event::Tick);
         for event in events {
@@ -297,34 +297,28 @@ impl Master {
     }
 
     fn wait_for_events(&mut self) -> Vec<Event> {
-        let mut fds = Vec::with_capacity(self.pipes.len() + 1);
-        fds.push(libc::pollfd {
-            fd: self.signals.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        for p in &self.pipes {
-            fds.push(libc::pollfd {
-                fd: p.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
         let mut budget = Duration::from_millis(if self.sup.is_stopping() { 100 } else { 500 });
         if let Some(w) = &self.watchdog {
             budget = budget.min(w.poll_budget());
         }
-        let timeout_ms = budget.as_millis().max(1) as libc::c_int;
-        // SAFETY: poll on a vector of pollfds we own, sized correctly.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        let mut events = Vec::new();
-        if n <= 0 {
-            return events;
-        }
-        for (i, pfd) in fds.iter().enumerate().skip(1) {
-            if pfd.revents != 0 {
-                self.read_worker(i - 1, &mut events);
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = std::iter::once(self.signals.read_end())
+                .chain(self.pipes.iter().map(|p| p.fd.as_fd()))
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                .collect();
+            let timeout =
+                PollTimeout::try_from(budget.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, timeout) {
+                Ok(n) if n > 0 => fds
+                    .iter()
+                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                    .collect(),
+                _ => return Vec::new(),
             }
+        };
+        let mut events = Vec::new();
+        for (i, _) in ready.iter().enumerate().skip(1).filter(|(_, r)| **r) {
+            self.read_worker(i - 1, &mut events);
         }
         events
     }
@@ -332,19 +326,8 @@ impl Master {
     fn read_worker(&mut self, idx: usize, events: &mut Vec<Event>) {
         let p = &mut self.pipes[idx];
         let mut buf = [0u8; MSG_LEN * 32];
-        loop {
-            // SAFETY: read into a local buffer from the worker's non-blocking pipe.
-            let n = unsafe {
-                libc::read(
-                    p.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            p.partial.extend_from_slice(&buf[..n as usize]);
+        while let Ok(n @ 1..) = nix::unistd::read(&p.fd, &mut buf) {
+            p.partial.extend_from_slice(&buf[..n]);
         }
         let whole = p.partial.len() / MSG_LEN * MSG_LEN;
         for chunk in p.partial[..whole].chunks(MSG_LEN) {
@@ -392,10 +375,12 @@ impl Master {
         }
         let how = match exit {
             Exit::Code(c) => format!("exit code {c}"),
-            Exit::Signal(libc::SIGKILL) if check.started.elapsed() >= upgrade::CHECK_TIME_LIMIT => {
+            Exit::Signal(Signal::SIGKILL)
+                if check.started.elapsed() >= upgrade::CHECK_TIME_LIMIT =>
+            {
                 format!("no answer within {:?}", upgrade::CHECK_TIME_LIMIT)
             }
-            Exit::Signal(s) => sys::signal_name(s).to_string(),
+            Exit::Signal(s) => s.as_str().to_string(),
         };
         let tail = check.output_tail();
         Event::CheckEnded(Err(format!(
@@ -524,7 +509,7 @@ impl Master {
     /// Halting after a boot failure: stop whatever else is running, quickly.
     fn stop_now(&mut self) {
         for p in &self.pipes {
-            sys::kill(p.pid, libc::SIGQUIT);
+            sys::kill(p.pid, Signal::SIGQUIT);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.pipes.is_empty() && Instant::now() < deadline {
@@ -534,7 +519,7 @@ impl Master {
             std::thread::sleep(Duration::from_millis(20));
         }
         for p in &self.pipes {
-            sys::kill(p.pid, libc::SIGKILL);
+            sys::kill(p.pid, Signal::SIGKILL);
         }
     }
 

@@ -32,6 +32,8 @@ use crate::listen::Listener;
 use crate::listen::balance::{Board, Seat};
 use crate::python;
 use crate::sys;
+use nix::sys::signal::Signal;
+use nix::unistd::{ForkResult, fork};
 
 /// The largest message either way (the settings are a few KB).
 const MAX_MESSAGE: usize = 256 * 1024;
@@ -72,14 +74,13 @@ impl Preloader {
         )?;
         // SAFETY: the master is single-threaded and has not started Python;
         // the child only runs our code and Python's initialisation.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        if pid == 0 {
-            drop(ours);
-            serve(cfg, board, theirs);
-        }
+        let pid = match unsafe { fork() }? {
+            ForkResult::Parent { child } => child.as_raw(),
+            ForkResult::Child => {
+                drop(ours);
+                serve(cfg, board, theirs);
+            }
+        };
         drop(theirs);
         let preloader = Preloader { pid, control: ours };
         match preloader.receive()? {
@@ -144,7 +145,7 @@ impl Preloader {
 
     /// End the preloader (stop, halt, or exec of a new image, which starts its own).
     pub fn stop(self) {
-        sys::kill(self.pid, libc::SIGTERM);
+        sys::kill(self.pid, Signal::SIGTERM);
         let _ = sys::wait_pid(self.pid);
     }
 }
@@ -185,8 +186,7 @@ fn send(sock: &OwnedFd, reply: &Reply) {
 /// until the master goes away.
 fn serve(cfg: &Config, board: Option<Board>, control: OwnedFd) -> ! {
     signals::reset_in_child();
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     crate::proctitle::set(&format!("ferricorn: preloader [{}]", cfg.proc_name));
     let s = &cfg.settings;
     let startup = python::Startup {
@@ -261,53 +261,43 @@ fn fork_worker(
     let prepared = python::fork::prepare();
     // SAFETY: Python's fork protocol is followed (prepare/parent/child); the
     // intermediate only forks again and writes one message.
-    let intermediate = unsafe { libc::fork() };
-    if intermediate == 0 {
-        // SAFETY: a single-threaded copy; fork, then leave without cleanup.
-        let worker = unsafe { libc::fork() };
-        if worker != 0 {
-            let reply = if worker < 0 {
-                Reply::Failed(std::io::Error::last_os_error().to_string())
-            } else {
-                Reply::Spawned(worker)
-            };
-            send(control, &reply);
-            // SAFETY: leave at once without running the preloader's destructors.
-            unsafe { libc::_exit(0) };
-        }
-        python::fork::child(prepared);
-        signals::restore(&mask);
-        become_masters(master);
-        // SAFETY: the control socket is the preloader's; the worker must
-        // not keep it (nor hold the preloader's end open).
-        sys::close_fd(control.as_raw_fd());
-        crate::worker::run(cfg, listeners, seat, pipe, Some(app))
+    let intermediate = unsafe { fork() };
+    if let Ok(ForkResult::Child) = intermediate {
+        // SAFETY: a single-threaded copy that forks, replies and leaves.
+        let reply = match unsafe { fork() } {
+            Ok(ForkResult::Parent { child }) => Reply::Spawned(child.as_raw()),
+            Err(e) => Reply::Failed(e.to_string()),
+            Ok(ForkResult::Child) => {
+                python::fork::child(prepared);
+                signals::restore(&mask);
+                become_masters(master);
+                // The control socket is the preloader's; the worker must not
+                // keep it (nor hold the preloader's end open).
+                sys::close_fd(control.as_raw_fd());
+                crate::worker::run(cfg, listeners, seat, pipe, Some(app))
+            }
+        };
+        send(control, &reply);
+        sys::exit_now(0);
     }
     python::fork::parent(prepared);
     signals::restore(&mask);
-    if intermediate < 0 {
-        send(
-            control,
-            &Reply::Failed(std::io::Error::last_os_error().to_string()),
-        );
-        return;
+    match intermediate {
+        // It has replied already; it only needs reaping.
+        Ok(ForkResult::Parent { child }) => {
+            let _ = sys::wait_pid(child.as_raw());
+        }
+        Err(e) => send(control, &Reply::Failed(e.to_string())),
+        Ok(ForkResult::Child) => unreachable!("the intermediate never returns"),
     }
-    // It has replied already; it only needs reaping.
-    let _ = sys::wait_pid(intermediate);
 }
 
 /// Wait until the master has adopted this worker, then die with it.
 fn become_masters(master: i32) {
     for _ in 0..1000 {
-        // SAFETY: getppid has no side effects.
-        if unsafe { libc::getppid() } == master {
-            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
-            // SAFETY: getppid has no side effects.
-            if unsafe { libc::getppid() } == master {
-                return;
-            }
-            break;
+        if nix::unistd::getppid().as_raw() == master {
+            sys::die_with_parent(master);
+            return;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }

@@ -3,22 +3,25 @@
 //! The handler only writes the signal number to a non-blocking pipe, which is
 //! async-signal-safe; everything else happens in the loop.
 
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction,
+};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Signals the master acts on.
-pub const HANDLED: &[libc::c_int] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGTTIN,
-    libc::SIGTTOU,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGCHLD,
-    libc::SIGWINCH,
+pub const HANDLED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGCHLD,
+    Signal::SIGWINCH,
 ];
 
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -49,18 +52,20 @@ impl SignalPipe {
         crate::sys::set_nonblocking(&write, true)?;
         WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         for &sig in HANDLED {
-            set_handler(sig, on_signal as *const () as libc::sighandler_t)?;
+            set_handler(sig, SigHandler::Handler(on_signal))?;
         }
         // A client that goes away must not kill the master.
-        set_handler(libc::SIGPIPE, libc::SIG_IGN)?;
+        set_handler(Signal::SIGPIPE, SigHandler::SigIgn)?;
         // After an in-place upgrade the previous image left them blocked
         // across exec; whatever arrived meanwhile is delivered now.
         unblock_handled();
         Ok(SignalPipe { read, write })
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.read.as_raw_fd()
+    /// What the loop polls.
+    pub fn read_end(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.read.as_fd()
     }
 
     pub fn fds(&self) -> [RawFd; 2] {
@@ -68,71 +73,45 @@ impl SignalPipe {
     }
 
     /// Signals received since the last call, in order.
-    pub fn drain(&self) -> Vec<libc::c_int> {
+    pub fn drain(&self) -> Vec<Signal> {
         let mut out = Vec::new();
         let mut buf = [0u8; 64];
-        loop {
-            // SAFETY: read into a local buffer from our own non-blocking pipe.
-            let n = unsafe {
-                libc::read(
-                    self.read.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            out.extend(buf[..n as usize].iter().map(|&b| b as libc::c_int));
+        while let Ok(n @ 1..) = nix::unistd::read(&self.read, &mut buf) {
+            out.extend(
+                buf[..n]
+                    .iter()
+                    .filter_map(|&b| Signal::try_from(b as libc::c_int).ok()),
+            );
         }
         out
     }
 }
 
-fn set_handler(sig: libc::c_int, handler: libc::sighandler_t) -> io::Result<()> {
-    // SAFETY: sigaction with a zeroed struct, an empty mask and a handler that
-    // is either SIG_IGN/SIG_DFL or our async-signal-safe on_signal.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = handler;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+fn set_handler(sig: Signal, handler: SigHandler) -> io::Result<()> {
+    let action = SigAction::new(handler, SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handler is SIG_IGN, SIG_DFL or our async-signal-safe on_signal.
+    unsafe { sigaction(sig, &action) }?;
     Ok(())
 }
 
 /// Block every signal (around fork, so a child never runs the master's handler).
-pub fn block_all() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on locals; pthread_sigmask affects this thread only.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        old
-    }
+pub fn block_all() -> SigSet {
+    let mut old = SigSet::empty();
+    let _ = pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    );
+    old
 }
 
 fn unblock_handled() {
-    // SAFETY: sigset manipulation on a local; affects this thread only.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &sig in HANDLED {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-    }
+    let set: SigSet = HANDLED.iter().copied().collect();
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
 }
 
-pub fn restore(mask: &libc::sigset_t) {
-    // SAFETY: restores a mask obtained from block_all.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
-    }
+pub fn restore(mask: &SigSet) {
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
 }
 
 /// In a freshly forked child: default dispositions for everything the master
@@ -143,7 +122,7 @@ pub fn restore(mask: &libc::sigset_t) {
 pub fn reset_in_child() {
     WRITE_FD.store(-1, Ordering::Relaxed);
     for &sig in HANDLED.iter() {
-        let _ = set_handler(sig, libc::SIG_DFL);
+        let _ = set_handler(sig, SigHandler::SigDfl);
     }
-    let _ = set_handler(libc::SIGPIPE, libc::SIG_IGN);
+    let _ = set_handler(Signal::SIGPIPE, SigHandler::SigIgn);
 }

@@ -1,6 +1,7 @@
 //! Forking one worker.
 
 use anyhow::Context;
+use nix::unistd::{ForkResult, fork};
 use std::os::fd::OwnedFd;
 
 use super::signals;
@@ -23,28 +24,24 @@ pub fn fork_worker(
     // SAFETY: the master is single-threaded (no runtime, no Python: a
     // preloaded app lives in the preloader), so the child starts with
     // consistent locks and allocator state.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        signals::restore(&mask);
-        return Err(std::io::Error::last_os_error()).context("fork");
-    }
-    if pid == 0 {
-        signals::reset_in_child();
-        signals::restore(&mask);
-        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
-        // SAFETY: getppid has no side effects.
-        if unsafe { libc::getppid() } != master_pid {
-            // The master died between fork and prctl.
-            // SAFETY: leave at once without running the parent's destructors.
-            unsafe { libc::_exit(0) };
+    let forked = unsafe { fork() };
+    let pid = match forked {
+        Err(e) => {
+            signals::restore(&mask);
+            return Err(e).context("fork");
         }
-        drop(read);
-        for &fd in close_in_child {
-            crate::sys::close_fd(fd);
+        Ok(ForkResult::Parent { child }) => child.as_raw(),
+        Ok(ForkResult::Child) => {
+            signals::reset_in_child();
+            signals::restore(&mask);
+            crate::sys::die_with_parent(master_pid);
+            drop(read);
+            for &fd in close_in_child {
+                crate::sys::close_fd(fd);
+            }
+            crate::worker::run(cfg, listeners, seat, write, None)
         }
-        crate::worker::run(cfg, listeners, seat, write, None)
-    }
+    };
     signals::restore(&mask);
     drop(write);
     crate::sys::set_nonblocking(&read, true)?;

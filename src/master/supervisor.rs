@@ -5,6 +5,7 @@
 //! The poll loop (`super::Master`) turns signals, status messages, exits and
 //! ticks into events, and performs the actions: fork, kill, notify, exec.
 
+use nix::sys::signal::Signal as Sig;
 use std::time::{Duration, Instant};
 
 use super::upgrade::CHECK_TIME_LIMIT;
@@ -96,17 +97,18 @@ impl Signal {
         Signal::Winch,
     ];
 
-    pub fn from_raw(sig: libc::c_int) -> Option<Signal> {
+    /// What a caught signal means, if the master acts on it.
+    pub fn of(sig: Sig) -> Option<Signal> {
         Some(match sig {
-            libc::SIGTERM => Signal::Term,
-            libc::SIGINT => Signal::Int,
-            libc::SIGQUIT => Signal::Quit,
-            libc::SIGHUP => Signal::Hup,
-            libc::SIGTTIN => Signal::Ttin,
-            libc::SIGTTOU => Signal::Ttou,
-            libc::SIGUSR1 => Signal::Usr1,
-            libc::SIGUSR2 => Signal::Usr2,
-            libc::SIGWINCH => Signal::Winch,
+            Sig::SIGTERM => Signal::Term,
+            Sig::SIGINT => Signal::Int,
+            Sig::SIGQUIT => Signal::Quit,
+            Sig::SIGHUP => Signal::Hup,
+            Sig::SIGTTIN => Signal::Ttin,
+            Sig::SIGTTOU => Signal::Ttou,
+            Sig::SIGUSR1 => Signal::Usr1,
+            Sig::SIGUSR2 => Signal::Usr2,
+            Sig::SIGWINCH => Signal::Winch,
             _ => return None,
         })
     }
@@ -173,7 +175,7 @@ pub enum Action {
     Spawn,
     Kill {
         pid: i32,
-        signal: libc::c_int,
+        signal: Sig,
     },
     /// A line for systemd's notify socket.
     Notify(String),
@@ -337,7 +339,7 @@ impl Supervisor {
         self.actions.push(a);
     }
 
-    fn kill(&mut self, pid: i32, signal: libc::c_int) {
+    fn kill(&mut self, pid: i32, signal: Sig) {
         self.act(Action::Kill { pid, signal });
     }
 
@@ -349,7 +351,7 @@ impl Supervisor {
                 self.act(Action::ReopenLogs);
                 let pids: Vec<i32> = self.workers.iter().map(|w| w.pid).collect();
                 for pid in pids {
-                    self.kill(pid, libc::SIGUSR1);
+                    self.kill(pid, Sig::SIGUSR1);
                 }
             }
             // Once stopping, only a faster stop still means something: a
@@ -359,7 +361,7 @@ impl Supervisor {
             (Phase::Stopping { quick, .. }, Signal::Int | Signal::Quit) => {
                 let pids: Vec<i32> = self.workers.iter().map(|w| w.pid).collect();
                 for pid in pids {
-                    self.kill(pid, libc::SIGQUIT);
+                    self.kill(pid, Sig::SIGQUIT);
                 }
                 let _ = quick;
                 self.phase = Phase::Stopping { quick: true };
@@ -402,9 +404,9 @@ impl Supervisor {
         // we could not serve. (A systemd-owned socket stays open in systemd.)
         self.act(Action::CloseListeners);
         if let Phase::Upgrading { pid, .. } = self.phase {
-            self.kill(pid, libc::SIGKILL);
+            self.kill(pid, Sig::SIGKILL);
         }
-        let sig = if quick { libc::SIGQUIT } else { libc::SIGTERM };
+        let sig = if quick { Sig::SIGQUIT } else { Sig::SIGTERM };
         let deadline = now + self.tuning.graceful;
         for i in 0..self.workers.len() {
             let w = &mut self.workers[i];
@@ -480,14 +482,11 @@ impl Supervisor {
             // Retired, stopping, or recycled after max_requests.
             Exit::Code(0) => info!("Worker exiting (pid: {pid})"),
             Exit::Code(code) => error!("Worker (pid:{pid}) exited with code {code}"),
-            Exit::Signal(libc::SIGKILL) => {
+            Exit::Signal(Sig::SIGKILL) => {
                 error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
             }
             Exit::Signal(sig) => {
-                error!(
-                    "Worker (pid:{pid}) was sent {}!",
-                    crate::sys::signal_name(sig)
-                )
+                error!("Worker (pid:{pid}) was sent {}!", sig.as_str())
             }
         }
         let expected = matches!(self.phase, Phase::Stopping { .. } | Phase::Halting { .. });
@@ -570,7 +569,7 @@ impl Supervisor {
         let w = &mut self.workers[idx];
         w.state = State::Retiring { deadline };
         let pid = w.pid;
-        self.kill(pid, libc::SIGTERM);
+        self.kill(pid, Sig::SIGTERM);
     }
 
     fn abort_reload(&mut self, now: Instant) {
@@ -616,7 +615,7 @@ impl Supervisor {
         if let Phase::Upgrading { pid, started } = self.phase
             && now.duration_since(started) > CHECK_TIME_LIMIT
         {
-            self.kill(pid, libc::SIGKILL);
+            self.kill(pid, Sig::SIGKILL);
         }
         let timeout = self.tuning.timeout;
         for i in 0..self.workers.len() {
@@ -627,21 +626,21 @@ impl Supervisor {
                 State::Aborting { since } => {
                     if now.duration_since(since) >= ABORT_GRACE {
                         w.state = State::Killed;
-                        self.kill(pid, libc::SIGKILL);
+                        self.kill(pid, Sig::SIGKILL);
                     }
                 }
                 State::Retiring { deadline } => {
                     if now >= deadline {
                         warning!("Killing worker (pid:{pid}) after graceful_timeout");
                         w.state = State::Killed;
-                        self.kill(pid, libc::SIGKILL);
+                        self.kill(pid, Sig::SIGKILL);
                     }
                 }
                 State::Booting | State::Serving => {
                     if !timeout.is_zero() && now.duration_since(w.last_seen) > timeout {
                         critical!("WORKER TIMEOUT (pid:{pid})");
                         w.state = State::Aborting { since: now };
-                        self.kill(pid, libc::SIGABRT);
+                        self.kill(pid, Sig::SIGABRT);
                     }
                 }
             }

@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Seek};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -130,14 +130,10 @@ impl Check {
 }
 
 fn memfd(name: &str) -> std::io::Result<std::fs::File> {
-    let name = std::ffi::CString::new(name).expect("no NUL");
-    // SAFETY: memfd_create with a valid C string; we own the returned fd.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just created and is owned by nobody else.
-    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    let fd =
+        nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// Descriptors moved to fixed numbers for the new image, and how to undo it.
@@ -256,16 +252,15 @@ pub fn exec(
     let cstr = |s: &OsStr| std::ffi::CString::new(s.as_encoded_bytes()).unwrap_or_default();
     let exe = cstr(image.exe.as_os_str());
     let args: Vec<std::ffi::CString> = image.argv.iter().map(|a| cstr(a)).collect();
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
     // Signals stay blocked across exec (the mask is inherited): a HUP or USR2
     // arriving before the new image installs its handlers waits for them
     // instead of killing the master with the default action.
     let mask = super::signals::block_all();
-    // SAFETY: execv with NUL-terminated strings that outlive the call; it
-    // returns only on failure.
-    unsafe { libc::execv(exe.as_ptr(), argv.as_ptr()) };
-    let err = std::io::Error::last_os_error();
+    // Returns only on failure.
+    let err = match nix::unistd::execv(&exe, &args) {
+        Err(e) => std::io::Error::from(e),
+        Ok(never) => match never {},
+    };
     super::signals::restore(&mask);
     for (k, _) in &vars {
         // SAFETY: single-threaded, as above.

@@ -5,9 +5,10 @@
 //! code and the I/O thread never takes the GIL. The loop itself lives with
 //! the worker (`worker::event_loop`).
 
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Wake, Waker};
@@ -30,7 +31,7 @@ pub enum Phase {
 
 /// What the I/O thread and the loop share.
 pub struct Hub {
-    wake_fd: OwnedFd,
+    wake_fd: EventFd,
     /// The eventfd was written since the loop last drained: no need to write again.
     signalled: AtomicBool,
     inbox: Mutex<Inbox>,
@@ -52,14 +53,9 @@ pub struct Inbox {
 
 impl Hub {
     pub fn new() -> std::io::Result<Arc<Hub>> {
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let wake_fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         Ok(Arc::new(Hub {
-            // SAFETY: fd is fresh and owned by nothing else.
-            wake_fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake_fd,
             signalled: AtomicBool::new(false),
             inbox: Mutex::new(Inbox::default()),
             tokens: AtomicU64::new(1),
@@ -86,16 +82,8 @@ impl Hub {
 
     fn signal(&self) {
         if !self.signalled.swap(true, Ordering::SeqCst) {
-            let one: u64 = 1;
-            // SAFETY: an 8-byte write from a local to our eventfd. It cannot
-            // fail short of the counter overflowing, which drain() prevents.
-            unsafe {
-                libc::write(
-                    self.wake_fd.as_raw_fd(),
-                    &one as *const u64 as *const libc::c_void,
-                    8,
-                )
-            };
+            // Cannot fail short of the counter overflowing, which take() prevents.
+            let _ = self.wake_fd.write(1);
         }
     }
 
@@ -152,16 +140,8 @@ impl Hub {
         // after the clear writes the eventfd again (another wake-up), and one
         // before it is in what we take. Clearing first could swallow the
         // write of a later push and strand it.
-        let mut counter = 0u64;
-        // SAFETY: an 8-byte read into a local from our non-blocking eventfd;
         // EAGAIN (nothing to read) is fine.
-        unsafe {
-            libc::read(
-                self.wake_fd.as_raw_fd(),
-                &mut counter as *mut u64 as *mut libc::c_void,
-                8,
-            )
-        };
+        let _ = self.wake_fd.read();
         self.signalled.store(false, Ordering::SeqCst);
         std::mem::take(&mut *self.lock())
     }
@@ -215,13 +195,9 @@ mod tests {
 
     /// Wait until the eventfd is readable; false after a second of silence.
     fn readable(hub: &Hub) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: hub.wake_fd.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll on one valid pollfd that lives across the call.
-        unsafe { libc::poll(&mut pfd, 1, 1000) > 0 }
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds = [PollFd::new(hub.wake_fd.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(1000u16)).is_ok_and(|n| n > 0)
     }
 
     /// The I/O thread wakes tokens as fast as it can while the loop drains:

@@ -58,10 +58,10 @@ pub fn run(
     exit(code)
 }
 
-/// Leave the worker without Python finalisation (app threads may hold the GIL).
+/// Leave the worker without Python finalisation (app threads may hold the
+/// GIL); every line we logged is already written.
 pub fn exit(code: i32) -> ! {
-    // SAFETY: _exit ends the process at once; every line we logged is already written.
-    unsafe { libc::_exit(code) }
+    crate::sys::exit_now(code)
 }
 
 /// Everything up to an imported app; an Err is the exit code.

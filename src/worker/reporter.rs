@@ -1,6 +1,6 @@
 //! The worker's side of the status pipe.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 
 use crate::proto::{Kind, Msg};
@@ -23,14 +23,10 @@ impl Reporter {
             requests: stats.requests.load(Ordering::Relaxed),
         }
         .encode();
-        // SAFETY: write a local 16-byte buffer to our pipe; atomic below PIPE_BUF.
-        let n = unsafe {
-            libc::write(
-                self.pipe.as_raw_fd(),
-                msg.as_ptr() as *const libc::c_void,
-                msg.len(),
-            )
-        };
-        n >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPIPE)
+        // 16 bytes: atomic below PIPE_BUF.
+        !matches!(
+            nix::unistd::write(&self.pipe, &msg),
+            Err(nix::errno::Errno::EPIPE)
+        )
     }
 }

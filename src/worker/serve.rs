@@ -33,11 +33,11 @@ use crate::request::{Ledger, Stats, Wait};
 use crate::request::{Local, Peer};
 use crate::wsgi::{Options, WsgiApp};
 use crate::{error, info};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
+/// gunicorn's worker exits 1 on SIGABRT (sent on timeout) instead of dumping core.
 extern "C" fn on_abort(_: libc::c_int) {
-    // SAFETY: _exit is async-signal-safe. gunicorn's worker exits 1 on SIGABRT
-    // (sent on timeout) instead of dumping core.
-    unsafe { libc::_exit(1) };
+    crate::sys::exit_now(1);
 }
 
 pub(super) struct Conf {
@@ -66,8 +66,13 @@ pub fn serve(
     reporter: Reporter,
     loaded: LoadedApp,
 ) -> i32 {
-    // SAFETY: installing an async-signal-safe handler before any thread starts.
-    unsafe { libc::signal(libc::SIGABRT, on_abort as *const () as libc::sighandler_t) };
+    let abort = SigAction::new(
+        SigHandler::Handler(on_abort),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only calls _exit, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGABRT, &abort) };
     let s = &cfg.settings;
     let class = cfg.worker_class;
     let conf = Conf {
@@ -261,10 +266,12 @@ fn jitter(max: u64) -> u64 {
     if max == 0 {
         return 0;
     }
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom fills our local buffer.
-    unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
-    u64::from_le_bytes(b) % (max + 1)
+    // A new RandomState is seeded from the system's random source.
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    random % (max + 1)
 }
 
 #[allow(clippy::too_many_arguments)]

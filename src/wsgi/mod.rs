@@ -11,7 +11,7 @@ use http::StatusCode;
 use http::request::Parts;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use std::os::fd::{FromRawFd, OwnedFd};
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -233,13 +233,13 @@ impl WsgiApp {
             .and_then(|t| t.extract())
             .unwrap_or(0);
         let blksize: usize = wrapper.getattr("blksize")?.extract().unwrap_or(8192);
-        // SAFETY: dup() of a descriptor the app's file object owns; we own the copy.
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
+        // SAFETY: the app's file object owns `fd` and keeps it open while
+        // we copy it (the GIL is held).
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let Ok(copy) = borrowed.try_clone_to_owned() else {
             return self.iterate(py, wrapper, sr);
-        }
-        // SAFETY: dup is a fresh descriptor owned by nobody else.
-        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(dup) });
+        };
+        let file = std::fs::File::from(copy);
         let chunk = blksize.clamp(64 * 1024, 1024 * 1024);
         let mut pos = offset;
         loop {

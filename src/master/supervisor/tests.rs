@@ -2,9 +2,9 @@
 
 use super::*;
 
-const TERM: i32 = libc::SIGTERM;
-const QUIT: i32 = libc::SIGQUIT;
-const KILL: i32 = libc::SIGKILL;
+const TERM: Sig = Sig::SIGTERM;
+const QUIT: Sig = Sig::SIGQUIT;
+const KILL: Sig = Sig::SIGKILL;
 
 /// A clock the tests move by hand.
 struct Clock(Instant);
@@ -51,7 +51,7 @@ fn plain(actions: Vec<Action>) -> Vec<Action> {
         .collect()
 }
 
-fn kill(pid: i32, signal: i32) -> Action {
+fn kill(pid: i32, signal: Sig) -> Action {
     Action::Kill { pid, signal }
 }
 
@@ -245,7 +245,7 @@ fn expected(p: Named, sig: Signal, pids: &[i32]) -> (Vec<Action>, &'static str) 
         (N::Halting, _) | (_, S::Winch) => (vec![], same),
         (_, S::Usr1) => {
             let mut a = vec![Action::ReopenLogs];
-            a.extend(to_all(libc::SIGUSR1));
+            a.extend(to_all(Sig::SIGUSR1));
             (a, same)
         }
         (N::Stopping, S::Int | S::Quit) => (to_all(QUIT), "stopping quickly"),
@@ -349,7 +349,7 @@ fn a_first_boot_that_fails_halts_with_gunicorns_codes() {
         (Exit::Code(APP_LOAD_ERROR), APP_LOAD_ERROR),
         (Exit::Code(WORKER_BOOT_ERROR), WORKER_BOOT_ERROR),
         (Exit::Code(1), WORKER_BOOT_ERROR),
-        (Exit::Signal(libc::SIGSEGV), WORKER_BOOT_ERROR),
+        (Exit::Signal(Sig::SIGSEGV), WORKER_BOOT_ERROR),
     ] {
         let mut s = starting();
         assert_eq!(
@@ -410,7 +410,7 @@ fn a_silent_worker_is_aborted_then_killed_and_replaced() {
     });
     // Its replacement is forked at once.
     let a = s.at(31.0).tick();
-    assert_eq!(a, [kill(101, libc::SIGABRT), Action::Spawn]);
+    assert_eq!(a, [kill(101, Sig::SIGABRT), Action::Spawn]);
     s.spawned(&a, &[103]);
     assert!(matches!(s.state(101), State::Aborting { .. }));
     assert!(s.at(32.0).tick().is_empty());
@@ -433,10 +433,10 @@ fn a_worker_that_times_out_while_booting_is_not_a_boot_failure() {
         msg: msg(Kind::Heartbeat, 0),
     });
     let a = s.at(31.0).tick();
-    assert_eq!(a, [kill(101, libc::SIGABRT), Action::Spawn]);
+    assert_eq!(a, [kill(101, Sig::SIGABRT), Action::Spawn]);
     s.spawned(&a, &[103]);
     assert_eq!(
-        s.exit(101, Exit::Signal(libc::SIGABRT)),
+        s.exit(101, Exit::Signal(Sig::SIGABRT)),
         [Action::Forget { pid: 101 }],
         "no halt"
     );
@@ -573,10 +573,10 @@ fn the_watchdog_counts_only_live_workers() {
 
 #[test]
 fn every_signal_the_master_catches_has_a_meaning() {
-    for &raw in super::super::signals::HANDLED {
-        if raw != libc::SIGCHLD {
-            let sig = Signal::from_raw(raw);
-            assert!(sig.is_some_and(|s| Signal::ALL.contains(&s)), "{raw}");
+    for &caught in super::super::signals::HANDLED {
+        if caught != Sig::SIGCHLD {
+            let sig = Signal::of(caught);
+            assert!(sig.is_some_and(|s| Signal::ALL.contains(&s)), "{caught}");
         }
     }
 }
