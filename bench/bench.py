@@ -43,6 +43,13 @@ def servers(venv, threads, fc, baseline=None):
                                                                               str(threads), app],
         "ferricorn sync": lambda app, port: common_fc(port) + ["-k", "sync", app],
         "ferricorn gthread": lambda app, port: common_fc(port) + ["-k", "gthread", "--threads", str(threads), app],
+        # Every request logged (to /dev/null: the cost of formatting and writing, not of a disk).
+        "ferricorn gthread, access log": lambda app, port: common_fc(port) + [
+            "-k", "gthread", "--threads", str(threads), "--access-logfile", "/dev/null", app],
+        "ferricorn gthread, access log (baseline)": lambda app, port: common_base(port) + [
+            "-k", "gthread", "--threads", str(threads), "--access-logfile", "/dev/null", app],
+        "gunicorn gthread, access log": lambda app, port: common_gu(port) + [
+            "-k", "gthread", "--threads", str(threads), "--access-logfile", "/dev/null", app],
         "ferricorn asgi": lambda app, port: common_fc(port) + ["-k", "asgi", app],
         "gunicorn asgi": lambda app, port: common_gu(port) + ["-k", "asgi", app],
         "uvicorn": lambda app, port: [os.path.join(venv, "bin", "uvicorn"), "--workers", str(WORKERS), "--host",
@@ -77,6 +84,9 @@ SCENARIOS = [
     # What a proxy without upstream keep-alive sends (nginx's default).
     ("plain hello, a new connection per request", "bench_app:hello", "/", ["-H", "Connection: close"], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "granian"], 4),
+    ("plain hello, access log", "bench_app:hello", "/", [], 64,
+     ["ferricorn gthread, access log", "gunicorn gthread, access log", "granian"], 4,
+     ("granian", "gunicorn gthread, access log")),
     ("10 KB response", "bench_app:tenkb", "/", [], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
     ("1 MB POST echoed", "bench_app:echo", "/", ["-s", os.path.join(APPS, "post1mb.lua")], 16,

@@ -1,6 +1,7 @@
 //! The access log: gunicorn's `--access-logformat` atoms, compiled once per worker.
 
 use http::HeaderMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{Output, Sink};
@@ -195,23 +196,38 @@ fn parse_atom(name: &str) -> Result<Atom, String> {
     })
 }
 
-/// The access log of one worker: a compiled format and where it goes.
-pub struct AccessLog {
-    format: Format,
-    out: Out,
-}
-
+/// Where this worker's access lines go (set once, when the worker opens it).
 enum Out {
     Stream(Output),
     /// `-` while logs go to journald: entries with the request's fields.
-    Journal(&'static super::journal::Journal),
+    Journal,
+}
+
+static OUT: OnceLock<Out> = OnceLock::new();
+
+/// The access log's stream, when it is not the journal.
+pub(super) fn stream() -> Option<&'static Output> {
+    match OUT.get() {
+        Some(Out::Stream(out)) => Some(out),
+        _ => None,
+    }
+}
+
+pub(super) fn to_journal() -> bool {
+    matches!(OUT.get(), Some(Out::Journal))
+}
+
+/// The access log of one worker: a compiled format; its lines go out as
+/// `tracing` events (`super::ACCESS_TARGET`).
+pub struct AccessLog {
+    format: Format,
 }
 
 impl AccessLog {
     pub fn open(target: &str, format: &str) -> Result<AccessLog, String> {
         let format = Format::compile(format)?;
-        let out = match (target, super::journal()) {
-            ("-", Some(j)) => Out::Journal(j),
+        let out = match (target, super::to_journal()) {
+            ("-", true) => Out::Journal,
             _ => {
                 let sink = match target {
                     "-" => Sink::Stdout,
@@ -223,32 +239,33 @@ impl AccessLog {
                 )
             }
         };
-        Ok(AccessLog { format, out })
+        OUT.set(out)
+            .map_err(|_| "the access log is open already".to_string())?;
+        Ok(AccessLog { format })
     }
 
     pub fn write(&self, r: &Record<'_>) {
         let line = self.format.render(r);
-        match &self.out {
-            Out::Stream(out) => out.write_line(line.as_bytes()),
-            Out::Journal(j) => j.send(
-                6,
-                &line,
-                &[
-                    ("FERRICORN_LOG", "access"),
-                    ("WORKER_PID", &std::process::id().to_string()),
-                    ("HTTP_METHOD", r.method),
-                    ("HTTP_PATH", r.path),
-                    ("HTTP_STATUS", &r.status.to_string()),
-                    ("RESPONSE_BYTES", &r.bytes.to_string()),
-                    ("DURATION_US", &r.duration.as_micros().to_string()),
-                    ("REMOTE_ADDR", r.remote),
-                ],
-            ),
+        if to_journal() {
+            tracing::info!(
+                target: super::ACCESS_TARGET,
+                FERRICORN_LOG = "access",
+                WORKER_PID = std::process::id(),
+                HTTP_METHOD = r.method,
+                HTTP_PATH = r.path,
+                HTTP_STATUS = r.status,
+                RESPONSE_BYTES = r.bytes,
+                DURATION_US = r.duration.as_micros() as u64,
+                REMOTE_ADDR = r.remote,
+                message = line.trim_end_matches('\n'),
+            );
+        } else {
+            tracing::info!(target: super::ACCESS_TARGET, message = line.as_str());
         }
     }
 
     pub fn reopen(&self) {
-        if let Out::Stream(out) = &self.out {
+        if let Some(out) = stream() {
             let _ = out.reopen();
         }
     }

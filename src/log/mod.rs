@@ -1,4 +1,6 @@
-//! The error log: gunicorn's line format on stderr or `--error-logfile`.
+//! Logging through `tracing`: gunicorn's line format on stderr,
+//! `--error-logfile` and the access log (`lines`), or journald entries with
+//! structured fields (`journal`, with `tracing-journald`).
 //!
 //! Every line is written with a single `write(2)`, so lines from the master
 //! and several workers sharing one file descriptor never interleave.
@@ -6,6 +8,7 @@
 pub mod access;
 mod clock;
 pub mod journal;
+mod lines;
 
 pub use clock::{access_time, error_time};
 
@@ -13,8 +16,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
+use tracing_subscriber::layer::SubscriberExt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -115,26 +119,37 @@ impl Output {
     }
 }
 
-enum ErrorLog {
-    Stream(Output),
-    Journal(journal::Journal),
-}
-
-static ERROR_LOG: OnceLock<ErrorLog> = OnceLock::new();
+/// Where error lines go when not to the journal.
+static ERROR_LOG: OnceLock<Output> = OnceLock::new();
+/// Logs go to journald (set by `init`).
+static JOURNAL: AtomicBool = AtomicBool::new(false);
 /// Set in workers: journal entries carry `WORKER_PID`.
-static WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static WORKER: AtomicBool = AtomicBool::new(false);
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
-/// Install the error log. Before this is called, lines go to stderr.
-/// With `journal`, records go to journald's native socket instead of `sink`.
+/// Events of a CRITICAL line: `tracing` has no such level, so they are
+/// ERROR events of their own target.
+pub const CRITICAL_TARGET: &str = "ferricorn::critical";
+/// Access lines.
+pub const ACCESS_TARGET: &str = "ferricorn::access";
+
+/// Install the error log: a `tracing` subscriber whose layers write
+/// gunicorn's lines (`lines`) or journald entries (`journal`). Before
+/// this is called, lines go to stderr.
 pub fn init(sink: Sink, level: Level, journal: bool) -> std::io::Result<()> {
     LEVEL.store(level as u8, Ordering::Relaxed);
-    let log = if journal {
-        ErrorLog::Journal(journal::Journal::connect()?)
+    let journald = if journal {
+        Some(journal::layers()?)
     } else {
-        ErrorLog::Stream(Output::open(sink)?)
+        let _ = ERROR_LOG.set(Output::open(sink)?);
+        None
     };
-    let _ = ERROR_LOG.set(log);
+    JOURNAL.store(journal, Ordering::Relaxed);
+    let subscriber = tracing_subscriber::registry()
+        .with(lines::Lines)
+        .with(journald);
+    // Only the first call installs it; a process inits once.
+    let _ = tracing::subscriber::set_global_default(subscriber);
     Ok(())
 }
 
@@ -143,12 +158,14 @@ pub fn mark_worker() {
     WORKER.store(true, Ordering::Relaxed);
 }
 
-/// The journal, when logs go there (access entries use it too).
-pub fn journal() -> Option<&'static journal::Journal> {
-    match ERROR_LOG.get() {
-        Some(ErrorLog::Journal(j)) => Some(j),
-        _ => None,
-    }
+/// Do logs go to the journal?
+pub fn to_journal() -> bool {
+    JOURNAL.load(Ordering::Relaxed)
+}
+
+/// This process's pid when it is a worker (the journal's `WORKER_PID`).
+pub fn worker_pid() -> Option<u32> {
+    WORKER.load(Ordering::Relaxed).then(std::process::id)
 }
 
 pub fn set_level(level: Level) {
@@ -160,7 +177,7 @@ pub fn enabled(level: Level) -> bool {
 }
 
 pub fn reopen() {
-    if let Some(ErrorLog::Stream(out)) = ERROR_LOG.get()
+    if let Some(out) = ERROR_LOG.get()
         && let Err(e) = out.reopen()
     {
         log_line(
@@ -170,32 +187,26 @@ pub fn reopen() {
     }
 }
 
-/// Write one record; multi-line messages (tracebacks) keep the prefix on the first line only,
-/// as gunicorn does.
+/// Log one record; multi-line messages (tracebacks) keep the prefix on the
+/// first line only, as gunicorn does.
 pub fn log_line(level: Level, msg: &str) {
     if !enabled(level) {
         return;
     }
-    let pid = std::process::id();
-    if let Some(ErrorLog::Journal(j)) = ERROR_LOG.get() {
-        // journald stamps time and pid itself; the level is PRIORITY.
-        let pid = pid.to_string();
-        let role: &[(&str, &str)] = if WORKER.load(Ordering::Relaxed) {
-            &[("WORKER_PID", &pid)]
-        } else {
-            &[]
-        };
-        j.send(journal::priority(level), msg, role);
+    if !tracing::dispatcher::has_been_set() {
+        let _ = std::io::stderr().write_all(lines::format(level, msg).as_bytes());
         return;
     }
-    let mut line = format!("[{}] [{}] [{}] {}", error_time(), pid, level.name(), msg);
-    if !line.ends_with('\n') {
-        line.push('\n');
-    }
-    match ERROR_LOG.get() {
-        Some(ErrorLog::Stream(out)) => out.write_line(line.as_bytes()),
-        _ => {
-            let _ = std::io::stderr().write_all(line.as_bytes());
+    let worker = worker_pid();
+    // The line format ends every line itself; the journal wants none.
+    let msg = msg.trim_end_matches('\n');
+    match level {
+        Level::Debug => tracing::debug!(target: "ferricorn", WORKER_PID = worker, message = msg),
+        Level::Info => tracing::info!(target: "ferricorn", WORKER_PID = worker, message = msg),
+        Level::Warning => tracing::warn!(target: "ferricorn", WORKER_PID = worker, message = msg),
+        Level::Error => tracing::error!(target: "ferricorn", WORKER_PID = worker, message = msg),
+        Level::Critical => {
+            tracing::error!(target: "ferricorn::critical", WORKER_PID = worker, message = msg)
         }
     }
 }

@@ -126,7 +126,7 @@ pub fn load_app(py: Python<'_>, support: &Support, spec: &str) -> Result<Py<PyAn
         .attr(py, "install_logging")
         .and_then(|f| f.call1((&emit,)))
         .map_err(|e| traceback_text(py, &e))?;
-    if crate::log::journal().is_some() {
+    if crate::log::to_journal() {
         support
             .attr(py, "redirect_std")
             .and_then(|f| f.call1((&emit,)))
