@@ -73,3 +73,54 @@ impl<S: Subscriber> Layer<S> for Lines {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::access::{AccessLog, Record};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn an_error_line_has_gunicorns_shape() {
+        let line = format(Level::Critical, "WORKER TIMEOUT (pid:42)");
+        // [2026-12-06 23:28:44 +0000] [21493] [CRITICAL] WORKER TIMEOUT (pid:42)
+        let (stamp, rest) = line.split_once("] ").unwrap();
+        assert_eq!(stamp.len(), "[2026-12-06 23:28:44 +0000".len(), "{line}");
+        assert_eq!(
+            rest,
+            format!(
+                "[{}] [CRITICAL] WORKER TIMEOUT (pid:42)\n",
+                std::process::id()
+            )
+        );
+        assert!(format(Level::Error, "traceback\n").ends_with("[ERROR] traceback\n"));
+    }
+
+    #[test]
+    fn an_access_line_reaches_the_file_as_it_was_formatted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let subscriber = tracing_subscriber::registry().with(Lines);
+        tracing::subscriber::with_default(subscriber, || {
+            let log =
+                AccessLog::open(path.to_str().unwrap(), r#"%(h)s "%(r)s" %(s)s %(b)s"#).unwrap();
+            let headers = http::HeaderMap::new();
+            log.write(&Record {
+                remote: "10.0.0.1",
+                method: "GET",
+                path: "/a b",
+                query: "x=1",
+                protocol: "HTTP/1.1",
+                status: 404,
+                bytes: 9,
+                duration: std::time::Duration::from_micros(10),
+                request_headers: &headers,
+                response_headers: &[],
+            });
+        });
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "10.0.0.1 \"GET /a b?x=1 HTTP/1.1\" 404 9\n"
+        );
+    }
+}
