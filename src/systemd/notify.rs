@@ -1,4 +1,11 @@
 //! sd_notify over `$NOTIFY_SOCKET`. Silent and free when the variable is unset.
+//!
+//! Ours rather than `sd-notify`'s `notify`: that reads `$NOTIFY_SOCKET` on
+//! every call and connects to it as a path, so it cannot reach an abstract
+//! socket (`@name`, as container managers and test harnesses hand out), and
+//! it would need the variable left in the environment, where the workers and
+//! the app would inherit it. We take it out at start, keep one socket, and
+//! hand the value on only to our own next image on upgrade.
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};

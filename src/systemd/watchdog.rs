@@ -10,20 +10,11 @@ pub struct Watchdog {
 impl Watchdog {
     /// Read (and remove) `WATCHDOG_USEC`/`WATCHDOG_PID`; None when not asked for us.
     pub fn from_env() -> Option<Watchdog> {
-        let usec = std::env::var("WATCHDOG_USEC").ok();
-        let pid = std::env::var("WATCHDOG_PID").ok();
-        for var in ["WATCHDOG_USEC", "WATCHDOG_PID"] {
-            // SAFETY: called at start-up while the process is single-threaded.
-            unsafe { std::env::remove_var(var) };
-        }
-        if let Some(pid) = pid
-            && pid.trim().parse::<u32>().ok() != Some(std::process::id())
-        {
-            return None;
-        }
-        let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
+        // SAFETY: called at start-up while the process is single-threaded.
+        let interval =
+            unsafe { sd_notify::watchdog_enabled_and_unset_env() }.filter(|d| !d.is_zero())?;
         Some(Watchdog {
-            interval: Duration::from_micros(usec),
+            interval,
             next: None,
         })
     }
