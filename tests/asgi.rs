@@ -124,7 +124,10 @@ fn http_disconnect_is_delivered_when_the_client_goes_away() {
         c.send(&format!(
             "GET /disconnect?{tag} HTTP/1.1\r\nHost: x\r\n\r\n"
         ));
-        std::thread::sleep(Duration::from_millis(300));
+        s.wait_log(
+            &format!("waiting for the disconnect of {tag}"),
+            Duration::from_secs(10),
+        );
     }
     s.wait_log(
         &format!("saw http.disconnect for {tag}"),
@@ -180,7 +183,7 @@ fn lifespan_startup_comes_before_ready_and_shutdown_after_the_drain() {
             "GET /sleep?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
     });
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_log("sleeping 2", Duration::from_secs(10));
     s.signal(libc::SIGTERM);
     assert_eq!(sleeper.join().unwrap().text(), "slept");
     assert!(s.wait_exit(Duration::from_secs(15)).success());

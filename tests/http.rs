@@ -202,6 +202,8 @@ fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
     let mut c = Conn::open(s.addr());
     c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read_response(false).unwrap().status, 200);
+    // The window under test: idle longer than --header-timeout, shorter
+    // than --keep-alive.
     std::thread::sleep(Duration::from_millis(2500));
     c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
     let r = c

@@ -95,8 +95,11 @@ fn ttin_and_ttou_change_the_worker_count_never_below_one() {
     s.signal(libc::SIGTTOU);
     s.wait_worker_count(1, LONG);
     s.signal(libc::SIGTTOU);
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(s.workers().len(), 1, "TTOU never goes below one worker");
+    s.wait_count("Number of workers: 1", 2, LONG);
+    // Signals are handled in order: had that TTOU gone below one worker,
+    // this TTIN would bring back one, not two.
+    s.signal(libc::SIGTTIN);
+    s.wait_worker_count(2, LONG);
     assert_eq!(s.get("/pid").status, 200);
 }
 
@@ -109,10 +112,10 @@ fn term_lets_an_in_flight_request_finish_then_exits_0() {
     let req = std::thread::spawn(move || {
         request(
             addr,
-            "GET /sleep?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /sleep-logged?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
     });
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_log("sleeping 2", LONG);
     let t0 = Instant::now();
     s.signal(libc::SIGTERM);
     let r = req.join().unwrap();
@@ -133,10 +136,10 @@ fn int_stops_fast_without_waiting_for_requests() {
     let addr = s.addr();
     let req = std::thread::spawn(move || {
         let mut c = Conn::open(addr);
-        c.send("GET /sleep?10 HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.send("GET /sleep-logged?10 HTTP/1.1\r\nHost: x\r\n\r\n");
         c.read_response(false)
     });
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_log("sleeping 10", LONG);
     let t0 = Instant::now();
     s.signal(libc::SIGINT);
     let status = s.wait_exit(LONG);
@@ -186,8 +189,10 @@ fn hup_with_a_broken_config_keeps_running() {
     s.signal(libc::SIGHUP);
     let line = s.wait_log("Reload refused", LONG);
     assert!(line.contains("workers"), "{line}");
-    std::thread::sleep(Duration::from_millis(500));
+    // A refused reload changes nothing: no worker was started or stopped.
+    assert_eq!(s.get("/pid").status, 200);
     assert_eq!(s.workers(), old);
+    assert_eq!(s.count("Booting worker"), 1, "{}", s.log_text());
     assert_eq!(s.get("/pid").status, 200);
 }
 

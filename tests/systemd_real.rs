@@ -46,16 +46,25 @@ fn wait_entries(
     unit: &str,
     until: impl Fn(&serde_json::Value) -> bool,
 ) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    wait_until_entries(c, unit, |entries| entries.iter().any(&until))
+}
+
+/// The unit's journal once `until` holds for its entries; up to 30 s.
+fn wait_until_entries(
+    c: &Container,
+    unit: &str,
+    until: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let entries =
             json_entries(&c.ok(&format!("journalctl -u {unit} -o json --all --no-pager")));
-        if entries.iter().any(&until) {
+        if until(&entries) {
             return entries;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no such journal entry of {unit} in 10 s"
+            "the journal of {unit} did not show what was awaited in 30 s"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -123,10 +132,26 @@ fn under_real_systemd() {
     for _ in 0..3 {
         get(port, "/pid").unwrap();
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    let status = c.prop("ferricorn@demo.service", "StatusText");
+    // STATUS= changes at most once a second: wait for the count to show
+    // these requests and the two before.
+    let served = |status: &str| -> u64 {
+        status
+            .split(" requests served")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = c.prop("ferricorn@demo.service", "StatusText");
+        if served(&status) >= 5 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
-        status.starts_with("2/2 workers ready,") && status.contains("requests served"),
+        status.starts_with("2/2 workers ready,") && served(&status) >= 5,
         "{status}"
     );
 
@@ -219,8 +244,9 @@ fn under_real_systemd() {
         get(api_port, "/").expect("asgi answers").text(),
         "hello asgi"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let api = json_entries(&c.ok("journalctl -u ferricorn@api.service -o json --no-pager"));
+    let api = wait_entries(&c, "ferricorn@api.service", |e| {
+        e["FERRICORN_LOG"] == "access" && e["HTTP_PATH"] == "/"
+    });
     let startup = api
         .iter()
         .position(|e| e["MESSAGE"] == "Application startup complete.")
@@ -248,10 +274,24 @@ fn under_real_systemd() {
 
     // systemctl reload under load: no failed request, same main PID, no restart.
     let load = Load::start(format!("127.0.0.1:{port}").parse().unwrap(), "/pid");
-    std::thread::sleep(Duration::from_secs(1));
-    for _ in 0..3 {
+    load.wait_answered(50);
+    let completed = |e: &serde_json::Value| {
+        e["MESSAGE"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Reload complete"))
+    };
+    let before = json_entries(&c.ok("journalctl -u ferricorn@demo.service -o json --no-pager"))
+        .iter()
+        .filter(|e| completed(e))
+        .count();
+    for round in 1..=3 {
+        // ExecReload sends USR2 and returns (systemd 252 has no
+        // notify-reload): the journal says when the upgrade is done.
         c.ok("systemctl reload ferricorn@demo.service");
-        std::thread::sleep(Duration::from_secs(2));
+        wait_until_entries(&c, "ferricorn@demo.service", |entries| {
+            entries.iter().filter(|e| completed(e)).count() >= before + round
+        });
+        load.wait_answered(50);
     }
     let (ok, failed) = load.finish();
     assert_eq!(failed, 0, "{ok} ok");
@@ -267,8 +307,10 @@ fn under_real_systemd() {
     c.wait_prop("ferricorn@demo.service", "ActiveState", "active");
 
     // systemctl stop lets an in-flight request complete.
-    let inflight = std::thread::spawn(move || get(port, "/sleep?2"));
-    std::thread::sleep(Duration::from_millis(500));
+    let inflight = std::thread::spawn(move || get(port, "/sleep-logged?2"));
+    wait_entries(&c, "ferricorn@demo.service", |e| {
+        e["MESSAGE"] == "sleeping 2"
+    });
     c.ok("systemctl stop ferricorn@demo.service");
     let r = inflight
         .join()
@@ -308,6 +350,7 @@ fn under_real_systemd() {
         "[Service]\nWatchdogSec=2\nRestart=no\n",
     );
     c.ok("systemctl daemon-reload && systemctl start ferricorn@dog.service");
+    // The window under test: longer than WatchdogSec.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         c.prop("ferricorn@dog.service", "ActiveState"),

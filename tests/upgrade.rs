@@ -72,16 +72,16 @@ fn usr2_and_hup_under_load_lose_nothing() {
         let s = site.server("versioned:app").args(["-k", class]).start();
         let first_workers = s.workers();
         let load = Load::start(s.addr(), "/");
-        std::thread::sleep(Duration::from_millis(500));
+        load.wait_answered(100);
         for round in 1..=3 {
             site.install(Path::new(bin()));
             s.signal(libc::SIGUSR2);
             s.wait_count("Upgraded in place", round, LONG);
             s.wait_count("Reload complete", 2 * round - 1, LONG);
-            std::thread::sleep(Duration::from_millis(300));
+            load.wait_answered(50);
             s.signal(libc::SIGHUP);
             s.wait_count("Reload complete", 2 * round, LONG);
-            std::thread::sleep(Duration::from_millis(300));
+            load.wait_answered(50);
         }
         let (ok, failed) = load.finish();
         assert_eq!(
@@ -162,7 +162,6 @@ fn a_new_app_version_that_fails_to_import_is_refused() {
     // HUP with the broken code: the new workers fail, the old ones keep serving.
     s.signal(libc::SIGHUP);
     s.wait_log("Reload failed", LONG);
-    std::thread::sleep(Duration::from_millis(300));
     assert!(s.get("/").text().starts_with("v1 "));
     let v1_workers = s.wait_worker_count(2, LONG);
     assert_eq!(v1_workers.len(), 2);
@@ -300,7 +299,7 @@ fn upgrade_from_this_build_to_a_newer_one() {
         "{line}"
     );
     s.wait_log("Reload complete", LONG);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_answered(100);
     let (ok, failed) = load.finish();
     assert_eq!(failed, 0, "{ok} ok");
     assert_eq!(

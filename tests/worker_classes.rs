@@ -117,7 +117,7 @@ fn gthread_serves_queued_requests_while_a_busy_one_blocks() {
         .args(["-w", "1", "-k", "gthread", "--threads", "4"])
         .start();
     let slow = concurrent_gets(s.addr(), "/work-then-sleep?0.03,3", 1);
-    std::thread::sleep(Duration::from_millis(10));
+    s.wait_log("busy then blocked 0.03,3", Duration::from_secs(10));
     let t0 = Instant::now();
     for c in concurrent_gets(s.addr(), "/work?0.01", 3) {
         assert_eq!(c.join().unwrap().status, 200);
@@ -204,10 +204,10 @@ fn a_busy_sync_worker_leaves_new_connections_to_idle_ones() {
     let slow = std::thread::spawn(move || {
         request(
             addr,
-            "GET /sleep?3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /sleep-logged?3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
     });
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_log("sleeping 3", Duration::from_secs(10));
     let t0 = Instant::now();
     for _ in 0..5 {
         assert_eq!(s.get("/pid").status, 200);
@@ -359,10 +359,10 @@ fn gevent_quick_requests_pass_a_greenlet_waiting_for_a_slow_upload() {
 fn gevent_drains_in_flight_greenlets_on_reload_and_stop() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = gevent(&["--graceful-timeout", "10"]);
-    let sleepers = |s: &Server| concurrent_gets(s.addr(), "/sleep?2", 3);
+    let sleepers = |s: &Server| concurrent_gets(s.addr(), "/sleep-logged?2", 3);
     let old = s.workers();
     let during_reload = sleepers(&s);
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_count("sleeping 2", 3, Duration::from_secs(10));
     s.signal(libc::SIGHUP);
     for c in during_reload {
         assert_eq!(c.join().unwrap().text(), "slept");
@@ -372,7 +372,7 @@ fn gevent_drains_in_flight_greenlets_on_reload_and_stop() {
     s.wait_count("loaded", 2, Duration::from_secs(20));
 
     let during_stop = sleepers(&s);
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_count("sleeping 2", 6, Duration::from_secs(10));
     s.signal(libc::SIGTERM);
     for c in during_stop {
         assert_eq!(c.join().unwrap().text(), "slept");

@@ -112,6 +112,8 @@ async def app(scope, receive, send):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         return await send({"type": "http.response.body", "body": b""})
     if path == "/sleep":
+        # Logged at the start, so a test knows the request is in flight.
+        log.warning("sleeping %s", query or 1)
         await asyncio.sleep(float(query or 1))
         return await _text(send, b"slept")
     if path == "/block":
@@ -128,6 +130,7 @@ async def app(scope, receive, send):
         return None
     if path == "/disconnect":
         # Answer nothing; report (in the log) when the client has gone.
+        log.warning("waiting for the disconnect of %s", query)
         body, _ = await _read_all(receive)
         event = await receive()
         log.warning("saw %s for %s", event["type"], query)

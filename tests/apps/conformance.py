@@ -338,6 +338,7 @@ def work_route(environ, start_response):
 def work_then_sleep_route(environ, start_response):
     """Busy for a while, then blocked for a while (seconds: 'busy,blocked')."""
     busy, blocked = (float(x) for x in environ["QUERY_STRING"].split(","))
+    log.warning("busy then blocked %s", environ["QUERY_STRING"])
     cpu0 = time.thread_time()
     while time.thread_time() - cpu0 < busy:
         pass

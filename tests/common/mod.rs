@@ -669,6 +669,21 @@ impl Load {
         }
     }
 
+    /// Wait until `n` more requests were answered (the load is flowing, and
+    /// what comes next happens under it); panics after 30 s.
+    pub fn wait_answered(&self, n: u64) {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.ok.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load did not get {n} answers in 30 s ({} failed)",
+                self.failed.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
