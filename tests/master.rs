@@ -581,3 +581,76 @@ fn preloader_pid_after(s: &Server, marker: &str) -> i32 {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("{line}"))
 }
+
+/// logrotate's USR1 while a worker still imports the app: the worker
+/// notes it and reopens once it serves (it used to die of the signal's
+/// default action, which stopped the server at start).
+#[test]
+fn usr1_while_a_worker_imports_is_kept_for_when_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("error.log");
+    let rotated = dir.path().join("error.log.1");
+    let s = server("slow_import:app")
+        .args(["--error-logfile", log.to_str().unwrap()])
+        .env("SLOW_IMPORT_SECONDS", "2")
+        .spawn();
+    let deadline = Instant::now() + LONG;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Booting worker")
+    {
+        assert!(Instant::now() < deadline, "no worker booted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::rename(&log, &rotated).unwrap();
+    s.signal(libc::SIGUSR1);
+    let deadline = Instant::now() + LONG;
+    loop {
+        let new = std::fs::read_to_string(&log).unwrap_or_default();
+        if new.contains("Ready: 1 workers accepting") {
+            break;
+        }
+        let old = std::fs::read_to_string(&rotated).unwrap_or_default();
+        assert!(!old.contains("was sent SIGUSR1"), "{old}");
+        assert!(Instant::now() < deadline, "never ready:\n{old}\n{new}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let addr: std::net::SocketAddr = old
+        .split("Listening at: http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{old}"));
+    let r = request(
+        addr,
+        "GET /after-usr1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.text(), "finally");
+    // The worker reopened once it served: its lines go to the new file.
+    let deadline = Instant::now() + LONG;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("served /after-usr1")
+    {
+        let old = std::fs::read_to_string(&rotated).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "the worker still writes to the rotated file:\n{old}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The master reopened; the first worker is still there beside a new one.
+    s.signal(libc::SIGTTIN);
+    let deadline = Instant::now() + LONG;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Handling signal: ttin")
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(!old.contains("was sent SIGUSR1"), "{old}");
+    assert_eq!(s.workers().len(), 2, "the first worker lives");
+}

@@ -269,7 +269,7 @@ fn fork_worker(
             Err(e) => Reply::Failed(e.to_string()),
             Ok(ForkResult::Child) => {
                 python::fork::child(prepared);
-                signals::restore(&mask);
+                signals::restore_in_worker(&mask);
                 become_masters(master);
                 // The control socket is the preloader's; the worker must not
                 // keep it (nor hold the preloader's end open).

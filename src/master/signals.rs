@@ -114,6 +114,14 @@ pub fn restore(mask: &SigSet) {
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
 }
 
+/// In a new worker: restore `mask` but keep USR1 blocked until the worker
+/// has a handler for it (`worker::run`); one sent meanwhile waits.
+pub fn restore_in_worker(mask: &SigSet) {
+    let mut mask = *mask;
+    mask.add(Signal::SIGUSR1);
+    restore(&mask);
+}
+
 /// In a freshly forked child: default dispositions for everything the master
 /// handles, and SIGPIPE ignored, as CPython itself sets it: an app that
 /// writes to a pipe or socket whose reader has gone gets `BrokenPipeError`

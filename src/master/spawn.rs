@@ -33,7 +33,7 @@ pub fn fork_worker(
         Ok(ForkResult::Parent { child }) => child.as_raw(),
         Ok(ForkResult::Child) => {
             signals::reset_in_child();
-            signals::restore(&mask);
+            signals::restore_in_worker(&mask);
             crate::sys::die_with_parent(master_pid);
             drop(read);
             for &fd in close_in_child {

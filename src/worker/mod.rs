@@ -12,8 +12,10 @@ mod serve;
 
 use reporter::Reporter;
 
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use pyo3::prelude::*;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{Config, WorkerClass};
 use crate::listen::Listener;
@@ -23,6 +25,33 @@ use crate::proto::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::python::{self, Startup, Support};
 use crate::{error, info};
 
+/// USR1 (reopen the logs: logrotate, `systemctl reload` of a log setup)
+/// may come while the worker imports the app, before its runtime handles
+/// signals; by default it would kill the worker, and a worker that dies
+/// while booting can stop the server. Until then it is only noted.
+static REOPEN_ASKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_reopen(_: libc::c_int) {
+    REOPEN_ASKED.store(true, Ordering::Relaxed);
+}
+
+fn note_usr1_until_served() {
+    let action = SigAction::new(
+        SigHandler::Handler(note_reopen),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGUSR1, &action) };
+    // The master forked us with USR1 blocked: one that came meanwhile lands now.
+    let _ = SigSet::from(Signal::SIGUSR1).thread_unblock();
+}
+
+/// Was a USR1 noted while booting? (Asked once the runtime handles it.)
+pub(crate) fn reopen_asked_while_booting() -> bool {
+    REOPEN_ASKED.swap(false, Ordering::Relaxed)
+}
+
 /// Runs in the forked child; never returns.
 pub fn run(
     cfg: &Config,
@@ -31,6 +60,7 @@ pub fn run(
     pipe: OwnedFd,
     preloaded: Option<&python::LoadedApp>,
 ) -> ! {
+    note_usr1_until_served();
     crate::proctitle::set(&format!("ferricorn: worker [{}]", cfg.proc_name));
     crate::log::mark_worker();
     let _ = crate::sys::set_nonblocking(&pipe, true);

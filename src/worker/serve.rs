@@ -330,15 +330,21 @@ async fn run(
         }
     }
 
-    // TERM: graceful; INT/QUIT: now; USR1: reopen logs.
+    // TERM: graceful; INT/QUIT: now; USR1: reopen logs. Registered here,
+    // before the worker counts as booted, not in the task below.
     let graceful_tx = shutdown_tx.clone();
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::user_defined1()),
+    );
+    if super::reopen_asked_while_booting() {
+        crate::log::reopen();
+        ledger.reopen();
+    }
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-            signal(SignalKind::user_defined1()),
-        ) else {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = handlers else {
             return;
         };
         loop {

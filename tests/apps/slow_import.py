@@ -1,5 +1,6 @@
 """An app that takes a while to import (readiness must wait for it)."""
 
+import logging
 import os
 import time
 
@@ -7,5 +8,6 @@ time.sleep(float(os.environ.get("SLOW_IMPORT_SECONDS", "2")))
 
 
 def app(environ, start_response):
+    logging.getLogger("slow_import").warning("served %s", environ["PATH_INFO"])
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"finally"]
