@@ -7,11 +7,18 @@ use common::*;
 use std::time::{Duration, Instant};
 
 /// The raw ASGI app from tests/apps, one worker, from the test virtualenv.
+/// An asgi worker on the system Python (the apps here need only asyncio).
 fn asgi(app: &str, extra: &[&str]) -> Builder {
     server(app)
-        .args(["-w", "1", "-k", "asgi", "--virtualenv"])
-        .arg(test_venv().display().to_string())
+        .args(["-w", "1", "-k", "asgi"])
         .args(extra.iter().copied())
+}
+
+/// An asgi worker in the test virtualenv (FastAPI, uvloop).
+fn asgi_in_venv(app: &str, extra: &[&str]) -> Builder {
+    asgi(app, extra)
+        .args(["--virtualenv"])
+        .arg(test_venv().display().to_string())
 }
 
 fn post(s: &Server, path: &str, body: &[u8], chunked: bool) -> Response {
@@ -213,8 +220,12 @@ fn lifespan_auto_carries_on_without_support_off_skips_it_on_refuses_a_failure() 
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn asgi_loop_auto_picks_uvloop_and_asyncio_can_be_forced() {
-    let s = asgi("asgi_raw:app", &[]).start();
+    let s = asgi_in_venv("asgi_raw:app", &[]).start();
     s.wait_log("ASGI event loop: uvloop", Duration::from_secs(5));
     assert_eq!(s.get("/").text(), "hello asgi");
     let s = asgi("asgi_raw:app", &["--asgi-loop", "asyncio"]).start();
@@ -247,8 +258,12 @@ fn asgi_access_log_and_limits_as_for_wsgi() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn fastapi_routes_json_streaming_upload_and_lifespan() {
-    let mut s = asgi("fastapi_app:app", &[]).start();
+    let mut s = asgi_in_venv("fastapi_app:app", &[]).start();
     s.wait_log("fastapi startup", Duration::from_secs(5));
     let r = s.get("/items/42?q=hi");
     assert_eq!(r.status, 200);
@@ -446,8 +461,12 @@ mod websockets {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "full"),
+        ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+    )]
     fn fastapi_websocket_echo() {
-        let s = asgi("fastapi_app:app", &[]).start();
+        let s = asgi_in_venv("fastapi_app:app", &[]).start();
         let mut ws = connect(&s, "/ws", None);
         ws.send(Message::text("hi")).unwrap();
         let Message::Text(t) = next_data(&mut ws) else {

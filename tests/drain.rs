@@ -159,6 +159,10 @@ fn path(class: &str) -> &'static str {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn hup_and_ttou_lose_no_keep_alive_request() {
     for class in CLASSES {
         let s = start(class, &[]);
@@ -179,6 +183,10 @@ fn hup_and_ttou_lose_no_keep_alive_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn max_requests_loses_no_keep_alive_request() {
     for class in CLASSES {
         let s = start(
@@ -194,6 +202,10 @@ fn max_requests_loses_no_keep_alive_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn term_answers_every_request_already_on_an_open_connection() {
     for class in CLASSES {
         let mut s = start(class, &[]);
@@ -208,6 +220,10 @@ fn term_answers_every_request_already_on_an_open_connection() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn usr2_loses_no_keep_alive_request() {
     // A private copy of the binary: USR2 re-executes the file at the path.
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,10 @@ use common::*;
 use std::time::Duration;
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn an_app_writing_to_a_closed_pipe_gets_broken_pipe_error_and_the_worker_lives() {
     let venv = test_venv().display().to_string();
     for class in ["sync", "gthread", "gevent"] {
@@ -207,6 +211,10 @@ fn tricklers(addr: std::net::SocketAddr, n: usize) -> Vec<std::thread::JoinHandl
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn a_body_trickled_below_the_floor_gets_408_and_frees_the_thread() {
     let venv = test_venv().display().to_string();
     for class in ["gthread", "gevent"] {

@@ -51,6 +51,10 @@ fn run_json(args: &[String]) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: runs gunicorn from the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gunicorns_request_vectors_are_answered_as_gunicorn_says() {
     let dir = vectors();
     let venv = test_venv().display().to_string();
@@ -123,6 +127,10 @@ fn flags_for(settings: &serde_json::Map<String, serde_json::Value>) -> Option<Ve
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: runs gunicorn from the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gunicorns_vectors_for_its_other_settings_pass_with_the_same_settings() {
     let dir = vectors();
     let replay = root().join("tests/vectors/replay.py").display().to_string();
@@ -167,6 +175,10 @@ fn gunicorns_vectors_for_its_other_settings_pass_with_the_same_settings() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: runs gunicorn from the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn a_differential_corpus_never_smuggles_and_matches_gunicorn() {
     let dir = tempfile::tempdir().unwrap();
     let ours_log = dir.path().join("ferricorn.jsonl");
@@ -295,6 +307,10 @@ fn exchange(addr: SocketAddr, raw: &[u8], half_close: bool) -> (Vec<Response>, b
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: runs gunicorn from the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn a_half_closed_client_gets_every_answer() {
     let venv = test_venv().display().to_string();
     for class in ["sync", "gthread", "gevent"] {
@@ -456,6 +472,10 @@ fn a_client_cut_off_mid_head_gets_408() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: runs gunicorn from the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn a_trusted_proxy_mounts_the_app_with_script_name_as_in_gunicorn() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("gunicorn.jsonl");

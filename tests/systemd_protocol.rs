@@ -158,8 +158,7 @@ fn asgi_ready_waits_for_lifespan_startup_and_the_app_cannot_notify() {
     let n = NotifySocket::new();
     let t0 = Instant::now();
     let s = server("asgi_raw:app")
-        .args(["-w", "2", "-k", "asgi", "--virtualenv"])
-        .arg(test_venv().display().to_string())
+        .args(["-w", "2", "-k", "asgi"])
         .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
         .env("ASGI_STARTUP_DELAY", "2")
         .wait_workers(2)

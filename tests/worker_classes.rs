@@ -259,6 +259,10 @@ fn gthread_workers_share_a_burst_of_connections() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gevent_workers_share_a_burst_of_connections() {
     let venv = [
         "--virtualenv".to_string(),
@@ -277,6 +281,10 @@ fn gevent(extra: &[&str]) -> Server {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gevent_serves_both_sleepers_at_once() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&[]);
@@ -288,6 +296,10 @@ fn gevent_serves_both_sleepers_at_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gevent_serves_two_hundred_sleepers_with_one_worker() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&[]);
@@ -306,6 +318,10 @@ fn gevent_serves_two_hundred_sleepers_with_one_worker() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn cpu_bound_greenlet_past_timeout_is_worker_timeout() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&["--timeout", "3"]);
@@ -319,6 +335,10 @@ fn cpu_bound_greenlet_past_timeout_is_worker_timeout() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gevent_quick_requests_pass_a_greenlet_waiting_for_a_slow_upload() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&[]);
@@ -356,6 +376,10 @@ fn gevent_quick_requests_pass_a_greenlet_waiting_for_a_slow_upload() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gevent_drains_in_flight_greenlets_on_reload_and_stop() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = gevent(&["--graceful-timeout", "10"]);
@@ -381,6 +405,10 @@ fn gevent_drains_in_flight_greenlets_on_reload_and_stop() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gevent_keeps_the_request_limits() {
     // Serial like the others: a worker booting gevent takes a core for a
     // moment, and the timing tests measure what their own worker gets.
@@ -422,6 +450,10 @@ fn gevent_without_the_package_is_one_clear_error_and_exit_3() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gevent_with_preload_patches_before_the_import_in_the_preloader() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&["--preload"]);
@@ -431,6 +463,10 @@ fn gevent_with_preload_patches_before_the_import_in_the_preloader() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn gevent_hands_over_every_request_under_concurrent_load() {
     // Requests arrive on the I/O thread while the hub drains its inbox: a
     // lost wake-up there strands a request and, with it, the whole worker.

@@ -27,16 +27,31 @@ fn conformance_for(class: &str) -> Server {
     }
 }
 
+/// One check under one class; gevent needs the full tier's virtualenv.
+macro_rules! class_test {
+    ($check:ident, gevent) => {
+        #[test]
+        #[cfg_attr(
+            not(feature = "full"),
+            ignore = "full tier: gevent is in the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+        )]
+        fn gevent() {
+            super::$check(&super::conformance_for("gevent"));
+        }
+    };
+    ($check:ident, $class:ident) => {
+        #[test]
+        fn $class() {
+            super::$check(&super::conformance_for(stringify!($class)));
+        }
+    };
+}
+
 /// Each check below runs once per listed class, as `check::class`.
 macro_rules! under {
     ($($check:ident: [$($class:ident),+];)*) => {$(
         mod $check {
-            $(
-                #[test]
-                fn $class() {
-                    super::$check(&super::conformance_for(stringify!($class)));
-                }
-            )+
+            $(class_test!($check, $class);)+
         }
     )*};
 }
@@ -657,6 +672,10 @@ fn the_access_log_records_the_status_sent_not_the_one_the_app_started() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
 fn two_threads_reading_one_wsgi_input_do_not_deadlock() {
     let venv = test_venv().display().to_string();
     for class in ["gthread", "gevent"] {

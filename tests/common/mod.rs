@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Tests copy executables while other test threads fork: a child forked while
@@ -559,8 +559,9 @@ impl Conn {
 }
 
 /// A virtualenv made from the system Python with Flask and Django, shared by all tests.
+#[cfg(feature = "full")]
 pub fn test_venv() -> PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     VENV.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let status = Command::new("bash")
@@ -571,6 +572,16 @@ pub fn test_venv() -> PathBuf {
         root.join("target/test-venv")
     })
     .clone()
+}
+
+/// The fast tier has no virtualenv: a test that needs one says so.
+#[cfg(not(feature = "full"))]
+pub fn test_venv() -> PathBuf {
+    panic!(
+        "this test needs the full tier's virtualenv: mark it \
+         #[cfg_attr(not(feature = \"full\"), ignore = ...)], and run it with \
+         `scripts/install-deps.sh && cargo test --features full`"
+    )
 }
 
 impl Builder {
