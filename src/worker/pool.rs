@@ -197,9 +197,8 @@ impl Queue {
 
     /// The seeker holds the GIL now: take the first request.
     fn take_first(&self, waited: Duration, me: i32) -> First {
-        let mut s = self.lock();
-        match s.drainers[..] {
-            [] => {}
+        let lone_drainer = match self.lock().drainers[..] {
+            [] => None,
             _ if waited >= FORCED_SWITCH => return First::GiveBack,
             // A quick GIL should mean the drainer blocked outside Python. But
             // while other processes hold the cores, the GIL can change hands
@@ -208,9 +207,16 @@ impl Queue {
             // take turns. One drainer is the CPU-bound case; several mean
             // the app blocks anyway, and reading each one's state would cost
             // more than it saves.
-            [drainer] if sys::thread_runnable(drainer) => return First::GiveBack,
-            _ => {}
+            [drainer] => Some(drainer),
+            _ => None,
+        };
+        // Read /proc without the queue's lock: the I/O thread pushes
+        // requests meanwhile. (The GIL stays held: giving it back or not is
+        // what is being decided.)
+        if lone_drainer.is_some_and(sys::thread_runnable) {
+            return First::GiveBack;
         }
+        let mut s = self.lock();
         s.seeking -= 1;
         let Some(job) = s.jobs.pop_front() else {
             return First::Nothing;
