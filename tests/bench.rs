@@ -87,7 +87,7 @@ fn every_server_of_every_scenario_starts_and_is_measured() {
 
     let tables = tables(&stdout);
     // One table per scenario of bench.py, each with its servers.
-    assert_eq!(tables.len(), 9, "{stdout}");
+    assert_eq!(tables.len(), 10, "{stdout}");
     let mut ferricorns = 0;
     for (header, rows) in &tables {
         assert!(rows.len() >= 3, "{header:?}: {} rows\n{stdout}", rows.len());
