@@ -175,6 +175,14 @@ pub fn arm_timer(fd: &impl AsRawFd, after: std::time::Duration) -> io::Result<()
     Ok(())
 }
 
+/// A process's resident memory (`/proc/PID/statm`), in bytes.
+pub fn resident_bytes(pid: i32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = unistd::sysconf(unistd::SysconfVar::PAGE_SIZE).ok()??;
+    Some(pages * page as u64)
+}
+
 /// The calling thread's kernel id.
 pub fn thread_id() -> i32 {
     unistd::gettid().as_raw()

@@ -139,6 +139,27 @@ declare_settings! {
         help_heading = "Workers"
     )]
     max_requests_jitter: [u64] = 0;
+    /// Replace a worker whose resident memory stays above this many MB for three checks in a row (one a second); a new worker boots first, the old one finishes its requests. 0 disables. [default: 0]
+    #[arg(
+        long = "max-worker-memory",
+        value_name = "MB",
+        help_heading = "Workers"
+    )]
+    max_worker_memory: [u64] = 0;
+    /// Replace a worker after it has run this many seconds, one worker at a time; a new worker boots first. 0 disables. [default: 0]
+    #[arg(
+        long = "max-worker-lifetime",
+        value_name = "SECONDS",
+        help_heading = "Workers"
+    )]
+    max_worker_lifetime: [u64] = 0;
+    /// Add a random 0..=N seconds to each worker's lifetime, so workers are not replaced together. [default: 0]
+    #[arg(
+        long = "max-worker-lifetime-jitter",
+        value_name = "SECONDS",
+        help_heading = "Workers"
+    )]
+    max_worker_lifetime_jitter: [u64] = 0;
     /// Kill and replace a worker silent this many seconds (sync: a request this long; gevent, asgi: an event loop blocked this long); 0 disables. [default: 30]
     #[arg(short = 't', long, value_name = "SECONDS", help_heading = "Workers")]
     timeout: [u64] = 30;

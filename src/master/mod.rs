@@ -29,6 +29,9 @@ use nix::sys::signal::Signal;
 use signals::SignalPipe;
 use supervisor::{Action, Adopted, Event, Supervisor, Tuning};
 
+/// How often workers' memory is sampled for `--max-worker-memory`.
+const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A worker's end of things the loop holds: its status pipe and its seat.
 struct Pipe {
     pid: i32,
@@ -60,6 +63,8 @@ pub struct Master {
     upgraded_from: Option<String>,
     /// Connections per worker, shared with the workers (see `listen::balance`).
     board: Option<Board>,
+    /// When the workers' memory was last sampled (`--max-worker-memory`).
+    sampled_at: Instant,
 }
 
 fn tuning(cfg: &Config) -> Tuning {
@@ -67,6 +72,9 @@ fn tuning(cfg: &Config) -> Tuning {
         workers: cfg.settings.workers,
         graceful: Duration::from_secs(cfg.settings.graceful_timeout),
         timeout: Duration::from_secs(cfg.settings.timeout),
+        max_memory: cfg.settings.max_worker_memory << 20,
+        lifetime: Duration::from_secs(cfg.settings.max_worker_lifetime),
+        lifetime_jitter: Duration::from_secs(cfg.settings.max_worker_lifetime_jitter),
     }
 }
 
@@ -103,6 +111,7 @@ impl Master {
             check: None,
             upgraded_from: None,
             board,
+            sampled_at: Instant::now(),
         };
         if master.preloader.is_some() {
             // Workers forked by the preloader are orphaned at once; they
@@ -206,6 +215,7 @@ impl Master {
         {
             sys::kill(c.pid, Signal::SIGKILL);
         }
+        self.sample_memory(&mut events);
         events.push(Event::Tick);
         for event in events {
             if let Some(code) = self.feed(event) {
@@ -336,6 +346,21 @@ impl Master {
             }
         }
         p.partial.drain(..whole);
+    }
+
+    /// Once a second with `--max-worker-memory`: each worker's resident memory.
+    fn sample_memory(&mut self, events: &mut Vec<Event>) {
+        if self.cfg.settings.max_worker_memory == 0
+            || self.sampled_at.elapsed() < MEMORY_SAMPLE_INTERVAL
+        {
+            return;
+        }
+        self.sampled_at = Instant::now();
+        for p in &self.pipes {
+            if let Some(bytes) = sys::resident_bytes(p.pid) {
+                events.push(Event::Memory { pid: p.pid, bytes });
+            }
+        }
     }
 
     /// `--preload`: a preloader again after it died (or was stopped for an

@@ -66,7 +66,25 @@ pub struct Record {
     pub last_seen: Instant,
     pub requests: u64,
     pub in_flight: u32,
+    /// When `--max-worker-lifetime` (plus this worker's jitter) is up.
+    pub lifetime_end: Option<Instant>,
+    /// Memory checks in a row above `--max-worker-memory`.
+    pub over_memory: u32,
+    /// Marked for replacement: it serves on (not counted towards the
+    /// target) until its replacement has booted, then retires.
+    pub replacing: Option<Recycle>,
 }
+
+/// Why a serving worker is replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Recycle {
+    Memory,
+    Lifetime,
+}
+
+/// Checks in a row above `--max-worker-memory` before a worker is replaced:
+/// a short spike (a large upload being parsed) is not a leak.
+pub const MEMORY_SAMPLES: u32 = 3;
 
 /// A signal the master acts on, by meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +153,12 @@ pub struct Tuning {
     pub graceful: Duration,
     /// A worker silent this long is aborted (zero: never).
     pub timeout: Duration,
+    /// Resident memory above which a worker is replaced (zero: never).
+    pub max_memory: u64,
+    /// A worker is replaced after this long (zero: never), plus up to
+    /// `lifetime_jitter`.
+    pub lifetime: Duration,
+    pub lifetime_jitter: Duration,
 }
 
 #[derive(Debug)]
@@ -149,6 +173,11 @@ pub enum Event {
     Exited {
         pid: i32,
         exit: Exit,
+    },
+    /// A worker's resident memory, sampled.
+    Memory {
+        pid: i32,
+        bytes: u64,
     },
     /// Time passed: deadlines, timeouts, the worker count, readiness.
     Tick,
@@ -214,6 +243,8 @@ pub struct Supervisor {
     /// Appended to STATUS= until the next successful reload or boot.
     status_note: Option<String>,
     last_status: Option<(Instant, String)>,
+    /// Workers replaced by memory or lifetime, by reason.
+    recycled: std::collections::BTreeMap<Recycle, u64>,
     actions: Vec<Action>,
 }
 
@@ -237,6 +268,7 @@ impl Supervisor {
             boot_retry: None,
             status_note: None,
             last_status: None,
+            recycled: Default::default(),
             actions: Vec::new(),
         }
     }
@@ -262,6 +294,9 @@ impl Supervisor {
                 last_seen: now,
                 requests: w.requests,
                 in_flight: 0,
+                lifetime_end: None,
+                over_memory: 0,
+                replacing: None,
             });
         }
         self.phase = Phase::Reloading;
@@ -303,6 +338,8 @@ impl Supervisor {
             Event::Tick => self.tick(now),
             Event::Spawned { pid } => {
                 info!("Booting worker with pid: {pid}");
+                let lifetime_end = (!self.tuning.lifetime.is_zero())
+                    .then(|| now + self.tuning.lifetime + jitter(pid, self.tuning.lifetime_jitter));
                 self.workers.push(Record {
                     pid,
                     generation: self.generation,
@@ -311,8 +348,12 @@ impl Supervisor {
                     last_seen: now,
                     requests: 0,
                     in_flight: 0,
+                    lifetime_end,
+                    over_memory: 0,
+                    replacing: None,
                 });
             }
+            Event::Memory { pid, bytes } => self.memory(pid, bytes),
             Event::SpawnFailed(e) => {
                 error!("Could not start a worker: {e}");
                 self.halt(WORKER_BOOT_ERROR);
@@ -654,11 +695,62 @@ impl Supervisor {
                 let w = &self.workers[i];
                 w.generation == self.generation
                     && matches!(w.state, State::Booting | State::Serving)
+                    && w.replacing.is_none()
             })
             .collect()
     }
 
+    /// A memory sample: three in a row over the limit mark the worker.
+    fn memory(&mut self, pid: i32, bytes: u64) {
+        let limit = self.tuning.max_memory;
+        let serving = self.phase == Phase::Serving;
+        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        if limit == 0 || w.state != State::Serving || w.replacing.is_some() {
+            return;
+        }
+        w.over_memory = if bytes > limit { w.over_memory + 1 } else { 0 };
+        if w.over_memory >= MEMORY_SAMPLES && serving {
+            warning!(
+                "Worker (pid:{pid}) uses {} MB, over max_worker_memory ({} MB) {MEMORY_SAMPLES} times in a row: replacing it",
+                bytes >> 20,
+                limit >> 20
+            );
+            w.replacing = Some(Recycle::Memory);
+            *self.recycled.entry(Recycle::Memory).or_default() += 1;
+        }
+    }
+
+    /// `--max-worker-lifetime`: one worker at a time, so that the pool
+    /// never loses more than one worker's capacity to replacements.
+    fn lifetimes(&mut self, now: Instant) {
+        if self.phase != Phase::Serving || self.workers.iter().any(|w| w.replacing.is_some()) {
+            return;
+        }
+        let lifetime = self.tuning.lifetime.as_secs();
+        let due = self
+            .workers
+            .iter_mut()
+            .find(|w| w.state == State::Serving && w.lifetime_end.is_some_and(|end| now >= end));
+        if let Some(w) = due {
+            info!(
+                "Worker (pid:{}) reached max_worker_lifetime ({lifetime} s): replacing it",
+                w.pid
+            );
+            w.replacing = Some(Recycle::Lifetime);
+            *self.recycled.entry(Recycle::Lifetime).or_default() += 1;
+        }
+    }
+
+    /// Workers replaced so far, by reason.
+    #[cfg(test)]
+    pub fn recycled(&self, why: Recycle) -> u64 {
+        self.recycled.get(&why).copied().unwrap_or(0)
+    }
+
     fn manage(&mut self, now: Instant) {
+        self.lifetimes(now);
         let current = self.current();
         let have = current.len() as u32;
         let target = self.tuning.workers;
@@ -681,6 +773,13 @@ impl Supervisor {
             .count() as u32;
         if serving < target {
             return;
+        }
+        // Replacements are up: the workers they replace retire.
+        for i in 0..self.workers.len() {
+            let w = &self.workers[i];
+            if w.replacing.is_some() && w.state == State::Serving {
+                self.retire(i, now);
+            }
         }
         match self.phase {
             Phase::Reloading => {
@@ -736,6 +835,16 @@ impl Supervisor {
             self.last_status = Some((now, status));
         }
     }
+}
+
+/// This worker's share of the lifetime jitter: spread by pid, the same
+/// for a pid every time (the supervisor has no randomness of its own).
+fn jitter(pid: i32, max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let spread = (pid as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    Duration::from_millis(spread % (max.as_millis() as u64 + 1))
 }
 
 #[cfg(test)]

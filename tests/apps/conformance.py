@@ -295,6 +295,17 @@ def log_large_route(environ, start_response):
     return [b"logged"]
 
 
+_LEAKED = []
+
+
+def leak_route(environ, start_response):
+    """Keeps N MB for good on every call: a leaking app."""
+    mb = int(environ["QUERY_STRING"] or 10)
+    _LEAKED.append(bytearray(b"x" * (mb << 20)))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(len(_LEAKED)).encode()]
+
+
 def print_route(environ, start_response):
     print("printed by the app", environ["QUERY_STRING"], flush=True)
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -422,6 +433,7 @@ ROUTES = {
     "/close-slow": close_slow_route,
     "/file": file_route,
     "/log": log_route,
+    "/leak": leak_route,
     "/log-large": log_large_route,
     "/sleep": sleep_route,
     "/sleep-logged": sleep_logged_route,

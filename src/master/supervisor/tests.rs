@@ -20,6 +20,9 @@ fn tuning(workers: u32) -> Tuning {
         workers,
         graceful: Duration::from_secs(30),
         timeout: Duration::from_secs(30),
+        max_memory: 0,
+        lifetime: Duration::ZERO,
+        lifetime_jitter: Duration::ZERO,
     }
 }
 
@@ -579,4 +582,95 @@ fn every_signal_the_master_catches_has_a_meaning() {
             assert!(sig.is_some_and(|s| Signal::ALL.contains(&s)), "{caught}");
         }
     }
+}
+
+fn heartbeat(s: &mut Sim, pids: &[i32]) {
+    for &pid in pids {
+        s.on(Event::Message {
+            pid,
+            msg: msg(Kind::Heartbeat, 0),
+        });
+    }
+}
+
+#[test]
+fn a_worker_over_its_memory_three_times_in_a_row_is_replaced_after_its_replacement_boots() {
+    let mut s = Sim::new(2);
+    s.sup = Supervisor::new(Tuning {
+        max_memory: 100 << 20,
+        ..tuning(2)
+    });
+    let a = s.tick();
+    s.spawned(&a, &[101, 102]);
+    s.booted(101);
+    s.booted(102);
+    s.tick();
+    let sample = |s: &mut Sim, mb: u64| {
+        s.on(Event::Memory {
+            pid: 101,
+            bytes: mb << 20,
+        })
+    };
+    // A spike is not a leak: a sample under the limit starts the count again.
+    sample(&mut s, 150);
+    sample(&mut s, 150);
+    sample(&mut s, 90);
+    sample(&mut s, 150);
+    sample(&mut s, 150);
+    assert!(s.tick().is_empty(), "two in a row are not enough");
+    sample(&mut s, 150);
+    assert_eq!(s.sup.recycled(Recycle::Memory), 1);
+    // The replacement boots first; the old worker serves meanwhile.
+    let a = s.tick();
+    assert_eq!(a, [Action::Spawn]);
+    s.spawned(&a, &[103]);
+    assert_eq!(s.state(101), State::Serving);
+    assert!(s.tick().is_empty());
+    s.booted(103);
+    assert_eq!(s.tick(), [kill(101, TERM)]);
+    assert_eq!(s.exit(101, Exit::Code(0)), [Action::Forget { pid: 101 }]);
+    assert!(s.tick().is_empty(), "two workers again");
+    assert_eq!(s.pids(), [102, 103]);
+}
+
+#[test]
+fn lifetimes_end_one_worker_at_a_time() {
+    let mut s = Sim::new(2);
+    s.sup = Supervisor::new(Tuning {
+        lifetime: Duration::from_secs(10),
+        ..tuning(2)
+    });
+    let a = s.tick();
+    s.spawned(&a, &[101, 102]);
+    s.booted(101);
+    s.booted(102);
+    s.tick();
+    heartbeat(&mut s.at(9.0), &[101, 102]);
+    assert!(s.tick().is_empty());
+    // Both are due; one is replaced.
+    heartbeat(&mut s.at(10.0), &[101, 102]);
+    let a = s.tick();
+    assert_eq!(a, [Action::Spawn]);
+    s.spawned(&a, &[103]);
+    s.booted(103);
+    assert_eq!(s.tick(), [kill(101, TERM)]);
+    assert_eq!(s.sup.recycled(Recycle::Lifetime), 1);
+    assert!(s.tick().is_empty(), "the next waits until this one is gone");
+    s.exit(101, Exit::Code(0));
+    let a = s.tick();
+    assert_eq!(a, [Action::Spawn], "then the other");
+    s.spawned(&a, &[104]);
+    s.booted(104);
+    assert_eq!(s.tick(), [kill(102, TERM)]);
+    assert_eq!(s.sup.recycled(Recycle::Lifetime), 2);
+}
+
+#[test]
+fn lifetime_jitter_spreads_workers_within_its_bound() {
+    let max = Duration::from_secs(5);
+    let spread: Vec<Duration> = (100..200).map(|pid| jitter(pid, max)).collect();
+    assert!(spread.iter().all(|j| *j <= max));
+    let distinct: std::collections::BTreeSet<_> = spread.iter().collect();
+    assert!(distinct.len() > 50, "{distinct:?}");
+    assert_eq!(jitter(123, Duration::ZERO), Duration::ZERO);
 }
