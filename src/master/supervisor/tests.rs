@@ -645,10 +645,10 @@ fn lifetimes_end_one_worker_at_a_time() {
     s.booted(101);
     s.booted(102);
     s.tick();
-    heartbeat(&mut s.at(9.0), &[101, 102]);
+    heartbeat(s.at(9.0), &[101, 102]);
     assert!(s.tick().is_empty());
     // Both are due; one is replaced.
-    heartbeat(&mut s.at(10.0), &[101, 102]);
+    heartbeat(s.at(10.0), &[101, 102]);
     let a = s.tick();
     assert_eq!(a, [Action::Spawn]);
     s.spawned(&a, &[103]);
