@@ -92,6 +92,8 @@ pub struct Config {
     pub settings: Settings,
     pub sources: BTreeMap<&'static str, Source>,
     pub binds: Vec<BindAddr>,
+    /// `--health-bind`: where the master answers health checks.
+    pub health: Option<BindAddr>,
     pub log_level: Level,
     pub worker_class: WorkerClass,
     pub uid: Option<libc::uid_t>,
@@ -285,6 +287,20 @@ fn validate(
     crate::log::access::Format::compile(&s.access_log_format)
         .map_err(|e| ConfigError(format!("setting `access_log_format`: {e}")))?;
 
+    let health = match &s.health_bind {
+        Some(h) => match bind::parse(h) {
+            Ok(BindAddr::Fd(_)) => {
+                return Err(bad(
+                    "health_bind",
+                    format!("{h:?}"),
+                    "HOST:PORT or unix:PATH",
+                ));
+            }
+            Ok(a) => Some(a),
+            Err(e) => return Err(bad("health_bind", format!("{h:?}"), &e)),
+        },
+        None => None,
+    };
     let mut binds = Vec::new();
     for b in &s.bind {
         binds.push(bind::parse(b).map_err(|e| bad("bind", format!("{b:?}"), &e))?);
@@ -362,6 +378,7 @@ fn validate(
         settings: s,
         sources,
         binds,
+        health,
         log_level,
         worker_class,
         uid,

@@ -107,6 +107,9 @@ declare_settings! {
     )]
     #[serde(deserialize_with = "one_or_many")]
     bind: [Vec<String>] = vec!["127.0.0.1:8000".into()];
+    /// Answer health checks here, from the master: `GET /livez` (200 while the master runs and a worker is alive) and `GET /readyz` (200 while a worker serves and the server is not stopping, else 503). HOST:PORT or unix:PATH. [default: none]
+    #[arg(long = "health-bind", value_name = "ADDRESS", help_heading = "Binding")]
+    health_bind: [String] => Option<String> = None;
     /// Maximum number of pending connections. [default: 2048]
     #[arg(long, value_name = "INT", help_heading = "Binding")]
     backlog: [u32] = 2048;

@@ -125,7 +125,7 @@ pub fn rebind(
     Ok(dropped)
 }
 
-fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
+pub fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> {
     let err = |source| ListenError::Bind {
         addr: addr.clone(),
         source,

@@ -4,6 +4,7 @@
 //! forks, signals, notifies systemd and execs. It never runs Python or an
 //! async runtime, so forking stays safe.
 
+mod health;
 mod pidfile;
 pub mod preload;
 pub mod signals;
@@ -65,6 +66,8 @@ pub struct Master {
     board: Option<Board>,
     /// When the workers' memory was last sampled (`--max-worker-memory`).
     sampled_at: Instant,
+    /// `--health-bind`: `/livez` and `/readyz`, answered here.
+    health: Option<health::Health>,
 }
 
 fn tuning(cfg: &Config) -> Tuning {
@@ -112,7 +115,11 @@ impl Master {
             upgraded_from: None,
             board,
             sampled_at: Instant::now(),
+            health: None,
         };
+        if let Some(addr) = &master.cfg.health {
+            master.health = Some(health::Health::bind(addr)?);
+        }
         if master.preloader.is_some() {
             // Workers forked by the preloader are orphaned at once; they
             // must become our children, not init's.
@@ -163,6 +170,9 @@ impl Master {
             info!("Listening at: {} ({})", l.addr, std::process::id());
         }
         info!("Using worker: {}", self.cfg.worker_class.name());
+        if let Some(h) = &self.health {
+            info!("Health checks at: {}/livez and /readyz", h.addr());
+        }
         if let Some(p) = &self.preloader {
             info!(
                 "Preloaded {} in the preloader (pid:{}), which forks the workers",
@@ -314,6 +324,7 @@ impl Master {
         let ready: Vec<bool> = {
             let mut fds: Vec<PollFd> = std::iter::once(self.signals.read_end())
                 .chain(self.pipes.iter().map(|p| p.fd.as_fd()))
+                .chain(self.health.iter().flat_map(|h| h.fds()))
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
             let timeout =
@@ -327,8 +338,22 @@ impl Master {
             }
         };
         let mut events = Vec::new();
-        for (i, _) in ready.iter().enumerate().skip(1).filter(|(_, r)| **r) {
+        let workers = self.pipes.len();
+        for (i, _) in ready
+            .iter()
+            .enumerate()
+            .skip(1)
+            .take(workers)
+            .filter(|(_, r)| **r)
+        {
             self.read_worker(i - 1, &mut events);
+        }
+        if let Some(h) = &mut self.health {
+            let verdict = health::Verdict {
+                live: self.sup.live(),
+                ready: self.sup.ready(),
+            };
+            h.serve(&ready[1 + workers..], verdict);
         }
         events
     }
@@ -511,6 +536,7 @@ impl Master {
             .iter()
             .map(|p| p.fd.as_raw_fd())
             .chain(self.signals.fds())
+            .chain(self.health.iter().flat_map(|h| h.raw_fds()))
             .collect();
         let seat = self.board.and_then(|b| b.claim());
         let spawned = match &self.preloader {
@@ -553,6 +579,9 @@ impl Master {
             p.stop();
         }
         crate::listen::cleanup(&self.listeners);
+        if let Some(h) = &self.health {
+            h.cleanup();
+        }
         if let Some(p) = self.pidfile.take() {
             p.remove();
         }

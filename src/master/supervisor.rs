@@ -320,6 +320,24 @@ impl Supervisor {
         matches!(self.phase, Phase::Stopping { .. })
     }
 
+    /// `/livez`: the master runs and some worker is alive (booting counts).
+    pub fn live(&self) -> bool {
+        !matches!(self.phase, Phase::Halting { .. })
+            && self.workers.iter().any(|w| {
+                matches!(
+                    w.state,
+                    State::Booting | State::Serving | State::Retiring { .. }
+                )
+            })
+    }
+
+    /// `/readyz`: a worker serves and the server is not stopping, so a load
+    /// balancer sends traffic here; 503 from the moment a stop begins.
+    pub fn ready(&self) -> bool {
+        !matches!(self.phase, Phase::Stopping { .. } | Phase::Halting { .. })
+            && self.workers.iter().any(|w| w.state == State::Serving)
+    }
+
     /// Some worker is alive and able to serve (the watchdog's "in control").
     /// Before READY, a worker still importing the app counts: a slow import
     /// is `TimeoutStartSec=`'s business, not the watchdog's.

@@ -120,11 +120,7 @@ impl Builder {
     pub fn start(self) -> Server {
         let n = self.wait_workers;
         let mut s = self.spawn();
-        let line = s.wait_log("Listening at: ", Duration::from_secs(20));
-        if let Some(rest) = line.split("Listening at: http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap();
-            s.addr = Some(addr.parse().unwrap());
-        }
+        s.wait_listening();
         s.wait_count("loaded", n, Duration::from_secs(30));
         s
     }
@@ -159,6 +155,15 @@ pub fn command() -> Builder {
 }
 
 impl Server {
+    /// Wait for the master's "Listening at" line and note the address.
+    pub fn wait_listening(&mut self) {
+        let line = self.wait_log("Listening at: ", Duration::from_secs(20));
+        if let Some(rest) = line.split("Listening at: http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            self.addr = Some(addr.parse().unwrap());
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("server address")
     }

@@ -674,3 +674,17 @@ fn lifetime_jitter_spreads_workers_within_its_bound() {
     assert!(distinct.len() > 50, "{distinct:?}");
     assert_eq!(jitter(123, Duration::ZERO), Duration::ZERO);
 }
+
+#[test]
+fn livez_and_readyz_follow_the_phases() {
+    let s = starting();
+    assert!(s.sup.live(), "booting workers are alive");
+    assert!(!s.sup.ready(), "none serves yet");
+    let mut s = serving();
+    assert!(s.sup.live() && s.sup.ready());
+    s.signal(Signal::Term);
+    assert!(!s.sup.ready(), "a stop is not ready, from its first moment");
+    assert!(s.sup.live(), "the workers still finish their requests");
+    let s = halting();
+    assert!(!s.sup.live() && !s.sup.ready());
+}
