@@ -2,6 +2,7 @@
 
 mod asgi;
 mod config;
+mod ctl;
 mod docs;
 mod http;
 mod listen;
@@ -41,6 +42,9 @@ fn main() {
     // Read argv before anything rewrites it for the process title; an
     // upgrade re-executes the same command line from the same path.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "ctl") {
+        std::process::exit(ctl::main(argv[2..].to_vec()));
+    }
     let exe = master::upgrade::resolve_exe(argv.first().map(|a| a.as_os_str()));
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// Top to bottom. A module may import modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     // The master process, and the man pages generated from the settings.
-    &["master", "docs"],
+    &["master", "docs", "ctl"],
     // A worker process: boot, accept, serve, dispatch to the app side.
     &["worker"],
     // The I/O side (hyper) and the two app sides; none knows the others.

@@ -31,7 +31,7 @@ use crate::log::Level;
     long_about = "A pre-fork HTTP server for Python WSGI and ASGI apps, built for systemd.\n\n\
         Options keep gunicorn's names and defaults. Settings are layered: defaults < \
         config file (-c) < $FERRICORN_CMD_ARGS < command line.",
-    after_help = "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload, USR2 upgrade in place (same PID), TTIN/TTOU one worker more/less, USR1 reopen logs.\nSee ferricorn(1) and ferricorn.toml(5)."
+    after_help = "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload, USR2 upgrade in place (same PID), TTIN/TTOU one worker more/less, USR1 reopen logs.\nA running server with --control-socket: ferricorn ctl --socket PATH status|stats --json|reload|upgrade|scale N|stop [--graceful].\nSee ferricorn(1) and ferricorn.toml(5)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -124,6 +124,17 @@ impl Settings {
         {
             sources.insert("bind", Source::Env("PORT"));
             s.bind = vec![format!("0.0.0.0:{port}")];
+        }
+        if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY").filter(|v| !v.is_empty()) {
+            // systemd may list several directories; the first is ours.
+            let first = dir
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            sources.insert("control_socket", Source::Env("RUNTIME_DIRECTORY"));
+            s.control_socket = Some(PathBuf::from(first).join("ferricorn.ctl"));
         }
         if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
             sources.insert("virtualenv", Source::Env("VIRTUAL_ENV"));

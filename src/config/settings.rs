@@ -107,6 +107,9 @@ declare_settings! {
     )]
     #[serde(deserialize_with = "one_or_many")]
     bind: [Vec<String>] = vec!["127.0.0.1:8000".into()];
+    /// Listen for `ferricorn ctl` here (a unix socket only our user may use). [default: none, or $RUNTIME_DIRECTORY/ferricorn.ctl when systemd sets RuntimeDirectory=]
+    #[arg(long = "control-socket", value_name = "PATH", help_heading = "Binding")]
+    control_socket: [PathBuf] => Option<PathBuf> = None;
     /// Answer health checks here, from the master: `GET /livez` (200 while the master runs and a worker is alive) and `GET /readyz` (200 while a worker serves and the server is not stopping, else 503). HOST:PORT or unix:PATH. [default: none]
     #[arg(long = "health-bind", value_name = "ADDRESS", help_heading = "Binding")]
     health_bind: [String] => Option<String> = None;

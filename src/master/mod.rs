@@ -4,6 +4,7 @@
 //! forks, signals, notifies systemd and execs. It never runs Python or an
 //! async runtime, so forking stays safe.
 
+mod control;
 mod health;
 mod pidfile;
 pub mod preload;
@@ -68,6 +69,8 @@ pub struct Master {
     sampled_at: Instant,
     /// `--health-bind`: `/livez` and `/readyz`, answered here.
     health: Option<health::Health>,
+    /// `--control-socket`: `ferricorn ctl`'s commands.
+    control: Option<control::Control>,
 }
 
 fn tuning(cfg: &Config) -> Tuning {
@@ -116,7 +119,16 @@ impl Master {
             board,
             sampled_at: Instant::now(),
             health: None,
+            control: None,
         };
+        if let Some(path) = &master.cfg.settings.control_socket {
+            master.control = Some(control::Control::bind(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "setting `control_socket`: cannot listen at {}: {e}",
+                    path.display()
+                )
+            })?);
+        }
         if let Some(addr) = &master.cfg.health {
             master.health = Some(health::Health::bind(addr)?);
         }
@@ -172,6 +184,9 @@ impl Master {
         info!("Using worker: {}", self.cfg.worker_class.name());
         if let Some(h) = &self.health {
             info!("Health checks at: {}/livez and /readyz", h.addr());
+        }
+        if let Some(c) = &self.control {
+            info!("Control socket: {}", c.path().display());
         }
         if let Some(p) = &self.preloader {
             info!(
@@ -231,6 +246,9 @@ impl Master {
             if let Some(code) = self.feed(event) {
                 return Some(code);
             }
+        }
+        if let Some(c) = &mut self.control {
+            c.answer_waiting(&self.sup);
         }
         self.watchdog_tick();
         None
@@ -325,6 +343,7 @@ impl Master {
             let mut fds: Vec<PollFd> = std::iter::once(self.signals.read_end())
                 .chain(self.pipes.iter().map(|p| p.fd.as_fd()))
                 .chain(self.health.iter().flat_map(|h| h.fds()))
+                .chain(self.control.iter().flat_map(|c| c.fds()))
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
             let timeout =
@@ -348,12 +367,18 @@ impl Master {
         {
             self.read_worker(i - 1, &mut events);
         }
+        let mut at = 1 + workers;
         if let Some(h) = &mut self.health {
             let verdict = health::Verdict {
                 live: self.sup.live(),
                 ready: self.sup.ready(),
             };
-            h.serve(&ready[1 + workers..], verdict);
+            let n = h.fds().count();
+            h.serve(&ready[at..at + n], verdict);
+            at += n;
+        }
+        if let Some(c) = &mut self.control {
+            events.extend(c.serve(&ready[at..], &self.sup));
         }
         events
     }
@@ -537,6 +562,7 @@ impl Master {
             .map(|p| p.fd.as_raw_fd())
             .chain(self.signals.fds())
             .chain(self.health.iter().flat_map(|h| h.raw_fds()))
+            .chain(self.control.iter().flat_map(|c| c.raw_fds()))
             .collect();
         let seat = self.board.and_then(|b| b.claim());
         let spawned = match &self.preloader {
@@ -581,6 +607,9 @@ impl Master {
         crate::listen::cleanup(&self.listeners);
         if let Some(h) = &self.health {
             h.cleanup();
+        }
+        if let Some(c) = &self.control {
+            c.cleanup();
         }
         if let Some(p) = self.pidfile.take() {
             p.remove();

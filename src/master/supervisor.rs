@@ -38,6 +38,19 @@ pub enum Phase {
     Halting { code: i32 },
 }
 
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Serving => "serving",
+            Phase::Reloading => "reloading",
+            Phase::Upgrading { .. } => "upgrading",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Halting { .. } => "halting",
+        }
+    }
+}
+
 /// Where one worker is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -64,6 +77,8 @@ pub struct Record {
     /// It reported its app imported (it may since be retiring).
     pub booted: bool,
     pub last_seen: Instant,
+    /// When it was forked (or adopted).
+    pub started: Instant,
     pub requests: u64,
     pub in_flight: u32,
     /// When `--max-worker-lifetime` (plus this worker's jitter) is up.
@@ -188,6 +203,8 @@ pub enum Event {
     SpawnFailed(String),
     ConfigLoaded(Tuning),
     ConfigRefused(String),
+    /// `ferricorn ctl scale N`: this many workers from now on.
+    Scale(u32),
     CheckStarted {
         pid: i32,
     },
@@ -245,6 +262,11 @@ pub struct Supervisor {
     last_status: Option<(Instant, String)>,
     /// Workers replaced by memory or lifetime, by reason.
     recycled: std::collections::BTreeMap<Recycle, u64>,
+    /// When the reload in progress began; reloads that ended, and how the
+    /// last one did (for `ferricorn ctl reload`).
+    reload_started: Option<Instant>,
+    reload_outcomes: u64,
+    last_reload: String,
     actions: Vec<Action>,
 }
 
@@ -269,6 +291,9 @@ impl Supervisor {
             status_note: None,
             last_status: None,
             recycled: Default::default(),
+            reload_started: None,
+            reload_outcomes: 0,
+            last_reload: String::new(),
             actions: Vec::new(),
         }
     }
@@ -292,6 +317,7 @@ impl Supervisor {
                 state,
                 booted: w.booted,
                 last_seen: now,
+                started: now,
                 requests: w.requests,
                 in_flight: 0,
                 lifetime_end: None,
@@ -302,7 +328,6 @@ impl Supervisor {
         self.phase = Phase::Reloading;
     }
 
-    #[cfg(test)]
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -311,9 +336,25 @@ impl Supervisor {
         &self.workers
     }
 
-    #[cfg(test)]
     pub fn target(&self) -> u32 {
         self.tuning.workers
+    }
+
+    pub fn requests_done(&self) -> u64 {
+        self.requests_done
+    }
+
+    /// Reloads that ended (completed, failed or refused), and how the last did.
+    pub fn reloads(&self) -> (u64, &str) {
+        (self.reload_outcomes, &self.last_reload)
+    }
+
+    /// Workers serving in the current generation, not marked for replacement.
+    pub fn serving(&self) -> u32 {
+        self.current()
+            .iter()
+            .filter(|&&i| self.workers[i].state == State::Serving)
+            .count() as u32
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -364,6 +405,7 @@ impl Supervisor {
                     state: State::Booting,
                     booted: false,
                     last_seen: now,
+                    started: now,
                     requests: 0,
                     in_flight: 0,
                     lifetime_end,
@@ -376,8 +418,13 @@ impl Supervisor {
                 error!("Could not start a worker: {e}");
                 self.halt(WORKER_BOOT_ERROR);
             }
-            Event::ConfigLoaded(tuning) => self.reloaded(tuning),
+            Event::ConfigLoaded(tuning) => self.reloaded(tuning, now),
+            Event::Scale(n) => {
+                self.tuning.workers = n.max(1);
+                info!("Number of workers: {}", self.tuning.workers);
+            }
             Event::ConfigRefused(e) => {
+                self.reload_ended(format!("reload refused: {e}"));
                 error!("Reload refused, keeping the running configuration: {e}");
             }
             Event::CheckStarted { pid } => {
@@ -484,7 +531,13 @@ impl Supervisor {
         self.phase = Phase::Stopping { quick };
     }
 
-    fn reloaded(&mut self, tuning: Tuning) {
+    fn reload_ended(&mut self, outcome: String) {
+        self.reload_outcomes += 1;
+        self.last_reload = outcome;
+        self.reload_started = None;
+    }
+
+    fn reloaded(&mut self, tuning: Tuning, now: Instant) {
         self.act(Action::Notify(format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
             crate::systemd::notify::monotonic_usec()
@@ -492,6 +545,7 @@ impl Supervisor {
         self.tuning = tuning;
         self.generation += 1;
         self.phase = Phase::Reloading;
+        self.reload_started.get_or_insert(now);
         // A fixed deploy is tried at once, not after the retry's wait.
         self.boot_retry = None;
         info!("Reloading: starting {} new workers", tuning.workers);
@@ -648,6 +702,9 @@ impl Supervisor {
             .max()
             .unwrap_or(current);
         self.phase = Phase::Serving;
+        self.reload_ended(
+            "reload failed: the new workers could not start; the previous ones serve".into(),
+        );
         self.act(Action::Notify(
             "READY=1\nSTATUS=reload failed; previous workers serving".into(),
         ));
@@ -814,6 +871,12 @@ impl Supervisor {
                     "Reload complete: {target} workers of generation {}",
                     self.generation
                 );
+                let took = self
+                    .reload_started
+                    .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+                self.reload_ended(format!(
+                    "reloaded: {target} new workers ready in {took:.1} s"
+                ));
                 self.act(Action::Notify("READY=1".into()));
             }
             Phase::Starting => {
