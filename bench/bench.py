@@ -43,6 +43,9 @@ def servers(venv, threads, fc, baseline=None):
                                                                               str(threads), app],
         "ferricorn sync": lambda app, port: common_fc(port) + ["-k", "sync", app],
         "ferricorn gthread": lambda app, port: common_fc(port) + ["-k", "gthread", "--threads", str(threads), app],
+        # Every request counted for /metrics (a scrape is not part of the load).
+        "ferricorn gthread, metrics": lambda app, port: common_fc(port) + [
+            "-k", "gthread", "--threads", str(threads), "--metrics-bind", "unix:/tmp/ferricorn-bench-metrics-%d.sock" % port, app],
         # Every request logged (to /dev/null: the cost of formatting and writing, not of a disk).
         "ferricorn gthread, access log": lambda app, port: common_fc(port) + [
             "-k", "gthread", "--threads", str(threads), "--access-logfile", "/dev/null", app],
@@ -79,8 +82,8 @@ ASGI_BASES = ("granian asgi", "uvicorn")
 SCENARIOS = [
     # name, app, path, wrk extra args, connections, servers, threads[, (ratio bases)]
     ("plain hello (13 B)", "bench_app:hello", "/", [], 64,
-     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian",
-      "hyper (ceiling)"], 4),
+     ["ferricorn sync", "ferricorn gthread", "ferricorn gthread, metrics", "gunicorn sync", "gunicorn gthread",
+      "gunicorn gevent", "granian", "hyper (ceiling)"], 4),
     # What a proxy without upstream keep-alive sends (nginx's default).
     ("plain hello, a new connection per request", "bench_app:hello", "/", ["-H", "Connection: close"], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "granian"], 4),

@@ -1,4 +1,5 @@
 complete -c ferricorn -s b -l bind -d 'Address to listen on: HOST, HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeatable. [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]' -r
+complete -c ferricorn -l metrics-bind -d 'Serve Prometheus metrics here, from the master: `GET /metrics` (requests by status class, a duration histogram, in flight, workers by state, restarts by reason). HOST:PORT or unix:PATH. [default: none]' -r
 complete -c ferricorn -l control-socket -d 'Listen for `ferricorn ctl` here (a unix socket only our user may use). [default: none, or $RUNTIME_DIRECTORY/ferricorn.ctl when systemd sets RuntimeDirectory=]' -r -F
 complete -c ferricorn -l health-bind -d 'Answer health checks here, from the master: `GET /livez` (200 while the master runs and a worker is alive) and `GET /readyz` (200 while a worker serves and the server is not stopping, else 503). HOST:PORT or unix:PATH. [default: none]' -r
 complete -c ferricorn -l backlog -d 'Maximum number of pending connections. [default: 2048]' -r

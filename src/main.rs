@@ -8,6 +8,7 @@ mod http;
 mod listen;
 mod log;
 mod master;
+mod metrics;
 mod privileges;
 mod proctitle;
 mod proto;
@@ -108,6 +109,12 @@ fn main() {
 
     let notifier = systemd::notify::Notifier::from_env();
     // Shared with the workers, so made before the preloader forks.
+    if cfg.metrics.is_some()
+        && let Err(e) = metrics::install()
+    {
+        error!("Could not make the metrics' shared counters: {e}");
+        std::process::exit(1);
+    }
     let board = match listen::balance::Board::new() {
         Ok(board) => Some(board),
         Err(e) => {

@@ -9,7 +9,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{self, Pid};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -120,7 +120,17 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 /// `n` counters in memory shared with every process forked after this call.
 /// The mapping is never unmapped: it lives as long as the process.
 pub fn shared_counters(n: usize) -> io::Result<&'static [AtomicU32]> {
-    let len = n * std::mem::size_of::<AtomicU32>();
+    shared(n)
+}
+
+/// As `shared_counters`, 64 bits wide.
+pub fn shared_u64(n: usize) -> io::Result<&'static [AtomicU64]> {
+    shared(n)
+}
+
+/// `n` zero-filled atomics of type `T` in a shared anonymous mapping.
+fn shared<T>(n: usize) -> io::Result<&'static [T]> {
+    let len = n * std::mem::size_of::<T>();
     // SAFETY: a fresh anonymous mapping; no existing memory is touched.
     let ptr = unsafe {
         libc::mmap(
@@ -135,10 +145,10 @@ pub fn shared_counters(n: usize) -> io::Result<&'static [AtomicU32]> {
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the mapping is page-aligned, zero-filled (a valid AtomicU32 is
-    // any bit pattern), `len` bytes long and never unmapped, so a 'static
-    // shared slice of atomics over it is sound.
-    Ok(unsafe { std::slice::from_raw_parts(ptr as *const AtomicU32, n) })
+    // SAFETY: the mapping is page-aligned, zero-filled (callers are atomic
+    // integers, valid for any bit pattern), `len` bytes long and never
+    // unmapped, so a 'static shared slice over it is sound.
+    Ok(unsafe { std::slice::from_raw_parts(ptr as *const T, n) })
 }
 
 /// A non-blocking one-shot timer (`timerfd`) on the monotonic clock: tokio's

@@ -131,7 +131,7 @@ fn every_server_of_every_scenario_starts_and_is_measured() {
             }
         }
     }
-    // sync and gthread in six WSGI scenarios, gthread with an access log,
-    // gthread and gevent in slow I/O, asgi in two.
-    assert_eq!(ferricorns, 2 * 6 + 1 + 2 + 2, "{stdout}");
+    // sync and gthread in six WSGI scenarios, gthread with metrics and
+    // with an access log, gthread and gevent in slow I/O, asgi in two.
+    assert_eq!(ferricorns, 2 * 6 + 2 + 2 + 2, "{stdout}");
 }

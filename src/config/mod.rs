@@ -94,6 +94,8 @@ pub struct Config {
     pub binds: Vec<BindAddr>,
     /// `--health-bind`: where the master answers health checks.
     pub health: Option<BindAddr>,
+    /// `--metrics-bind`: where the master serves `/metrics`.
+    pub metrics: Option<BindAddr>,
     pub log_level: Level,
     pub worker_class: WorkerClass,
     pub uid: Option<libc::uid_t>,
@@ -312,6 +314,20 @@ fn validate(
         },
         None => None,
     };
+    let metrics = match &s.metrics_bind {
+        Some(h) => match bind::parse(h) {
+            Ok(BindAddr::Fd(_)) => {
+                return Err(bad(
+                    "metrics_bind",
+                    format!("{h:?}"),
+                    "HOST:PORT or unix:PATH",
+                ));
+            }
+            Ok(a) => Some(a),
+            Err(e) => return Err(bad("metrics_bind", format!("{h:?}"), &e)),
+        },
+        None => None,
+    };
     let mut binds = Vec::new();
     for b in &s.bind {
         binds.push(bind::parse(b).map_err(|e| bad("bind", format!("{b:?}"), &e))?);
@@ -390,6 +406,7 @@ fn validate(
         sources,
         binds,
         health,
+        metrics,
         log_level,
         worker_class,
         uid,

@@ -107,6 +107,9 @@ declare_settings! {
     )]
     #[serde(deserialize_with = "one_or_many")]
     bind: [Vec<String>] = vec!["127.0.0.1:8000".into()];
+    /// Serve Prometheus metrics here, from the master: `GET /metrics` (requests by status class, a duration histogram, in flight, workers by state, restarts by reason). HOST:PORT or unix:PATH. [default: none]
+    #[arg(long = "metrics-bind", value_name = "ADDRESS", help_heading = "Binding")]
+    metrics_bind: [String] => Option<String> = None;
     /// Listen for `ferricorn ctl` here (a unix socket only our user may use). [default: none, or $RUNTIME_DIRECTORY/ferricorn.ctl when systemd sets RuntimeDirectory=]
     #[arg(long = "control-socket", value_name = "PATH", help_heading = "Binding")]
     control_socket: [PathBuf] => Option<PathBuf> = None;

@@ -1,11 +1,13 @@
-//! Health checks for load balancers and Kubernetes, answered by the master
-//! itself (`--health-bind`), so they tell the truth about the pool without
-//! touching Python: `GET /livez` and `GET /readyz`.
+//! What the master answers over HTTP itself, without touching Python:
+//! health checks for load balancers and Kubernetes (`--health-bind`:
+//! `GET /livez`, `GET /readyz`) and Prometheus metrics (`--metrics-bind`:
+//! `GET /metrics`).
 //!
 //! The master is one thread with no runtime, so this is a tiny HTTP/1.x
 //! responder inside its poll loop: connections are non-blocking, at most
 //! `MAX_PENDING` wait, each for at most `READ_TIME` and `MAX_HEAD` bytes,
-//! and every answer fits a socket buffer, so no client can hold the loop.
+//! and an answer is written at once (a metrics page may need a few writes;
+//! they are bounded by a short timeout), so no client can hold the loop.
 
 use socket2::Socket;
 use std::io::{ErrorKind, Read, Write};
@@ -18,8 +20,10 @@ use crate::listen::{self, ListenError, Listener};
 const MAX_PENDING: usize = 64;
 const READ_TIME: Duration = Duration::from_secs(1);
 const MAX_HEAD: usize = 4096;
+/// The most a slow reader of an answer can hold the loop.
+const WRITE_TIME: Duration = Duration::from_millis(200);
 
-pub struct Health {
+pub struct Responder {
     listener: Listener,
     socket: Socket,
     pending: Vec<Pending>,
@@ -38,8 +42,36 @@ pub struct Verdict {
     pub ready: bool,
 }
 
-impl Health {
-    pub fn bind(addr: &BindAddr) -> Result<Health, ListenError> {
+/// An answer: status line, content type, body.
+pub struct Reply {
+    pub status: &'static str,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn text(status: &'static str, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain",
+            body: body.to_string(),
+        }
+    }
+}
+
+/// `/livez` and `/readyz`.
+pub fn health(path: &str, v: Verdict) -> Reply {
+    match path {
+        "/livez" if v.live => Reply::text("200 OK", "live\n"),
+        "/livez" => Reply::text("503 Service Unavailable", "not live\n"),
+        "/readyz" if v.ready => Reply::text("200 OK", "ready\n"),
+        "/readyz" => Reply::text("503 Service Unavailable", "not ready\n"),
+        _ => Reply::text("404 Not Found", "try /livez or /readyz\n"),
+    }
+}
+
+impl Responder {
+    pub fn bind(addr: &BindAddr) -> Result<Responder, ListenError> {
         let listener = listen::bind_one(addr, 64)?;
         let socket = Socket::from(
             listener
@@ -56,7 +88,7 @@ impl Health {
                 addr: addr.clone(),
                 source,
             })?;
-        Ok(Health {
+        Ok(Responder {
             listener,
             socket,
             pending: Vec::new(),
@@ -80,13 +112,14 @@ impl Health {
             .collect()
     }
 
-    /// After a poll: `readable` is in the order of `fds()`.
-    pub fn serve(&mut self, readable: &[bool], verdict: Verdict) {
+    /// After a poll: `readable` is in the order of `fds()`; `route` answers
+    /// a GET (or HEAD) of a path.
+    pub fn serve(&mut self, readable: &[bool], route: impl Fn(&str) -> Reply) {
         let now = Instant::now();
         let mut answered = Vec::new();
         for (i, p) in self.pending.iter_mut().enumerate() {
             if readable.get(i + 1).copied().unwrap_or(false) && p.read_head() {
-                p.answer(verdict);
+                p.answer(&route);
                 answered.push(i);
             }
         }
@@ -145,28 +178,27 @@ impl Pending {
         }
     }
 
-    fn answer(&mut self, verdict: Verdict) {
+    fn answer(&mut self, route: &impl Fn(&str) -> Reply) {
         let line = self.head.split(|&b| b == b'\n').next().unwrap_or(&[]);
         let line = String::from_utf8_lossy(line);
         let mut words = line.split_whitespace();
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let path = target.split('?').next().unwrap_or("");
-        let (status, body) = match (method, path) {
-            ("GET" | "HEAD", "/livez") if verdict.live => ("200 OK", "live\n"),
-            ("GET" | "HEAD", "/livez") => ("503 Service Unavailable", "not live\n"),
-            ("GET" | "HEAD", "/readyz") if verdict.ready => ("200 OK", "ready\n"),
-            ("GET" | "HEAD", "/readyz") => ("503 Service Unavailable", "not ready\n"),
-            ("GET" | "HEAD", _) => ("404 Not Found", "try /livez or /readyz\n"),
-            _ => ("405 Method Not Allowed", "GET /livez or /readyz\n"),
+        let reply = match method {
+            "GET" | "HEAD" => route(path),
+            _ => Reply::text("405 Method Not Allowed", "GET only\n"),
         };
         let mut response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-            body.len()
+            "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+            reply.status,
+            reply.content_type,
+            reply.body.len()
         );
         if method != "HEAD" {
-            response.push_str(body);
+            response.push_str(&reply.body);
         }
-        // Small enough for any socket buffer: one write, never a wait.
+        let _ = self.socket.set_nonblocking(false);
+        let _ = self.socket.set_write_timeout(Some(WRITE_TIME));
         let _ = self.socket.write_all(response.as_bytes());
     }
 }

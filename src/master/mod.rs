@@ -5,6 +5,7 @@
 //! async runtime, so forking stays safe.
 
 mod control;
+mod exposition;
 mod health;
 mod pidfile;
 pub mod preload;
@@ -68,7 +69,11 @@ pub struct Master {
     /// When the workers' memory was last sampled (`--max-worker-memory`).
     sampled_at: Instant,
     /// `--health-bind`: `/livez` and `/readyz`, answered here.
-    health: Option<health::Health>,
+    health: Option<health::Responder>,
+    /// `--metrics-bind`: `/metrics`, answered here.
+    metrics: Option<health::Responder>,
+    /// Request counts of workers that have exited.
+    retired: crate::metrics::Totals,
     /// `--control-socket`: `ferricorn ctl`'s commands.
     control: Option<control::Control>,
 }
@@ -119,6 +124,8 @@ impl Master {
             board,
             sampled_at: Instant::now(),
             health: None,
+            metrics: None,
+            retired: Default::default(),
             control: None,
         };
         if let Some(path) = &master.cfg.settings.control_socket {
@@ -130,7 +137,10 @@ impl Master {
             })?);
         }
         if let Some(addr) = &master.cfg.health {
-            master.health = Some(health::Health::bind(addr)?);
+            master.health = Some(health::Responder::bind(addr)?);
+        }
+        if let Some(addr) = &master.cfg.metrics {
+            master.metrics = Some(health::Responder::bind(addr)?);
         }
         if master.preloader.is_some() {
             // Workers forked by the preloader are orphaned at once; they
@@ -184,6 +194,9 @@ impl Master {
         info!("Using worker: {}", self.cfg.worker_class.name());
         if let Some(h) = &self.health {
             info!("Health checks at: {}/livez and /readyz", h.addr());
+        }
+        if let Some(m) = &self.metrics {
+            info!("Metrics at: {}/metrics", m.addr());
         }
         if let Some(c) = &self.control {
             info!("Control socket: {}", c.path().display());
@@ -289,6 +302,11 @@ impl Master {
                 if let Some(i) = self.pipes.iter().position(|p| p.pid == pid) {
                     let p = self.pipes.remove(i);
                     if let Some(seat) = p.seat {
+                        // Its counts stay in the totals; the slot starts over.
+                        if let Some(slot) = crate::metrics::slot(seat.index()) {
+                            slot.add_to(&mut self.retired);
+                            slot.clear();
+                        }
                         seat.release();
                     }
                 }
@@ -343,6 +361,7 @@ impl Master {
             let mut fds: Vec<PollFd> = std::iter::once(self.signals.read_end())
                 .chain(self.pipes.iter().map(|p| p.fd.as_fd()))
                 .chain(self.health.iter().flat_map(|h| h.fds()))
+                .chain(self.metrics.iter().flat_map(|m| m.fds()))
                 .chain(self.control.iter().flat_map(|c| c.fds()))
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
@@ -374,7 +393,26 @@ impl Master {
                 ready: self.sup.ready(),
             };
             let n = h.fds().count();
-            h.serve(&ready[at..at + n], verdict);
+            h.serve(&ready[at..at + n], |path| health::health(path, verdict));
+            at += n;
+        }
+        if let Some(m) = &mut self.metrics {
+            let n = m.fds().count();
+            let (sup, retired, pipes) = (&self.sup, &self.retired, &self.pipes);
+            let class = self.cfg.worker_class.name();
+            m.serve(&ready[at..at + n], |path| match path {
+                "/metrics" => health::Reply {
+                    status: "200 OK",
+                    content_type: "text/plain; version=0.0.4",
+                    body: exposition::render(
+                        sup,
+                        retired,
+                        pipes.iter().filter_map(|p| p.seat).map(|s| s.index()),
+                        class,
+                    ),
+                },
+                _ => health::Reply::text("404 Not Found", "try /metrics\n"),
+            });
             at += n;
         }
         if let Some(c) = &mut self.control {
@@ -562,6 +600,7 @@ impl Master {
             .map(|p| p.fd.as_raw_fd())
             .chain(self.signals.fds())
             .chain(self.health.iter().flat_map(|h| h.raw_fds()))
+            .chain(self.metrics.iter().flat_map(|m| m.raw_fds()))
             .chain(self.control.iter().flat_map(|c| c.raw_fds()))
             .collect();
         let seat = self.board.and_then(|b| b.claim());
@@ -607,6 +646,9 @@ impl Master {
         crate::listen::cleanup(&self.listeners);
         if let Some(h) = &self.health {
             h.cleanup();
+        }
+        if let Some(m) = &self.metrics {
+            m.cleanup();
         }
         if let Some(c) = &self.control {
             c.cleanup();

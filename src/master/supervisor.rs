@@ -97,6 +97,25 @@ pub enum Recycle {
     Lifetime,
 }
 
+impl Recycle {
+    pub fn name(self) -> &'static str {
+        match self {
+            Recycle::Memory => "memory",
+            Recycle::Lifetime => "lifetime",
+        }
+    }
+}
+
+/// Why workers are replaced, as `/metrics` names them.
+pub const RESTART_REASONS: [&str; 6] = [
+    "memory",
+    "lifetime",
+    "timeout",
+    "max_requests",
+    "crash",
+    "boot_failure",
+];
+
 /// Checks in a row above `--max-worker-memory` before a worker is replaced:
 /// a short spike (a large upload being parsed) is not a leak.
 pub const MEMORY_SAMPLES: u32 = 3;
@@ -260,8 +279,8 @@ pub struct Supervisor {
     /// Appended to STATUS= until the next successful reload or boot.
     status_note: Option<String>,
     last_status: Option<(Instant, String)>,
-    /// Workers replaced by memory or lifetime, by reason.
-    recycled: std::collections::BTreeMap<Recycle, u64>,
+    /// Workers replaced, by reason (`RESTART_REASONS`).
+    restarts: std::collections::BTreeMap<&'static str, u64>,
     /// When the reload in progress began; reloads that ended, and how the
     /// last one did (for `ferricorn ctl reload`).
     reload_started: Option<Instant>,
@@ -290,7 +309,7 @@ impl Supervisor {
             boot_retry: None,
             status_note: None,
             last_status: None,
-            recycled: Default::default(),
+            restarts: Default::default(),
             reload_started: None,
             reload_outcomes: 0,
             last_reload: String::new(),
@@ -603,8 +622,16 @@ impl Supervisor {
             }
         }
         let expected = matches!(self.phase, Phase::Stopping { .. } | Phase::Halting { .. });
-        if w.state == State::Booting && !expected {
-            self.boot_failed(&w, exit, now);
+        match w.state {
+            _ if expected => {}
+            State::Booting => {
+                self.count_restart("boot_failure");
+                self.boot_failed(&w, exit, now);
+            }
+            // A serving worker leaves on its own only after --max-requests.
+            State::Serving if exit == Exit::Code(0) => self.count_restart("max_requests"),
+            State::Serving => self.count_restart("crash"),
+            _ => {}
         }
     }
 
@@ -757,6 +784,7 @@ impl Supervisor {
                         critical!("WORKER TIMEOUT (pid:{pid})");
                         w.state = State::Aborting { since: now };
                         self.kill(pid, Sig::SIGABRT);
+                        self.count_restart("timeout");
                     }
                 }
             }
@@ -793,7 +821,7 @@ impl Supervisor {
                 limit >> 20
             );
             w.replacing = Some(Recycle::Memory);
-            *self.recycled.entry(Recycle::Memory).or_default() += 1;
+            *self.restarts.entry(Recycle::Memory.name()).or_default() += 1;
         }
     }
 
@@ -814,14 +842,25 @@ impl Supervisor {
                 w.pid
             );
             w.replacing = Some(Recycle::Lifetime);
-            *self.recycled.entry(Recycle::Lifetime).or_default() += 1;
+            *self.restarts.entry(Recycle::Lifetime.name()).or_default() += 1;
         }
     }
 
     /// Workers replaced so far, by reason.
     #[cfg(test)]
     pub fn recycled(&self, why: Recycle) -> u64 {
-        self.recycled.get(&why).copied().unwrap_or(0)
+        self.restarts.get(why.name()).copied().unwrap_or(0)
+    }
+
+    /// Every reason a worker is replaced, with how often it happened.
+    pub fn restarts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RESTART_REASONS
+            .iter()
+            .map(|&r| (r, self.restarts.get(r).copied().unwrap_or(0)))
+    }
+
+    fn count_restart(&mut self, reason: &'static str) {
+        *self.restarts.entry(reason).or_default() += 1;
     }
 
     fn manage(&mut self, now: Instant) {

@@ -34,6 +34,8 @@ pub struct Ledger {
     /// Recycle the worker after this many requests (0: never).
     max_requests: u64,
     on_max_requests: Box<dyn Fn() + Send + Sync>,
+    /// This worker's counters for `/metrics` (`--metrics-bind`).
+    tally: Option<crate::metrics::Slot>,
 }
 
 impl Ledger {
@@ -43,6 +45,7 @@ impl Ledger {
         stats: Arc<Stats>,
         max_requests: u64,
         on_max_requests: Box<dyn Fn() + Send + Sync>,
+        tally: Option<crate::metrics::Slot>,
     ) -> Ledger {
         Ledger {
             wants_response_headers: access.is_some() && wants_response_headers,
@@ -50,6 +53,7 @@ impl Ledger {
             stats,
             max_requests,
             on_max_requests,
+            tally,
         }
     }
 
@@ -59,8 +63,8 @@ impl Ledger {
         }
     }
 
-    /// One request is over: log it (`answer` is asked only when there is an
-    /// access log), count it, recycle the worker when due.
+    /// One request is over: log it and count it (`answer` is asked only
+    /// when there is an access log or metrics), recycle the worker when due.
     pub fn served(
         &self,
         parts: &Parts,
@@ -68,8 +72,14 @@ impl Ledger {
         started: Instant,
         answer: impl FnOnce() -> Answer,
     ) {
+        if self.access.is_none() && self.tally.is_none() {
+            return self.counted();
+        }
+        let answer = answer();
+        if let Some(tally) = &self.tally {
+            tally.record(answer.status, started.elapsed());
+        }
         if let Some(access) = &self.access {
-            let answer = answer();
             let remote = peer.ip_string();
             access.write(&Record {
                 remote: &remote,
@@ -88,6 +98,10 @@ impl Ledger {
                 response_headers: &answer.headers,
             });
         }
+        self.counted();
+    }
+
+    fn counted(&self) {
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         let served = self.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if self.max_requests > 0 && served == self.max_requests {

@@ -140,6 +140,7 @@ pub fn serve(
         Box::new(move || {
             let _ = trigger.send(true);
         }),
+        seat.and_then(|seat| crate::metrics::slot(seat.index())),
     ));
     let forwarded = Forwarded {
         allow_all: cfg.forwarded_allow_all,
