@@ -84,5 +84,7 @@ fn lifetimes_replace_one_worker_at_a_time_under_load() {
             open = None;
         }
     }
-    assert_eq!(s.workers().len(), 2, "two workers, as configured");
+    // Two workers, and at most one replacement beside them.
+    let n = s.workers().len();
+    assert!((2..=3).contains(&n), "{n} workers:\n{log}");
 }
