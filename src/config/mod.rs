@@ -241,6 +241,19 @@ pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
     validate(s, BTreeMap::new())
 }
 
+/// An address the master itself listens at (health, metrics): not an
+/// inherited descriptor, which the workers would share.
+fn master_bind(setting: &str, value: Option<&str>) -> Result<Option<BindAddr>, ConfigError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    match bind::parse(v) {
+        Ok(BindAddr::Fd(_)) => Err(bad(setting, format!("{v:?}"), "HOST:PORT or unix:PATH")),
+        Ok(a) => Ok(Some(a)),
+        Err(e) => Err(bad(setting, format!("{v:?}"), &e)),
+    }
+}
+
 fn validate(
     mut s: Settings,
     sources: BTreeMap<&'static str, Source>,
@@ -300,34 +313,8 @@ fn validate(
     crate::log::access::Format::compile(&s.access_log_format)
         .map_err(|e| ConfigError(format!("setting `access_log_format`: {e}")))?;
 
-    let health = match &s.health_bind {
-        Some(h) => match bind::parse(h) {
-            Ok(BindAddr::Fd(_)) => {
-                return Err(bad(
-                    "health_bind",
-                    format!("{h:?}"),
-                    "HOST:PORT or unix:PATH",
-                ));
-            }
-            Ok(a) => Some(a),
-            Err(e) => return Err(bad("health_bind", format!("{h:?}"), &e)),
-        },
-        None => None,
-    };
-    let metrics = match &s.metrics_bind {
-        Some(h) => match bind::parse(h) {
-            Ok(BindAddr::Fd(_)) => {
-                return Err(bad(
-                    "metrics_bind",
-                    format!("{h:?}"),
-                    "HOST:PORT or unix:PATH",
-                ));
-            }
-            Ok(a) => Some(a),
-            Err(e) => return Err(bad("metrics_bind", format!("{h:?}"), &e)),
-        },
-        None => None,
-    };
+    let health = master_bind("health_bind", s.health_bind.as_deref())?;
+    let metrics = master_bind("metrics_bind", s.metrics_bind.as_deref())?;
     let mut binds = Vec::new();
     for b in &s.bind {
         binds.push(bind::parse(b).map_err(|e| bad("bind", format!("{b:?}"), &e))?);
