@@ -35,7 +35,7 @@ fn every_ctl_command_answers_with_what_happened() {
         .args(["-w", "2", "--control-socket", socket.to_str().unwrap()])
         .wait_workers(2)
         .start();
-    s.wait_log("Control socket:", LONG);
+    s.wait_log("Ready: 2 workers accepting", LONG);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "owner-only");
@@ -115,7 +115,8 @@ fn upgrade_through_ctl_re_executes_in_place() {
     let s = server("conformance:app")
         .args(["--control-socket", socket.to_str().unwrap()])
         .start();
-    s.wait_log("Control socket:", LONG);
+    // An upgrade is refused before the first workers are ready.
+    s.wait_log("Ready: 1 workers accepting", LONG);
     let o = ctl(&socket, &["upgrade"]);
     assert!(text(&o).starts_with("upgrading"), "{}", text(&o));
     s.wait_log("Upgraded in place", LONG);

@@ -71,7 +71,7 @@ fn counters_move_by_the_traffic_and_survive_a_workers_restart() {
             &metrics.to_string(),
         ])
         .start();
-    s.wait_log("Metrics at", LONG);
+    s.wait_log("Ready: 1 workers accepting", LONG);
     let before = scrape(metrics);
     assert_eq!(before["ferricorn_request_duration_seconds_count"], 0.0);
     assert_eq!(before["ferricorn_workers{state=\"serving\"}"], 1.0);
