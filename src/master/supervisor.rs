@@ -880,12 +880,7 @@ impl Supervisor {
                 self.act(Action::Spawn);
             }
         }
-        let serving = self
-            .current()
-            .iter()
-            .filter(|&&i| self.workers[i].state == State::Serving)
-            .count() as u32;
-        if serving < target {
+        if self.serving() < target {
             return;
         }
         // Replacements are up: the workers they replace retire.
