@@ -121,7 +121,9 @@ impl Builder {
         let n = self.wait_workers;
         let mut s = self.spawn();
         s.wait_listening();
-        s.wait_count("loaded", n, Duration::from_secs(30));
+        // The workers' "Worker (pid:N) loaded APP"; not the master's
+        // "Preloaded APP …", which comes before any worker has forked.
+        s.wait_count(") loaded ", n, Duration::from_secs(30));
         s
     }
 }
