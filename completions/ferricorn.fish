@@ -16,6 +16,7 @@ complete -c ferricorn -l max-worker-memory -d 'Replace a worker whose resident m
 complete -c ferricorn -l max-worker-lifetime -d 'Replace a worker after it has run this many seconds, one worker at a time; a new worker boots first. 0 disables. [default: 0]' -r
 complete -c ferricorn -l max-worker-lifetime-jitter -d 'Add a random 0..=N seconds to each worker\'s lifetime, so workers are not replaced together. [default: 0]' -r
 complete -c ferricorn -s t -l timeout -d 'Kill and replace a worker silent this many seconds (sync: a request this long; gevent, asgi: an event loop blocked this long); 0 disables. [default: 30]' -r
+complete -c ferricorn -l request-timeout -d 'Answer 504 to a request still running after this many seconds, log where it is stuck, and stop it (asgi: cancel its task; gevent: kill its greenlet; sync, gthread: replace the worker once its other requests finish); 0 disables. [default: 0]' -r
 complete -c ferricorn -l graceful-timeout -d 'Seconds workers get to finish in-flight requests on stop or reload. [default: 30]' -r
 complete -c ferricorn -l keep-alive -d 'Seconds an idle keep-alive connection is kept open (gthread, gevent, asgi). [default: 2]' -r
 complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]' -r

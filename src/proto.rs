@@ -15,6 +15,9 @@ pub enum Kind {
     Booted = 1,
     /// The worker's loop is alive.
     Heartbeat = 2,
+    /// An app thread is stuck past `--request-timeout`: boot a replacement,
+    /// then retire this worker.
+    Replace = 3,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +40,7 @@ impl Msg {
         let kind = match b.first()? {
             1 => Kind::Booted,
             2 => Kind::Heartbeat,
+            3 => Kind::Replace,
             _ => return None,
         };
         Some(Msg {

@@ -127,6 +127,9 @@ fn under_real_systemd() {
     assert!(journal.contains("/run/ferricorn/demo.sock"), "{journal}");
     let r = c.ok("curl -s --unix-socket /run/ferricorn/demo.sock http://x/pid");
     assert!(r.trim().parse::<u32>().is_ok(), "{r}");
+    // RuntimeDirectory= gives the control socket its default place.
+    let status = c.ok("ferricorn ctl --socket /run/ferricorn/demo/ferricorn.ctl status");
+    assert!(status.contains("2/2 workers serving"), "{status}");
 
     // STATUS= tells the truth about the pool.
     for _ in 0..3 {

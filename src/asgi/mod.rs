@@ -33,7 +33,7 @@ use crate::request::response::{
     SERVER_HEADER, STREAM_DEPTH, error_response, header_pair, hop_by_hop,
 };
 use crate::request::response_body::{Aborted, Chunk};
-use crate::request::{Answer, BusyGuard, Hub, Job, Ledger, Local, Peer, ResponseBody};
+use crate::request::{Answer, BusyGuard, Deadline, Hub, Job, Ledger, Local, Peer, ResponseBody};
 
 /// What a worker's requests share.
 pub struct AsgiApp {
@@ -93,6 +93,8 @@ struct State {
     stream: Option<mpsc::Sender<Chunk>>,
     /// Resolves when the client has gone (the stream's receiver dropped).
     gone: Option<Gone>,
+    /// `--request-timeout`, when set.
+    deadline: Option<Arc<Deadline>>,
     /// A chunk waiting for room in the stream.
     held: Held<Chunk>,
     end_after_held: bool,
@@ -113,6 +115,7 @@ impl Exchange {
             busy,
             started,
             websocket: _,
+            deadline,
         } = job;
         Exchange {
             app,
@@ -139,6 +142,7 @@ impl Exchange {
                 client_gone: false,
                 sent: 0,
                 finished: false,
+                deadline,
             }),
         }
     }
@@ -463,7 +467,12 @@ impl Exchange {
         }
         let path = st.parts.uri.path().to_string();
         let mut logged_status = st.status.map_or(500, |s| s.as_u16());
+        let deadline = st.deadline.take();
+        // Past its deadline, the task was cancelled (or failed meanwhile):
+        // the timeout's line tells the story.
+        let expired = deadline.as_ref().is_some_and(|d| d.expired());
         let failure = match (&error, st.reply.is_some()) {
+            _ if expired => None,
             (Some(tb), _) => Some(format!("Exception in ASGI application {path}\n{tb}")),
             (None, true) if st.bad_body => None,
             (None, true) => Some(format!(
@@ -501,6 +510,10 @@ impl Exchange {
         st.held.clear();
         st.body = None;
 
+        if deadline.is_some_and(|d| d.answered_504()) {
+            logged_status = 504;
+            st.sent = 0;
+        }
         self.app
             .ledger
             .served(&st.parts, &st.peer, st.started, || Answer {

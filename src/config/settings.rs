@@ -172,6 +172,13 @@ declare_settings! {
     /// Kill and replace a worker silent this many seconds (sync: a request this long; gevent, asgi: an event loop blocked this long); 0 disables. [default: 30]
     #[arg(short = 't', long, value_name = "SECONDS", help_heading = "Workers")]
     timeout: [u64] = 30;
+    /// Answer 504 to a request still running after this many seconds, log where it is stuck, and stop it (asgi: cancel its task; gevent: kill its greenlet; sync, gthread: replace the worker once its other requests finish); 0 disables. [default: 0]
+    #[arg(
+        long = "request-timeout",
+        value_name = "SECONDS",
+        help_heading = "Workers"
+    )]
+    request_timeout: [u64] = 0;
     /// Seconds workers get to finish in-flight requests on stop or reload. [default: 30]
     #[arg(
         long = "graceful-timeout",

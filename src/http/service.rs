@@ -9,20 +9,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use super::idle::ConnState;
 use super::websocket;
+use crate::request::deadline::Timer;
 use crate::request::response::error_response;
 use crate::request::target::RawTarget;
-use crate::request::{BusyGuard, Dispatch, Job, Local, Peer, ResponseBody, Stats};
+use crate::request::{BusyGuard, Deadline, Dispatch, Job, Local, Peer, ResponseBody, Stats};
 
 pub use super::framing::head::{Leniency, Limits};
 
 /// What every connection of a worker shares.
 pub struct Shared {
-    pub jobs: Box<dyn Dispatch>,
+    pub jobs: Arc<dyn Dispatch>,
+    /// `--request-timeout`, when set.
+    pub request_timeout: Option<Duration>,
     pub limits: Limits,
     pub lenient: Leniency,
     pub stats: Arc<Stats>,
@@ -78,6 +81,14 @@ pub fn handle(
         Some((a, i)) => (Some(a), Some(i)),
         None => (None, None),
     };
+    // A WebSocket lives as long as its peers want: no request deadline.
+    let deadline = match shared.request_timeout {
+        Some(limit) if app_side.is_none() => Some(Deadline::new(
+            format!("{} {}", req.method(), req.uri().path()),
+            limit,
+        )),
+        _ => None,
+    };
     let (parts, body) = req.into_parts();
     let body = (!body.is_end_stream()).then(|| {
         // A Content-Length body cut short by a half-close is read as far as
@@ -100,9 +111,11 @@ pub fn handle(
         busy: BusyGuard::new(conn.clone()),
         started,
         websocket: app_side,
+        deadline: deadline.clone(),
     });
     Reply::Waiting {
         response,
+        timer: deadline.map(|d| Timer::new(started, d, shared.jobs.clone())),
         connect,
         close,
         websocket: io_side.map(|io| {
@@ -121,6 +134,8 @@ pub enum Reply {
     Now(Option<Box<Response<ResponseBody>>>),
     Waiting {
         response: oneshot::Receiver<Response<ResponseBody>>,
+        /// `--request-timeout`: a 504 if the head is not here in time.
+        timer: Option<Timer>,
         /// A CONNECT: a 2xx answer would open a tunnel.
         connect: bool,
         /// Nothing is read after this request: the answer closes the connection.
@@ -147,26 +162,39 @@ impl Future for Reply {
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (response, websocket, connect, close) = match &mut *self {
+        let (mut response, websocket, connect, close) = match &mut *self {
             Reply::Now(response) => {
                 let response = response.take().expect("polled after it answered");
                 return Poll::Ready(Ok(*response));
             }
             Reply::Waiting {
                 response,
+                timer,
                 websocket,
                 connect,
                 close,
-            } => (
-                ready!(Pin::new(response).poll(cx)),
-                websocket.take(),
-                *connect,
-                *close,
-            ),
+            } => {
+                if let Some(t) = timer
+                    && t.poll_expired(cx, false).is_ready()
+                {
+                    // The app may still answer; nobody will read it.
+                    let mut response =
+                        error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout");
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return Poll::Ready(Ok(response));
+                }
+                let response = ready!(Pin::new(response).poll(cx));
+                let mut response = response.unwrap_or_else(|_| {
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                });
+                if let Some(t) = timer.take() {
+                    response.body_mut().keep_timer(t);
+                }
+                (response, websocket.take(), *connect, *close)
+            }
         };
-        let mut response = response.unwrap_or_else(|_| {
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-        });
         if connect && response.status().is_success() {
             // hyper would take a 2xx as the tunnel opened and drop the
             // connection after the head; there is no tunnel to give.

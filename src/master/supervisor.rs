@@ -95,6 +95,8 @@ pub struct Record {
 pub enum Recycle {
     Memory,
     Lifetime,
+    /// An app thread is stuck in a request past `--request-timeout`.
+    RequestTimeout,
 }
 
 impl Recycle {
@@ -102,15 +104,17 @@ impl Recycle {
         match self {
             Recycle::Memory => "memory",
             Recycle::Lifetime => "lifetime",
+            Recycle::RequestTimeout => "request_timeout",
         }
     }
 }
 
 /// Why workers are replaced, as `/metrics` names them.
-pub const RESTART_REASONS: [&str; 6] = [
+pub const RESTART_REASONS: [&str; 7] = [
     "memory",
     "lifetime",
     "timeout",
+    "request_timeout",
     "max_requests",
     "crash",
     "boot_failure",
@@ -582,6 +586,7 @@ impl Supervisor {
     }
 
     fn message(&mut self, pid: i32, msg: Msg, now: Instant) {
+        let winding_down = matches!(self.phase, Phase::Stopping { .. } | Phase::Halting { .. });
         let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };
@@ -601,6 +606,17 @@ impl Supervisor {
                 info!("A worker booted again after {failures} failed boot(s)");
                 self.status_note = None;
             }
+        }
+        if msg.kind == Kind::Replace
+            && w.state == State::Serving
+            && w.replacing.is_none()
+            && !winding_down
+        {
+            // The worker logged which request and where; a replacement
+            // boots first unless the server is on its way down anyway.
+            info!("Worker (pid:{pid}) has an app thread stuck past request_timeout: replacing it");
+            w.replacing = Some(Recycle::RequestTimeout);
+            self.count_restart(Recycle::RequestTimeout.name());
         }
     }
 
@@ -628,7 +644,10 @@ impl Supervisor {
                 self.count_restart("boot_failure");
                 self.boot_failed(&w, exit, now);
             }
-            // A serving worker leaves on its own only after --max-requests.
+            // Counted when it was marked (a sync worker stuck past
+            // --request-timeout drains itself without waiting).
+            State::Serving if w.replacing.is_some() && exit == Exit::Code(0) => {}
+            // A serving worker leaves on its own otherwise only after --max-requests.
             State::Serving if exit == Exit::Code(0) => self.count_restart("max_requests"),
             State::Serving => self.count_restart("crash"),
             _ => {}

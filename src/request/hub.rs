@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Wake, Waker};
 use tokio::sync::watch;
 
-use super::Job;
+use super::{Deadline, Job};
 
 /// Where the loop is in its life, as the I/O thread sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub struct Hub {
     /// Ticks of the loop's heartbeat.
     beats: AtomicU64,
     phase: watch::Sender<Phase>,
+    /// `--request-timeout` is set: the loop keeps track of what runs each request.
+    pub timed: bool,
 }
 
 /// What arrived for the loop since it last looked.
@@ -48,11 +50,13 @@ pub struct Hub {
 pub struct Inbox {
     pub jobs: Vec<Job>,
     pub woken: Vec<u64>,
+    /// Requests past `--request-timeout`, to stop.
+    pub expired: Vec<Arc<Deadline>>,
     pub stop: bool,
 }
 
 impl Hub {
-    pub fn new() -> std::io::Result<Arc<Hub>> {
+    pub fn new(timed: bool) -> std::io::Result<Arc<Hub>> {
         let wake_fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         Ok(Arc::new(Hub {
             wake_fd,
@@ -62,6 +66,7 @@ impl Hub {
             park: OnceLock::new(),
             beats: AtomicU64::new(0),
             phase: watch::Sender::new(Phase::Starting),
+            timed,
         }))
     }
 
@@ -72,6 +77,12 @@ impl Hub {
     /// A request for a new greenlet or task (I/O thread).
     pub fn submit(&self, job: Job) {
         self.lock().jobs.push(job);
+        self.signal();
+    }
+
+    /// A request ran past `--request-timeout` (I/O thread).
+    pub fn expire(&self, deadline: Arc<Deadline>) {
+        self.lock().expired.push(deadline);
         self.signal();
     }
 
@@ -206,7 +217,7 @@ mod tests {
     #[test]
     fn no_wake_up_is_lost_between_the_threads() {
         const N: u64 = 200_000;
-        let hub = Hub::new().unwrap();
+        let hub = Hub::new(false).unwrap();
         let producer = {
             let hub = hub.clone();
             std::thread::spawn(move || {

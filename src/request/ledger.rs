@@ -24,6 +24,9 @@ pub struct Answer {
 pub struct Stats {
     pub requests: AtomicU64,
     pub in_flight: AtomicU32,
+    /// Of those in flight, requests whose app thread is stuck past
+    /// `--request-timeout`: a draining worker does not wait for them.
+    pub stuck: AtomicU32,
 }
 
 pub struct Ledger {
@@ -99,6 +102,11 @@ impl Ledger {
             });
         }
         self.counted();
+    }
+
+    /// The counters a request's deadline keeps its stuck mark in.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     fn counted(&self) {

@@ -6,6 +6,7 @@
 //! (`Ledger`). Both sides depend on this layer, never on each other.
 
 pub mod body_reader;
+pub mod deadline;
 pub mod fields;
 pub mod forwarded;
 pub mod hub;
@@ -24,6 +25,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 pub use body_reader::BodyReader;
+pub use deadline::Deadline;
 pub use hub::Hub;
 pub use ledger::{Answer, Ledger, Stats};
 pub use response_body::{BusyGuard, ResponseBody};
@@ -62,6 +64,8 @@ pub struct Job {
     pub started: Instant,
     /// asgi: the request asks for a WebSocket.
     pub websocket: Option<websocket::AppSide>,
+    /// `--request-timeout`, when set.
+    pub deadline: Option<Arc<Deadline>>,
 }
 
 /// Where the I/O side sends a request: implemented by the worker (its app
@@ -71,6 +75,9 @@ pub trait Dispatch: Send + Sync {
     fn send(&self, job: Job);
     /// A request is in flight again after none was.
     fn busy(&self) {}
+    /// A request ran past `--request-timeout` and the client was answered:
+    /// stop it as the worker class can (I/O thread; must not block).
+    fn expired(&self, _deadline: Arc<Deadline>) {}
 }
 
 /// A complete response and where it goes.

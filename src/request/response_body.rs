@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
+use super::deadline::Timer;
+
 /// The app failed after its response started: hyper must abort the
 /// connection rather than end the body as if it were complete.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ enum Abort {
 pub struct ResponseBody {
     kind: Kind,
     _busy: Option<BusyGuard>,
+    /// `--request-timeout`: a stream still open when it passes is cut.
+    timer: Option<Timer>,
 }
 
 impl ResponseBody {
@@ -50,6 +54,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full((!data.is_empty()).then_some(data)),
             _busy: None,
+            timer: None,
         }
     }
 
@@ -64,6 +69,7 @@ impl ResponseBody {
                 abort: Abort::None,
             },
             _busy: None,
+            timer: None,
         }
     }
 
@@ -71,6 +77,14 @@ impl ResponseBody {
     pub fn with_busy(mut self, guard: BusyGuard) -> ResponseBody {
         self._busy = Some(guard);
         self
+    }
+
+    /// The request's deadline goes on while the body streams (a complete
+    /// body is written without waiting for the app).
+    pub fn keep_timer(&mut self, timer: Timer) {
+        if matches!(self.kind, Kind::Stream { .. }) {
+            self.timer = Some(timer);
+        }
     }
 }
 
@@ -82,7 +96,15 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
-        match &mut self.kind {
+        let this = &mut *self;
+        if let Some(timer) = &mut this.timer
+            && timer.poll_expired(cx, true).is_ready()
+        {
+            // The head is out: only a cut connection tells the client.
+            this.timer = None;
+            return Poll::Ready(Some(Err(Aborted)));
+        }
+        match &mut this.kind {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Kind::Stream {
                 abort: Abort::Due, ..

@@ -88,6 +88,12 @@ impl Acceptor {
                     _ = stopping(&mut shutdown) => break,
                 }
             }
+            // Told to stop while a slot came free (a sync worker whose
+            // thread is stuck past --request-timeout, at that same moment):
+            // leave the connection to the other workers.
+            if *shutdown.borrow() {
+                break;
+            }
             let accepted = match ready.try_io(|l| {
                 l.get_ref()
                     .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)

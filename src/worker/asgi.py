@@ -101,6 +101,20 @@ class Lifespan:
         self.log(INFO, "Application shutdown complete.")
 
 
+def awaited_stack(task):
+    """Where a task waits: each coroutine in its await chain at its current
+    line (a task's own stack shows only the outermost one)."""
+    lines = []
+    coro = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        lines.extend(traceback.format_stack(frame, limit=1))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "Stack of the task (most recent call last):\n" + "".join(lines)
+
+
 def serve(link, app, beat_interval, loop_kind, lifespan_mode, log):
     loop, loop_name = new_loop(loop_kind)
     asyncio.set_event_loop(loop)
@@ -142,6 +156,29 @@ def serve(link, app, beat_interval, loop_kind, lifespan_mode, log):
         task = loop.create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        return task
+
+    # --request-timeout: the task serving each request, by deadline id.
+    running = {}
+
+    def spawn_tracked(job):
+        task = spawn(run(link.exchange(job)))
+        key = job.id
+        running[key] = task
+        task.add_done_callback(lambda _: running.pop(key, None))
+
+    def spawn_untracked(job):
+        spawn(run(link.exchange(job)))
+
+    start = spawn_tracked if link.timed else spawn_untracked
+
+    def stop_task(expired):
+        task = running.get(expired.id)
+        if task is None or task.done():
+            link.timed_out(expired, "it had finished")
+            return
+        link.timed_out(expired, "cancelling its task", awaited_stack(task))
+        task.cancel()
 
     lifespan = None if lifespan_mode == "off" else Lifespan(loop, app, lifespan_mode, log, state)
 
@@ -153,13 +190,15 @@ def serve(link, app, beat_interval, loop_kind, lifespan_mode, log):
             link.stopped()
 
     def on_ready():
-        jobs, woken, stop_now = link.drain()
+        jobs, woken, expired, stop_now = link.drain()
         for job in jobs:
-            spawn(run(link.exchange(job)))
+            start(job)
         for token in woken:
             fut = waiting.pop(token, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        for each in expired:
+            stop_task(each)
         if stop_now:
             spawn(stop())
 

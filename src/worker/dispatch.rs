@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::pool::Queue;
-use crate::request::{Dispatch, Hub, Job};
+use crate::request::{Deadline, Dispatch, Hub, Job};
 
 #[derive(Clone)]
 pub enum Jobs {
@@ -24,6 +24,15 @@ impl Dispatch for Jobs {
     fn busy(&self) {
         if let Jobs::Threads(queue) = self {
             queue.outbox.busy();
+        }
+    }
+
+    /// An event loop stops the greenlet or task; an app thread cannot be
+    /// stopped, so its worker is replaced.
+    fn expired(&self, deadline: Arc<Deadline>) {
+        match self {
+            Jobs::Threads(queue) => queue.expired(deadline),
+            Jobs::Hub(hub) => hub.expire(deadline),
         }
     }
 }

@@ -9,17 +9,49 @@ use std::sync::{Arc, Mutex};
 
 use crate::asgi::{AsgiApp, Exchange, Socket};
 use crate::python::traceback_text;
-use crate::request::Job;
 use crate::request::hub::{Hub, Phase};
+use crate::request::{Deadline, Job};
 use crate::wsgi::WsgiApp;
+
+pyo3::create_exception!(
+    ferricorn,
+    RequestTimeout,
+    pyo3::exceptions::PyBaseException,
+    "The request ran past --request-timeout (thrown into its greenlet). A \
+     BaseException, so that an app's `except Exception` does not swallow it."
+);
 
 /// One request on its way into a greenlet or task.
 #[pyclass(module = "ferricorn")]
-pub struct PendingJob(Mutex<Option<Job>>);
+pub struct PendingJob {
+    job: Mutex<Option<Job>>,
+    /// Its deadline's id (0: none), which the loop tracks it under.
+    #[pyo3(get)]
+    id: u64,
+}
 
 impl PendingJob {
+    fn new(job: Job) -> PendingJob {
+        PendingJob {
+            id: job.deadline.as_ref().map_or(0, |d| d.id()),
+            job: Mutex::new(Some(job)),
+        }
+    }
+
     fn take(&self) -> Option<Job> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.job.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// A request past `--request-timeout`, for the loop to stop.
+#[pyclass(module = "ferricorn", frozen)]
+pub struct Expired(Arc<Deadline>);
+
+#[pymethods]
+impl Expired {
+    #[getter]
+    fn id(&self) -> u64 {
+        self.0.id()
     }
 }
 
@@ -62,18 +94,46 @@ impl HubLink {
     }
 
     /// Everything that arrived since the last call: new requests, woken
-    /// tokens, and whether to stop.
+    /// tokens, requests past their deadline, and whether to stop.
     #[allow(clippy::type_complexity)]
     fn drain<'py>(
         &self,
         py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, bool)> {
+    ) -> PyResult<(
+        Bound<'py, PyList>,
+        Bound<'py, PyList>,
+        Bound<'py, PyList>,
+        bool,
+    )> {
         let inbox = self.hub.take();
         let jobs = PyList::empty(py);
         for job in inbox.jobs {
-            jobs.append(Bound::new(py, PendingJob(Mutex::new(Some(job))))?)?;
+            jobs.append(Bound::new(py, PendingJob::new(job))?)?;
         }
-        Ok((jobs, PyList::new(py, inbox.woken)?, inbox.stop))
+        let expired = PyList::empty(py);
+        for deadline in inbox.expired {
+            expired.append(Bound::new(py, Expired(deadline))?)?;
+        }
+        Ok((jobs, PyList::new(py, inbox.woken)?, expired, inbox.stop))
+    }
+
+    /// `--request-timeout` is set: track what runs each request.
+    #[getter]
+    fn timed(&self) -> bool {
+        self.hub.timed
+    }
+
+    /// What is thrown into a greenlet past its deadline.
+    #[getter]
+    fn timeout_error(&self, py: Python<'_>) -> Py<PyAny> {
+        py.get_type::<RequestTimeout>().into_any().unbind()
+    }
+
+    /// Log a request past its deadline, with where it was (`stack`: None
+    /// when it had finished meanwhile), before the loop stops it.
+    #[pyo3(signature = (expired, stopping, stack=None))]
+    fn timed_out(&self, expired: PyRef<'_, Expired>, stopping: &str, stack: Option<&str>) {
+        expired.0.report(stopping, stack);
     }
 
     /// gevent: a greenlet's whole life, running the WSGI app for one request.

@@ -6,8 +6,10 @@ takes them. So the hub never blocks on Rust, and a greenlet waiting for body
 data or for a slow client only parks itself.
 """
 
+import traceback
+
 import gevent
-from gevent import get_hub, sleep, spawn_raw
+from gevent import get_hub, getcurrent, sleep, spawn_raw
 from gevent.hub import Waiter
 
 
@@ -16,6 +18,33 @@ def serve(link, beat_interval):
     hub = get_hub()
     waiters = {}
     handle = link.handle
+    # --request-timeout: the greenlet serving each request, by deadline id.
+    running = {}
+    timeout_error = link.timeout_error
+
+    def tracked(job):
+        running[job.id] = getcurrent()
+        try:
+            handle(job)
+        finally:
+            running.pop(job.id, None)
+
+    run = tracked if link.timed else handle
+
+    def stop(expired):
+        greenlet = running.get(expired.id)
+        if greenlet is None or greenlet.dead:
+            link.timed_out(expired, "it had finished")
+            return
+        frame = greenlet.gr_frame
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        link.timed_out(
+            expired,
+            "killing its greenlet",
+            "Stack of the greenlet (most recent call last):\n" + stack,
+        )
+        # Raised where the greenlet waits, once the hub gets to it.
+        hub.loop.run_callback(greenlet.throw, timeout_error)
 
     def park(token):
         waiter = Waiter(hub)
@@ -26,14 +55,16 @@ def serve(link, beat_interval):
             waiters.pop(token, None)
 
     def on_ready():
-        jobs, woken, stop = link.drain()
+        jobs, woken, expired, stopping = link.drain()
         for job in jobs:
-            spawn_raw(handle, job)
+            spawn_raw(run, job)
         for token in woken:
             waiter = waiters.pop(token, None)
             if waiter is not None:
                 waiter.switch(None)
-        if stop:
+        for each in expired:
+            stop(each)
+        if stopping:
             link.stopped()
 
     def heartbeat():

@@ -30,11 +30,11 @@
 use pyo3::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::outbox::Outbox;
-use crate::request::Job;
+use crate::request::{Deadline, Job, Stats};
 use crate::sys;
 use crate::wsgi::WsgiApp;
 
@@ -51,6 +51,9 @@ const STAND_DOWN: Duration = Duration::from_millis(10);
 /// on a 2-core machine: its drainer is called after the I/O thread's turn.
 const QUICK_APP: Duration = Duration::from_micros(15);
 
+/// Asks for this worker to be replaced.
+pub type Replace = Arc<dyn Fn() + Send + Sync>;
+
 pub struct Queue {
     state: Mutex<State>,
     called: Condvar,
@@ -64,6 +67,9 @@ pub struct Queue {
     quick: AtomicBool,
     /// Calls left for the I/O thread to make at the end of its turn.
     deferred_call: tokio::sync::Notify,
+    /// `--request-timeout` caught an app thread in a request: replace the
+    /// worker (and count it in these stats).
+    stuck: OnceLock<(Arc<Stats>, Replace)>,
 }
 
 #[derive(Default)]
@@ -109,6 +115,57 @@ impl Queue {
             takeovers: AtomicU64::new(0),
             quick: AtomicBool::new(false),
             deferred_call: tokio::sync::Notify::new(),
+            stuck: OnceLock::new(),
+        }
+    }
+
+    /// What to do once an app thread is stuck past `--request-timeout` (on
+    /// the I/O thread: it must not block).
+    pub fn when_stuck(&self, stats: Arc<Stats>, replace: Replace) {
+        let _ = self.stuck.set((stats, replace));
+    }
+
+    /// A request ran past `--request-timeout` (I/O thread). Still queued,
+    /// it is skipped when its turn comes. Running, its thread cannot be
+    /// stopped safely from outside (an exception raised into it could
+    /// land in any `finally`, a lock held, a C call): the worker is
+    /// replaced, and its other requests finish meanwhile.
+    pub fn expired(&self, deadline: Arc<Deadline>) {
+        let queued = self.lock().jobs.iter().any(|j| {
+            j.deadline
+                .as_ref()
+                .is_some_and(|d| Arc::ptr_eq(d, &deadline))
+        });
+        if queued {
+            deadline.report("it never started: every app thread was busy", None);
+            return;
+        }
+        // At once, on this thread: a sync worker must stop accepting before
+        // this request's 504 frees its connection slot.
+        let stats = self.stuck.get().map(|(stats, replace)| {
+            replace();
+            stats.clone()
+        });
+        // The stacks need the GIL, which the I/O thread must not wait for.
+        let spawned = std::thread::Builder::new()
+            .name("ferricorn-timeout".into())
+            .spawn(move || {
+                let stacks = Python::attach(|py| {
+                    thread_stacks(py).unwrap_or_else(|e| {
+                        format!("(the stacks could not be read: {})", crate::python::traceback_text(py, &e))
+                    })
+                });
+                deadline.report(
+                    "an app thread cannot be stopped: replacing the worker once its other requests finish",
+                    Some(&stacks),
+                );
+                // Only now may a draining worker leave without it.
+                if let Some(stats) = stats {
+                    deadline.mark_stuck(&stats.stuck);
+                }
+            });
+        if let Err(e) = spawned {
+            crate::error!("Could not start a thread to report a request timeout: {e}");
         }
     }
 
@@ -242,6 +299,25 @@ impl Queue {
         }
         job
     }
+}
+
+/// Every Python thread's stack but the caller's, for a request timeout's log line.
+fn thread_stacks(py: Python<'_>) -> PyResult<String> {
+    const CODE: &std::ffi::CStr = c"
+import sys, threading, traceback
+
+def stacks():
+    me = threading.get_ident()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        if ident != me:
+            out.append('Thread %s (most recent call last):\\n%s' % (
+                names.get(ident, ident), ''.join(traceback.format_stack(frame))))
+    return '\\n'.join(out)
+";
+    let module = PyModule::from_code(py, CODE, c"ferricorn_stacks.py", c"ferricorn_stacks")?;
+    module.getattr("stacks")?.call0()?.extract()
 }
 
 // Lives for one move out of the queue; boxing the request would cost an
@@ -437,6 +513,7 @@ mod tests {
             busy: crate::request::BusyGuard::new(Arc::new(NoConn)),
             started: Instant::now(),
             websocket: None,
+            deadline: None,
         }
     }
 

@@ -102,7 +102,7 @@ pub fn serve(
         room: watch::Sender::new(0),
     };
     let hub = match class {
-        WorkerClass::Gevent | WorkerClass::Asgi => match Hub::new() {
+        WorkerClass::Gevent | WorkerClass::Asgi => match Hub::new(s.request_timeout > 0) {
             Ok(hub) => Some(hub),
             Err(e) => {
                 error!("Could not set up the event loop's wake-up descriptor: {e}");
@@ -177,6 +177,7 @@ pub fn serve(
         }
     };
 
+    let reporter = Arc::new(reporter);
     let jobs = match (&hub, &app) {
         (Some(hub), _) => Jobs::Hub(hub.clone()),
         (None, App::Wsgi(app)) => {
@@ -185,11 +186,22 @@ pub fn serve(
             } else {
                 s.threads
             };
-            Jobs::Threads(pool::start(
-                threads,
-                app.clone(),
-                class == WorkerClass::Gthread,
-            ))
+            let queue = pool::start(threads, app.clone(), class == WorkerClass::Gthread);
+            let (reporter, stats, shutdown) =
+                (reporter.clone(), stats.clone(), shutdown_tx.clone());
+            queue.when_stuck(
+                stats.clone(),
+                Arc::new(move || {
+                    reporter.send(Kind::Replace, &stats);
+                    // A sync worker's one thread is the stuck one: accepting
+                    // would queue connections behind it. A gthread worker serves
+                    // on with its other threads until its replacement is up.
+                    if class == WorkerClass::Sync {
+                        let _ = shutdown.send(true);
+                    }
+                }),
+            );
+            Jobs::Threads(queue)
         }
         (None, App::Asgi(_)) => unreachable!("asgi workers always have a hub"),
     };
@@ -205,7 +217,8 @@ pub fn serve(
         }
     };
     let shared = Arc::new(Shared {
-        jobs: Box::new(jobs.clone()),
+        jobs: Arc::new(jobs.clone()),
+        request_timeout: (s.request_timeout > 0).then(|| Duration::from_secs(s.request_timeout)),
         limits: Limits {
             request_line: s.limit_request_line as usize,
             fields: conf.max_fields,
@@ -278,7 +291,7 @@ fn jitter(max: u64) -> u64 {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     listeners: &[Listener],
-    reporter: Reporter,
+    reporter: Arc<Reporter>,
     shared: Arc<Shared>,
     conf: Arc<Conf>,
     stats: Arc<Stats>,
@@ -415,8 +428,11 @@ async fn run(
     let deadline = tokio::time::Instant::now() + conf.graceful;
     let drained = tokio::time::timeout_at(deadline, slots.acquire_many(conf.capacity as u32)).await;
     // Then for the app to finish with requests whose responses are out
-    // (close(), the access log line).
-    while stats.in_flight.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+    // (close(), the access log line); not for threads stuck past
+    // --request-timeout, whose clients were answered.
+    while stats.in_flight.load(Ordering::Relaxed) > stats.stuck.load(Ordering::Relaxed)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if drained.is_err() {

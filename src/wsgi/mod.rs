@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use crate::python::{Support, traceback_text};
 use crate::request::forwarded::Forwarded;
 use crate::request::response::{SERVER_HEADER, error_response};
-use crate::request::{Finished, Job, Ledger, Local, Peer, Wait};
+use crate::request::{Answer, Finished, Job, Ledger, Local, Peer, Wait};
 use environ::Keys;
 use input::Input;
 use response::StartResponse;
@@ -97,7 +97,18 @@ impl WsgiApp {
             busy,
             started,
             websocket: _,
+            deadline,
         } = job;
+        let expired = || deadline.as_ref().is_some_and(|d| d.expired());
+        if expired() {
+            // Answered 504 while it waited for a thread: not worth starting.
+            self.ledger.served(&parts, &peer, started, || Answer {
+                status: 504,
+                bytes: 0,
+                headers: Vec::new(),
+            });
+            return None;
+        }
         let input =
             Bound::new(py, Input::new(body, self.wait.clone())).expect("allocating wsgi.input");
         let sr = StartResponse::obtain(
@@ -125,7 +136,11 @@ impl WsgiApp {
                     sr_ref.fail(error_response(status, reason));
                 }
             } else {
-                crate::error!("Error handling request {path}\n{}", traceback_text(py, &e));
+                // Past its deadline, it was stopped (the exception it got)
+                // or failed meanwhile: the timeout's line tells the story.
+                if !expired() {
+                    crate::error!("Error handling request {path}\n{}", traceback_text(py, &e));
+                }
                 if sr_ref.head_sent() {
                     sr_ref.abort();
                 } else {
@@ -138,8 +153,16 @@ impl WsgiApp {
         }
 
         self.ledger.served(&parts, &peer, started, || {
-            sr_ref.answer(self.ledger.wants_response_headers)
+            let mut answer = sr_ref.answer(self.ledger.wants_response_headers);
+            if deadline.as_ref().is_some_and(|d| d.answered_504()) {
+                answer.status = 504;
+                answer.bytes = 0;
+            }
+            answer
         });
+        if let Some(d) = &deadline {
+            d.take_stuck(&self.ledger.stats().stuck);
+        }
         let held = sr_ref.take_held();
         drop(sr_ref);
         StartResponse::release(sr);

@@ -116,6 +116,15 @@ async def app(scope, receive, send):
         log.warning("sleeping %s", query or 1)
         await asyncio.sleep(float(query or 1))
         return await _text(send, b"slept")
+    if path == "/sleep-noting":
+        log.warning("sleeping %s", query or 1)
+        try:
+            await asyncio.sleep(float(query or 1))
+        except BaseException as e:
+            log.warning("sleep interrupted by %s", type(e).__name__)
+            raise
+        log.warning("sleep ended")
+        return await _text(send, b"slept")
     if path == "/block":
         import time
         time.sleep(float(query or 10))  # blocks the loop: no other task runs

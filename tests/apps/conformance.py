@@ -324,6 +324,33 @@ def sleep_logged_route(environ, start_response):
     return sleep_route(environ, start_response)
 
 
+def sleep_noting_route(environ, start_response):
+    """As /sleep-logged, and says how the sleep ended: a request timeout
+    stops a greenlet with an exception, but not a thread."""
+    log.warning("sleeping %s", environ["QUERY_STRING"])
+    try:
+        time.sleep(float(environ["QUERY_STRING"] or 1))
+    except BaseException as e:
+        log.warning("sleep interrupted by %s", type(e).__name__)
+        raise
+    log.warning("sleep ended")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"slept"]
+
+
+def stall_route(environ, start_response):
+    """Sends its head and a first chunk, then stalls for N seconds."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        yield b"first chunk\n"
+        log.warning("stalling %s", environ["QUERY_STRING"])
+        time.sleep(float(environ["QUERY_STRING"] or 10))
+        yield b"too late\n"
+
+    return gen()
+
+
 def spin_route(environ, start_response):
     end = time.time() + float(environ["QUERY_STRING"] or 10)
     while time.time() < end:
@@ -436,6 +463,8 @@ ROUTES = {
     "/leak": leak_route,
     "/log-large": log_large_route,
     "/sleep": sleep_route,
+    "/sleep-noting": sleep_noting_route,
+    "/stall": stall_route,
     "/sleep-logged": sleep_logged_route,
     "/print": print_route,
     "/spin": spin_route,

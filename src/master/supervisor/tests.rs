@@ -688,3 +688,39 @@ fn livez_and_readyz_follow_the_phases() {
     let s = halting();
     assert!(!s.sup.live() && !s.sup.ready());
 }
+
+#[test]
+fn a_worker_with_a_stuck_thread_is_replaced_once_and_counted_once() {
+    let mut s = serving();
+    let pids = s.pids();
+    let stuck = pids[0];
+    let replace = |s: &mut Sim| {
+        s.on(Event::Message {
+            pid: stuck,
+            msg: msg(Kind::Replace, 0),
+        })
+    };
+    replace(&mut s);
+    replace(&mut s);
+    assert_eq!(s.sup.recycled(Recycle::RequestTimeout), 1);
+    let a = s.tick();
+    assert_eq!(a, [Action::Spawn], "the replacement boots first");
+    s.spawned(&a, &[201]);
+    assert_eq!(s.state(stuck), State::Serving, "it serves meanwhile");
+    s.booted(201);
+    assert_eq!(s.tick(), [kill(stuck, TERM)]);
+    s.exit(stuck, Exit::Code(0));
+    assert!(s.tick().is_empty());
+    // A sync worker drains itself before its replacement is up: its exit
+    // is not a max-requests restart.
+    let mut s = serving();
+    let stuck = s.pids()[0];
+    s.on(Event::Message {
+        pid: stuck,
+        msg: msg(Kind::Replace, 0),
+    });
+    s.exit(stuck, Exit::Code(0));
+    let restarts: Vec<_> = s.sup.restarts().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(restarts, [("request_timeout", 1)]);
+    assert_eq!(s.tick(), [Action::Spawn]);
+}
