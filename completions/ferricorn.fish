@@ -1,5 +1,5 @@
 complete -c ferricorn -s b -l bind -d 'Address to listen on: HOST, HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeatable. [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]' -r
-complete -c ferricorn -l metrics-bind -d 'Serve Prometheus metrics here, from the master: `GET /metrics` (requests by status class, a duration histogram, in flight, workers by state, restarts by reason). HOST:PORT or unix:PATH. [default: none]' -r
+complete -c ferricorn -l metrics-bind -d 'Serve Prometheus metrics here, from the master: `GET /metrics` (requests by status class, duration and wait histograms, in flight, workers by state, restarts by reason, boot time, the listen queue). HOST:PORT or unix:PATH. [default: none]' -r
 complete -c ferricorn -l control-socket -d 'Listen for `ferricorn ctl` here (a unix socket only our user may use). [default: none, or $RUNTIME_DIRECTORY/ferricorn.ctl when systemd sets RuntimeDirectory=]' -r -F
 complete -c ferricorn -l health-bind -d 'Answer health checks here, from the master: `GET /livez` (200 while the master runs and a worker is alive) and `GET /readyz` (200 while a worker serves and the server is not stopping, else 503). HOST:PORT or unix:PATH. [default: none]' -r
 complete -c ferricorn -l backlog -d 'Maximum number of pending connections. [default: 2048]' -r
@@ -41,6 +41,8 @@ complete -c ferricorn -s g -l group -d 'Run workers as this group (name or gid).
 complete -c ferricorn -s m -l umask -d 'File mode creation mask, e.g. 0o022. [default: 0]' -r
 complete -c ferricorn -l access-logfile -d 'Access log file; `-` is stdout. [default: none]' -r
 complete -c ferricorn -l access-logformat -d 'Access log format with gunicorn\'s atoms (h l u t r s m U q H b B f a T M D L p, {header}i, {header}o, {var}e)' -r
+complete -c ferricorn -l statsd-host -d 'Send gunicorn\'s statsd metrics here over UDP (gunicorn.requests, gunicorn.request.duration, gunicorn.request.status.CODE, gunicorn.workers). HOST:PORT. [default: none]' -r
+complete -c ferricorn -l statsd-prefix -d 'Put this before the statsd metrics\' names (a dot is added). [default: ""]' -r
 complete -c ferricorn -l error-logfile -d 'Error log file; `-` is stderr. [default: -]' -r
 complete -c ferricorn -l asgi-loop -d 'asgi: the event loop: auto (uvloop if installed), asyncio, uvloop. [default: auto]' -r -f -a "auto\t'uvloop when it is installed, else asyncio\'s own'
 asyncio\t''

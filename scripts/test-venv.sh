@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates target/test-venv from the system Python (the one ferricorn links),
-# with the frameworks the tests run and gunicorn (the reference the HTTP
-# tests compare with), and unpacks gunicorn's source distribution under
-# target/ for its request vectors (tests/requests). Safe to call
+# with the frameworks the tests run, gunicorn (the reference the HTTP and
+# statsd tests compare with) and prometheus_client (whose parser reads
+# /metrics), and unpacks gunicorn's source distribution under target/ for
+# its request vectors (tests/requests). Safe to call
 # concurrently and repeatedly; a venv made for an older list of packages is
 # brought up to date.
 set -euo pipefail
@@ -10,7 +11,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/target/test-venv"
 stamp="$venv/.ferricorn-ready"
 gunicorn_version=27.0.1
-packages=("flask>=3,<4" "django>=4.2,<6" "gevent>=24,<26" "fastapi>=0.110,<1" "uvloop>=0.19,<1" "gunicorn==$gunicorn_version")
+packages=("flask>=3,<4" "django>=4.2,<6" "gevent>=24,<26" "fastapi>=0.110,<1" "uvloop>=0.19,<1" "prometheus_client>=0.17,<1" "gunicorn==$gunicorn_version")
 vectors="$root/target/gunicorn-$gunicorn_version"
 mkdir -p "$root/target"
 exec 9>"$root/target/test-venv.lock"

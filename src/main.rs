@@ -14,6 +14,7 @@ mod proctitle;
 mod proto;
 mod python;
 mod request;
+mod statsd;
 mod sys;
 mod systemd;
 mod worker;

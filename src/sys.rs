@@ -151,6 +151,31 @@ fn shared<T>(n: usize) -> io::Result<&'static [T]> {
     Ok(unsafe { std::slice::from_raw_parts(ptr as *const T, n) })
 }
 
+/// A TCP listening socket's accept queue: connections the kernel completed
+/// that no worker has accepted yet, and the queue's limit (the backlog).
+/// None for other sockets. (nix has no `TCP_INFO` option.)
+pub fn accept_queue(fd: BorrowedFd<'_>) -> Option<(u32, u32)> {
+    // SAFETY: tcp_info is plain integers, valid when zeroed.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes of `len` bytes, and the
+    // kernel writes at most that much.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // For a listening socket the kernel reports the queue in these two
+    // fields (tcp_get_info: sk_ack_backlog and sk_max_ack_backlog).
+    // TCP_LISTEN in the kernel's tcp_states.h (libc does not name it).
+    const TCP_LISTEN: u8 = 10;
+    (rc == 0 && info.tcpi_state == TCP_LISTEN).then_some((info.tcpi_unacked, info.tcpi_sacked))
+}
+
 /// A non-blocking one-shot timer (`timerfd`) on the monotonic clock: tokio's
 /// own timers tick in whole milliseconds, too coarse for a pause that must
 /// end soon after whatever it waits for.

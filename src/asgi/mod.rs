@@ -117,6 +117,7 @@ impl Exchange {
             websocket: _,
             deadline,
         } = job;
+        app.ledger.began(started);
         Exchange {
             app,
             hub,

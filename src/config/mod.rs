@@ -96,6 +96,8 @@ pub struct Config {
     pub health: Option<BindAddr>,
     /// `--metrics-bind`: where the master serves `/metrics`.
     pub metrics: Option<BindAddr>,
+    /// `--statsd-host`, resolved.
+    pub statsd: Option<std::net::SocketAddr>,
     pub log_level: Level,
     pub worker_class: WorkerClass,
     pub uid: Option<libc::uid_t>,
@@ -313,6 +315,21 @@ fn validate(
     crate::log::access::Format::compile(&s.access_log_format)
         .map_err(|e| ConfigError(format!("setting `access_log_format`: {e}")))?;
 
+    let statsd = match &s.statsd_host {
+        None => None,
+        Some(host) => Some(
+            std::net::ToSocketAddrs::to_socket_addrs(host.as_str())
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    bad(
+                        "statsd_host",
+                        format!("{host:?}"),
+                        "HOST:PORT of a statsd server (e.g. 127.0.0.1:8125)",
+                    )
+                })?,
+        ),
+    };
     let health = master_bind("health_bind", s.health_bind.as_deref())?;
     let metrics = master_bind("metrics_bind", s.metrics_bind.as_deref())?;
     let mut binds = Vec::new();
@@ -393,6 +410,7 @@ fn validate(
         sources,
         binds,
         health,
+        statsd,
         metrics,
         log_level,
         worker_class,

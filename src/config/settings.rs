@@ -107,7 +107,7 @@ declare_settings! {
     )]
     #[serde(deserialize_with = "one_or_many")]
     bind: [Vec<String>] = vec!["127.0.0.1:8000".into()];
-    /// Serve Prometheus metrics here, from the master: `GET /metrics` (requests by status class, a duration histogram, in flight, workers by state, restarts by reason). HOST:PORT or unix:PATH. [default: none]
+    /// Serve Prometheus metrics here, from the master: `GET /metrics` (requests by status class, duration and wait histograms, in flight, workers by state, restarts by reason, boot time, the listen queue). HOST:PORT or unix:PATH. [default: none]
     #[arg(long = "metrics-bind", value_name = "ADDRESS", help_heading = "Binding")]
     metrics_bind: [String] => Option<String> = None;
     /// Listen for `ferricorn ctl` here (a unix socket only our user may use). [default: none, or $RUNTIME_DIRECTORY/ferricorn.ctl when systemd sets RuntimeDirectory=]
@@ -365,6 +365,12 @@ declare_settings! {
         help_heading = "Logging"
     )]
     access_log_format: [String] = crate::log::access::DEFAULT_FORMAT.to_string();
+    /// Send gunicorn's statsd metrics here over UDP (gunicorn.requests, gunicorn.request.duration, gunicorn.request.status.CODE, gunicorn.workers). HOST:PORT. [default: none]
+    #[arg(long = "statsd-host", value_name = "HOST:PORT", help_heading = "Logging")]
+    statsd_host: [String] => Option<String> = None;
+    /// Put this before the statsd metrics' names (a dot is added). [default: ""]
+    #[arg(long = "statsd-prefix", value_name = "PREFIX", help_heading = "Logging")]
+    statsd_prefix: [String] = String::new();
     /// Error log file; `-` is stderr. [default: -]
     #[arg(
         long = "error-logfile",

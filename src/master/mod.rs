@@ -27,11 +27,13 @@ use crate::proto::{MSG_LEN, Msg};
 use crate::sys::{self, Exit};
 use crate::systemd::notify::Notifier;
 use crate::systemd::watchdog::Watchdog;
-use crate::{error, info};
+use crate::{error, info, warning};
 use nix::sys::signal::Signal;
 use signals::SignalPipe;
 use supervisor::{Action, Adopted, Event, Supervisor, Tuning};
 
+/// gunicorn's arbiter reports its worker count about this often.
+const STATSD_INTERVAL: Duration = Duration::from_secs(1);
 /// How often workers' memory is sampled for `--max-worker-memory`.
 const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -68,12 +70,17 @@ pub struct Master {
     board: Option<Board>,
     /// When the workers' memory was last sampled (`--max-worker-memory`).
     sampled_at: Instant,
+    /// `--statsd-host`: the socket, for the address and prefix it was made for.
+    statsd: Option<(std::net::SocketAddr, String, crate::statsd::Statsd)>,
+    statsd_at: Instant,
     /// `--health-bind`: `/livez` and `/readyz`, answered here.
     health: Option<health::Responder>,
     /// `--metrics-bind`: `/metrics`, answered here.
     metrics: Option<health::Responder>,
     /// Request counts of workers that have exited.
     retired: crate::metrics::Totals,
+    /// For `ferricorn_start_time_seconds`.
+    started: std::time::SystemTime,
     /// `--control-socket`: `ferricorn ctl`'s commands.
     control: Option<control::Control>,
 }
@@ -123,9 +130,12 @@ impl Master {
             upgraded_from: None,
             board,
             sampled_at: Instant::now(),
+            statsd: None,
+            statsd_at: Instant::now(),
             health: None,
             metrics: None,
             retired: Default::default(),
+            started: std::time::SystemTime::now(),
             control: None,
         };
         if let Some(path) = &master.cfg.settings.control_socket {
@@ -254,6 +264,7 @@ impl Master {
             sys::kill(c.pid, Signal::SIGKILL);
         }
         self.sample_memory(&mut events);
+        self.report_statsd();
         events.push(Event::Tick);
         for event in events {
             if let Some(code) = self.feed(event) {
@@ -399,16 +410,21 @@ impl Master {
         if let Some(m) = &mut self.metrics {
             let n = m.fds().count();
             let (sup, retired, pipes) = (&self.sup, &self.retired, &self.pipes);
-            let class = self.cfg.worker_class.name();
+            let (class, listeners) = (self.cfg.worker_class.name(), &self.listeners);
+            let started = self.started;
             m.serve(&ready[at..at + n], |path| match path {
                 "/metrics" => health::Reply {
                     status: "200 OK",
                     content_type: "text/plain; version=0.0.4",
                     body: exposition::render(
                         sup,
-                        retired,
-                        pipes.iter().filter_map(|p| p.seat).map(|s| s.index()),
-                        class,
+                        exposition::Sources {
+                            retired,
+                            seats: pipes.iter().filter_map(|p| p.seat).map(|s| s.index()),
+                            class,
+                            listeners,
+                            started,
+                        },
                     ),
                 },
                 _ => health::Reply::text("404 Not Found", "try /metrics\n"),
@@ -434,6 +450,32 @@ impl Master {
             }
         }
         p.partial.drain(..whole);
+    }
+
+    /// Once a second with `--statsd-host`: gunicorn's `gunicorn.workers` gauge.
+    fn report_statsd(&mut self) {
+        let Some(to) = self.cfg.statsd else {
+            self.statsd = None;
+            return;
+        };
+        if self.statsd_at.elapsed() < STATSD_INTERVAL {
+            return;
+        }
+        self.statsd_at = Instant::now();
+        let prefix = &self.cfg.settings.statsd_prefix;
+        // Made again after a reload changed where or what it sends.
+        if !matches!(&self.statsd, Some((a, p, _)) if *a == to && p == prefix) {
+            match crate::statsd::Statsd::connect(to, prefix) {
+                Ok(s) => self.statsd = Some((to, prefix.clone(), s)),
+                Err(e) => {
+                    warning!("Could not open a socket to statsd at {to}: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some((_, _, s)) = &self.statsd {
+            s.workers(self.sup.workers().len());
+        }
     }
 
     /// Once a second with `--max-worker-memory`: each worker's resident memory.

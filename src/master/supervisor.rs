@@ -285,6 +285,8 @@ pub struct Supervisor {
     last_status: Option<(Instant, String)>,
     /// Workers replaced, by reason (`RESTART_REASONS`).
     restarts: std::collections::BTreeMap<&'static str, u64>,
+    /// Seconds from fork to booted, summed, and how many boots.
+    boots: (f64, u64),
     /// When the reload in progress began; reloads that ended, and how the
     /// last one did (for `ferricorn ctl reload`).
     reload_started: Option<Instant>,
@@ -314,6 +316,7 @@ impl Supervisor {
             status_note: None,
             last_status: None,
             restarts: Default::default(),
+            boots: (0.0, 0),
             reload_started: None,
             reload_outcomes: 0,
             last_reload: String::new(),
@@ -598,6 +601,8 @@ impl Supervisor {
         }
         if msg.kind == Kind::Booted && !w.booted {
             w.booted = true;
+            self.boots.0 += now.duration_since(w.started).as_secs_f64();
+            self.boots.1 += 1;
             if w.state == State::Booting {
                 w.state = State::Serving;
             }
@@ -869,6 +874,11 @@ impl Supervisor {
     #[cfg(test)]
     pub fn recycled(&self, why: Recycle) -> u64 {
         self.restarts.get(why.name()).copied().unwrap_or(0)
+    }
+
+    /// Worker boots so far: their total seconds from fork to booted, and their number.
+    pub fn boot_seconds(&self) -> (f64, u64) {
+        self.boots
     }
 
     /// Every reason a worker is replaced, with how often it happened.

@@ -39,6 +39,8 @@ pub struct Ledger {
     on_max_requests: Box<dyn Fn() + Send + Sync>,
     /// This worker's counters for `/metrics` (`--metrics-bind`).
     tally: Option<crate::metrics::Slot>,
+    /// `--statsd-host`.
+    statsd: Option<crate::statsd::Statsd>,
 }
 
 impl Ledger {
@@ -49,6 +51,7 @@ impl Ledger {
         max_requests: u64,
         on_max_requests: Box<dyn Fn() + Send + Sync>,
         tally: Option<crate::metrics::Slot>,
+        statsd: Option<crate::statsd::Statsd>,
     ) -> Ledger {
         Ledger {
             wants_response_headers: access.is_some() && wants_response_headers,
@@ -57,6 +60,7 @@ impl Ledger {
             max_requests,
             on_max_requests,
             tally,
+            statsd,
         }
     }
 
@@ -75,12 +79,15 @@ impl Ledger {
         started: Instant,
         answer: impl FnOnce() -> Answer,
     ) {
-        if self.access.is_none() && self.tally.is_none() {
+        if self.access.is_none() && self.tally.is_none() && self.statsd.is_none() {
             return self.counted();
         }
         let answer = answer();
         if let Some(tally) = &self.tally {
             tally.record(answer.status, started.elapsed());
+        }
+        if let Some(statsd) = &self.statsd {
+            statsd.request(answer.status, started.elapsed());
         }
         if let Some(access) = &self.access {
             let remote = peer.ip_string();
@@ -102,6 +109,14 @@ impl Ledger {
             });
         }
         self.counted();
+    }
+
+    /// The app starts on a request that arrived at `started` (`/metrics`:
+    /// the time it waited for a thread, the GIL or the event loop).
+    pub fn began(&self, started: Instant) {
+        if let Some(tally) = &self.tally {
+            tally.waited(started.elapsed());
+        }
     }
 
     /// The counters a request's deadline keeps its stuck mark in.

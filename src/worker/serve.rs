@@ -131,6 +131,16 @@ pub fn serve(
     } else {
         0
     };
+    let statsd = match cfg.statsd {
+        Some(to) => match crate::statsd::Statsd::connect(to, &s.statsd_prefix) {
+            Ok(statsd) => Some(statsd),
+            Err(e) => {
+                error!("Could not open a socket to statsd at {to}: {e}");
+                return crate::proto::WORKER_BOOT_ERROR;
+            }
+        },
+        None => None,
+    };
     let trigger = shutdown_tx.clone();
     let ledger = Arc::new(Ledger::new(
         access,
@@ -141,6 +151,7 @@ pub fn serve(
             let _ = trigger.send(true);
         }),
         seat.and_then(|seat| crate::metrics::slot(seat.index())),
+        statsd,
     ));
     let forwarded = Forwarded {
         allow_all: cfg.forwarded_allow_all,

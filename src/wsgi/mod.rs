@@ -109,6 +109,7 @@ impl WsgiApp {
             });
             return None;
         }
+        self.ledger.began(started);
         let input =
             Bound::new(py, Input::new(body, self.wait.clone())).expect("allocating wsgi.input");
         let sr = StartResponse::obtain(
