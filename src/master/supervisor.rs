@@ -498,6 +498,10 @@ impl Supervisor {
                 let _ = quick;
                 self.phase = Phase::Stopping { quick: true };
             }
+            (Phase::Stopping { .. }, Signal::Hup) => {
+                info!("Ignoring HUP: stopping");
+                self.reload_ended("reload refused: the server is stopping".into());
+            }
             (Phase::Stopping { .. }, _) => info!("Ignoring {}: stopping", sig.name()),
             (_, Signal::Term) => self.begin_stop(false, now),
             (_, Signal::Int | Signal::Quit) => self.begin_stop(true, now),
@@ -507,6 +511,8 @@ impl Supervisor {
             }
             (Phase::Upgrading { .. }, Signal::Hup) => {
                 warning!("HUP ignored: an upgrade is in progress");
+                // `ferricorn ctl reload` waits for an outcome: this is it.
+                self.reload_ended("reload refused: an upgrade is in progress".into());
             }
             (_, Signal::Hup) => self.act(Action::LoadConfig),
             (Phase::Serving, Signal::Usr2) => self.act(Action::StartCheck),

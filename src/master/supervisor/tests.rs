@@ -724,3 +724,22 @@ fn a_worker_with_a_stuck_thread_is_replaced_once_and_counted_once() {
     assert_eq!(restarts, [("request_timeout", 1)]);
     assert_eq!(s.tick(), [Action::Spawn]);
 }
+
+#[test]
+fn a_hup_that_cannot_reload_ends_as_a_refused_reload() {
+    // `ferricorn ctl reload` waits for the count of ended reloads to move.
+    let mut s = upgrading();
+    let before = s.sup.reloads().0;
+    assert!(s.signal(Signal::Hup).is_empty());
+    assert_eq!(s.sup.reloads().0, before + 1);
+    assert_eq!(
+        s.sup.reloads().1,
+        "reload refused: an upgrade is in progress"
+    );
+    let mut s = serving();
+    s.signal(Signal::Term);
+    let before = s.sup.reloads().0;
+    s.signal(Signal::Hup);
+    assert_eq!(s.sup.reloads().0, before + 1);
+    assert!(s.sup.reloads().1.contains("stopping"));
+}
