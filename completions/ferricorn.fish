@@ -12,7 +12,7 @@ complete -c ferricorn -l threads -d 'Python threads per worker for app calls; ab
 complete -c ferricorn -l worker-connections -d 'Maximum simultaneous connections per gthread, gevent or asgi worker. [default: 1000]' -r
 complete -c ferricorn -l max-requests -d 'Restart a worker after this many requests; 0 disables. [default: 0]' -r
 complete -c ferricorn -l max-requests-jitter -d 'Add a random 0..=N to max-requests per worker, so workers do not restart together. [default: 0]' -r
-complete -c ferricorn -l max-worker-memory -d 'Replace a worker whose resident memory stays above this many MB for three checks in a row (one a second); a new worker boots first, the old one finishes its requests. 0 disables. [default: 0]' -r
+complete -c ferricorn -l max-worker-memory -d 'Replace a worker whose memory (resident, plus swap and page tables: what the OOM killer counts) stays above this many MB for three checks in a row (one a second); a new worker boots first, the old one finishes its requests. 0 disables. [default: 0]' -r
 complete -c ferricorn -l max-worker-lifetime -d 'Replace a worker after it has run this many seconds, one worker at a time; a new worker boots first. 0 disables. [default: 0]' -r
 complete -c ferricorn -l max-worker-lifetime-jitter -d 'Add a random 0..=N seconds to each worker\'s lifetime, so workers are not replaced together. [default: 0]' -r
 complete -c ferricorn -s t -l timeout -d 'Kill and replace a worker silent this many seconds (sync: a request this long; gevent, asgi: an event loop blocked this long); 0 disables. [default: 30]' -r

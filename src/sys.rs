@@ -218,6 +218,24 @@ pub fn resident_bytes(pid: i32) -> Option<u64> {
     Some(pages * page as u64)
 }
 
+/// What the kernel's OOM killer weighs a process by (`oom_badness`): its
+/// resident memory, its swapped-out pages and its page tables, in bytes.
+/// Workers share their service's cgroup, so no cgroup counter is theirs
+/// alone; under a cgroup limit the OOM killer picks its victim by this.
+pub fn oom_weight_bytes(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let rss = kb("VmRSS:");
+    (rss > 0).then(|| (rss + kb("VmSwap:") + kb("VmPTE:")) << 10)
+}
+
 /// The calling thread's kernel id.
 pub fn thread_id() -> i32 {
     unistd::gettid().as_raw()
@@ -240,6 +258,17 @@ pub fn thread_runnable(tid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oom_weight_counts_at_least_the_resident_memory() {
+        let me = std::process::id() as i32;
+        let rss = resident_bytes(me).unwrap();
+        let weight = oom_weight_bytes(me).unwrap();
+        // Read a moment apart: allow the process some growth between them.
+        assert!(weight + (4 << 20) >= rss, "{weight} < {rss}");
+        assert!(weight < rss + (256 << 20), "{weight} vs {rss}");
+        assert_eq!(oom_weight_bytes(i32::MAX), None);
+    }
 
     #[test]
     fn a_thread_asleep_in_the_kernel_is_not_runnable_and_a_running_one_is() {

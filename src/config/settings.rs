@@ -148,7 +148,7 @@ declare_settings! {
         help_heading = "Workers"
     )]
     max_requests_jitter: [u64] = 0;
-    /// Replace a worker whose resident memory stays above this many MB for three checks in a row (one a second); a new worker boots first, the old one finishes its requests. 0 disables. [default: 0]
+    /// Replace a worker whose memory (resident, plus swap and page tables: what the OOM killer counts) stays above this many MB for three checks in a row (one a second); a new worker boots first, the old one finishes its requests. 0 disables. [default: 0]
     #[arg(
         long = "max-worker-memory",
         value_name = "MB",

@@ -478,7 +478,8 @@ impl Master {
         }
     }
 
-    /// Once a second with `--max-worker-memory`: each worker's resident memory.
+    /// Once a second with `--max-worker-memory`: each worker's memory as
+    /// the OOM killer counts it.
     fn sample_memory(&mut self, events: &mut Vec<Event>) {
         if self.cfg.settings.max_worker_memory == 0
             || self.sampled_at.elapsed() < MEMORY_SAMPLE_INTERVAL
@@ -487,7 +488,7 @@ impl Master {
         }
         self.sampled_at = Instant::now();
         for p in &self.pipes {
-            if let Some(bytes) = sys::resident_bytes(p.pid) {
+            if let Some(bytes) = sys::oom_weight_bytes(p.pid) {
                 events.push(Event::Memory { pid: p.pid, bytes });
             }
         }
