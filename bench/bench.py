@@ -359,7 +359,8 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="1 s per server and scenario; do not write docs")
     ap.add_argument("--duration", type=int, default=2, help="seconds per measured slice (default 2)")
     ap.add_argument("--only", help="run only scenarios whose name contains this")
-    ap.add_argument("--servers", help="comma-separated server names to run (default: each scenario's list)")
+    ap.add_argument("--servers", help="server names to run, separated by ';' (or by ',' when no name has "
+                                      "a comma; default: each scenario's list)")
     ap.add_argument("--rounds", type=int, help="measure every server this many times, interleaved, and report "
                                                "medians (default 7, or 1 with --smoke)")
     ap.add_argument("--baseline", help="another ferricorn binary: its sync and gthread runs beside this one's, "
@@ -391,7 +392,8 @@ def main():
         listed = sc[5]
         if args.baseline:
             listed = listed + [n + " (baseline)" for n in listed if n + " (baseline)" in srv]
-        names = [n for n in listed if not args.servers or n in args.servers.split(",")]
+        wanted = args.servers and args.servers.split(";" if ";" in args.servers else ",")
+        names = [n for n in listed if not wanted or n in [w.strip() for w in wanted]]
         per_round = {name: [] for name in names}
         running = {}
         try:

@@ -35,8 +35,9 @@ const CLASSES: usize = 5;
 const HISTOGRAM: usize = BUCKETS.len() + 1 + 1;
 /// Where the wait histogram starts in a slot.
 const WAIT: usize = CLASSES + HISTOGRAM;
-/// Per slot: 5 status classes, the duration histogram, the wait histogram.
-const WIDTH: usize = CLASSES + 2 * HISTOGRAM;
+/// Per slot: 5 status classes, the duration histogram, the wait histogram,
+/// padded to whole cache lines: two workers never write one line.
+const WIDTH: usize = (CLASSES + 2 * HISTOGRAM).next_multiple_of(64 / 8);
 /// As many slots as the connection board has seats.
 pub const SLOTS: usize = 1024;
 
@@ -118,7 +119,7 @@ impl Slot {
 
     /// The app started on a request that waited this long (worker side).
     pub fn waited(&self, took: Duration) {
-        observe(&self.cells[WAIT..], took);
+        observe(&self.cells[WAIT..WAIT + HISTOGRAM], took);
     }
 
     /// Add this slot's counts to `totals` (master side).
@@ -127,7 +128,7 @@ impl Slot {
             *c += cell.load(Ordering::Relaxed);
         }
         totals.duration.add_cells(&self.cells[CLASSES..WAIT]);
-        totals.wait.add_cells(&self.cells[WAIT..]);
+        totals.wait.add_cells(&self.cells[WAIT..WAIT + HISTOGRAM]);
     }
 
     /// Start again from zero (the master, once a worker's counts are folded
