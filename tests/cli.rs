@@ -459,7 +459,13 @@ fn every_setting_can_be_set_from_a_py_and_a_toml_config() {
 #[test]
 fn a_statsd_host_that_is_no_address_is_refused_before_anything_is_bound() {
     let o = run(
-        &["--statsd-host", "no-port-here", "-b", "127.0.0.1:0", "conformance:app"],
+        &[
+            "--statsd-host",
+            "no-port-here",
+            "-b",
+            "127.0.0.1:0",
+            "conformance:app",
+        ],
         &[],
     );
     assert_eq!(o.status.code(), Some(2));
