@@ -29,6 +29,11 @@ complete -c ferricorn -l header-map -d 'Header names with an underscore: drop th
 refuse\t'Refuse the request (400)'
 dangerous\t'Map them like any other header (not advisable: a client can pose as a proxy\'s header)'"
 complete -c ferricorn -l forwarded-allow-ips -d 'Peers trusted to set X-Forwarded-Proto and friends, comma separated; * trusts all. [default: 127.0.0.1,::1]' -r
+complete -c ferricorn -l proxy-protocol -d 'Read a PROXY protocol header (HAProxy, AWS NLB) at the start of each connection: its client becomes REMOTE_ADDR. off, v1, v2 or auto (either); the flag alone means auto. A connection without one is served as plain HTTP. [default: off]' -r -f -a "off\t'None: every connection is plain HTTP'
+v1\t'The v1 text line only'
+v2\t'The v2 binary header only'
+auto\t'Either'"
+complete -c ferricorn -l proxy-allow-from -d 'Peers allowed to send a PROXY header, comma separated: addresses, networks (10.0.0.0/8), or * for any; a header from another peer is refused (403). [default: 127.0.0.1,::1]' -r
 complete -c ferricorn -l forwarder-headers -d 'Header names with an underscore that a trusted proxy (--forwarded-allow-ips) may set for the environ, comma separated: SCRIPT_NAME sets the environ\'s SCRIPT_NAME (and is stripped from PATH_INFO), the others become HTTP_* keys. [default: SCRIPT_NAME,PATH_INFO]' -r
 complete -c ferricorn -l chdir -d 'Change to this directory before loading the app. [default: the current directory]' -r -F
 complete -c ferricorn -s e -l env -d 'Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]' -r

@@ -11,7 +11,9 @@ mod values;
 pub use bind::BindAddr;
 use settings::split_commas;
 pub use settings::{Layer, SETTING_NAMES, Settings};
-pub use values::{AsgiLifespan, AsgiLoop, HeaderMap, Journald, WorkerClass};
+pub use values::{
+    AsgiLifespan, AsgiLoop, HeaderMap, Journald, Networks, ProxyProtocol, WorkerClass,
+};
 
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -98,6 +100,8 @@ pub struct Config {
     pub metrics: Option<BindAddr>,
     /// `--statsd-host`, resolved.
     pub statsd: Option<std::net::SocketAddr>,
+    /// `--proxy-allow-from`, parsed.
+    pub proxy_allow: Networks,
     pub log_level: Level,
     pub worker_class: WorkerClass,
     pub uid: Option<libc::uid_t>,
@@ -330,6 +334,18 @@ fn validate(
                 })?,
         ),
     };
+    let proxy_allow_ips: Vec<String> = s
+        .proxy_allow_ips
+        .iter()
+        .flat_map(|i| split_commas(i))
+        .collect();
+    let proxy_allow = Networks::parse(&proxy_allow_ips).map_err(|item| {
+        bad(
+            "proxy_allow_ips",
+            item,
+            "addresses or networks (10.0.0.0/8) separated by commas, or *",
+        )
+    })?;
     let health = master_bind("health_bind", s.health_bind.as_deref())?;
     let metrics = master_bind("metrics_bind", s.metrics_bind.as_deref())?;
     let mut binds = Vec::new();
@@ -411,6 +427,7 @@ fn validate(
         binds,
         health,
         statsd,
+        proxy_allow,
         metrics,
         log_level,
         worker_class,

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use super::Source;
 use super::values::{
-    AsgiLifespan, AsgiLoop, HeaderMap, Journald, Umask, WorkerClass, parse_positive,
+    AsgiLifespan, AsgiLoop, HeaderMap, Journald, ProxyProtocol, Umask, WorkerClass, parse_positive,
     parse_positive_u64, parse_umask,
 };
 
@@ -290,6 +290,24 @@ declare_settings! {
     )]
     #[serde(deserialize_with = "comma_list")]
     forwarded_allow_ips: [Vec<String>] = vec!["127.0.0.1".into(), "::1".into()];
+    /// Read a PROXY protocol header (HAProxy, AWS NLB) at the start of each connection: its client becomes REMOTE_ADDR. off, v1, v2 or auto (either); the flag alone means auto. A connection without one is served as plain HTTP. [default: off]
+    #[arg(
+        long = "proxy-protocol",
+        value_name = "VERSION",
+        num_args = 0..=1,
+        default_missing_value = "auto",
+        help_heading = "Request limits"
+    )]
+    #[serde(deserialize_with = "proxy_protocol")]
+    proxy_protocol: [ProxyProtocol] = ProxyProtocol::Off;
+    /// Peers allowed to send a PROXY header, comma separated: addresses, networks (10.0.0.0/8), or * for any; a header from another peer is refused (403). [default: 127.0.0.1,::1]
+    #[arg(
+        long = "proxy-allow-from",
+        value_name = "IPS",
+        help_heading = "Request limits"
+    )]
+    #[serde(deserialize_with = "comma_list")]
+    proxy_allow_ips: [Vec<String>] = vec!["127.0.0.1".into(), "::1".into()];
     /// Header names with an underscore that a trusted proxy (--forwarded-allow-ips) may set for the environ, comma separated: SCRIPT_NAME sets the environ's SCRIPT_NAME (and is stripped from PATH_INFO), the others become HTTP_* keys. [default: SCRIPT_NAME,PATH_INFO]
     #[arg(
         long = "forwarder-headers",
@@ -418,6 +436,21 @@ fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D:
     Ok(Some(match OneOrMany::deserialize(d)? {
         OneOrMany::One(s) => split_commas(&s),
         OneOrMany::Many(v) => v,
+    }))
+}
+
+/// gunicorn before 23 took `proxy_protocol = True`: that is `auto` now.
+fn proxy_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ProxyProtocol>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Flag(bool),
+        Named(ProxyProtocol),
+    }
+    Ok(Some(match Either::deserialize(d)? {
+        Either::Flag(true) => ProxyProtocol::Auto,
+        Either::Flag(false) => ProxyProtocol::Off,
+        Either::Named(p) => p,
     }))
 }
 

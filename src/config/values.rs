@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::net::IpAddr;
 
 /// How a worker runs the app (shared/DESIGN.md, "Worker classes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
@@ -158,5 +159,108 @@ mod tests {
         assert_eq!(parse_positive("4"), Ok(4));
         assert!(parse_positive("0").is_err());
         assert!(parse_positive("notanumber").is_err());
+    }
+}
+
+/// Which PROXY protocol headers are read (gunicorn's `proxy_protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// None: every connection is plain HTTP.
+    Off,
+    /// The v1 text line only.
+    V1,
+    /// The v2 binary header only.
+    V2,
+    /// Either.
+    Auto,
+}
+
+/// Addresses and networks (`10.0.0.0/8`), or anyone (`*`): who may send a
+/// PROXY header (`proxy_allow_ips`).
+#[derive(Clone, Debug, Default)]
+pub struct Networks {
+    pub anyone: bool,
+    pub networks: Vec<(IpAddr, u8)>,
+}
+
+impl Networks {
+    /// gunicorn's `proxy_allow_ips` entries: `*`, an address, or `address/bits`.
+    pub fn parse(items: &[String]) -> Result<Networks, String> {
+        let mut allow = Networks::default();
+        for item in items {
+            let item = item.trim();
+            if item == "*" {
+                allow.anyone = true;
+                continue;
+            }
+            let (addr, bits) = match item.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (item, None),
+            };
+            let addr: IpAddr = addr.parse().map_err(|_| format!("{item:?}"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                Some(b) => b
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("{item:?}"))?,
+                None => max,
+            };
+            allow.networks.push((addr, bits));
+        }
+        Ok(allow)
+    }
+
+    pub fn admits(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        self.anyone
+            || self.networks.iter().any(|&(net, bits)| match (net, peer) {
+                (IpAddr::V4(n), IpAddr::V4(p)) => prefix_eq(&n.octets(), &p.octets(), bits),
+                (IpAddr::V6(n), IpAddr::V6(p)) => prefix_eq(&n.octets(), &p.octets(), bits),
+                _ => false,
+            })
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let (whole, rest) = (usize::from(bits / 8), bits % 8);
+    a[..whole] == b[..whole] && (rest == 0 || (a[whole] ^ b[whole]) & (0xff << (8 - rest)) == 0)
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    #[test]
+    fn the_allow_list_takes_addresses_networks_and_a_star() {
+        let allow = Networks::parse(&[
+            "127.0.0.1".into(),
+            "10.0.0.0/8".into(),
+            "2001:db8::/32".into(),
+        ])
+        .unwrap();
+        for ok in [
+            "127.0.0.1",
+            "10.200.3.4",
+            "2001:db8:1::5",
+            "::ffff:10.1.1.1",
+        ] {
+            assert!(allow.admits(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["127.0.0.2", "11.0.0.1", "2001:db9::1"] {
+            assert!(!allow.admits(no.parse().unwrap()), "{no}");
+        }
+        assert!(
+            Networks::parse(&["*".into()])
+                .unwrap()
+                .admits("8.8.8.8".parse().unwrap())
+        );
+        assert!(Networks::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(Networks::parse(&["nonsense".into()]).is_err());
     }
 }

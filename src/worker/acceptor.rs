@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use super::serve::{Conf, connection};
 use crate::config::WorkerClass;
 use crate::error;
+use crate::http::proxy_protocol;
 use crate::http::service::Shared;
 use crate::http::shutdown::stopping;
 use crate::listen::balance::Seat;
@@ -195,7 +196,28 @@ impl Acceptor {
             return;
         };
         tokio::spawn(async move {
-            connection(stream, Peer::Tcp(addr), shared, conf, local, shutdown).await;
+            let mut peer = addr;
+            if let Some((mode, allow)) = &conf.proxy {
+                // Boxed: the connection's task stays as small as without it.
+                let header = Box::pin(proxy_protocol::read_header(
+                    &stream,
+                    *mode,
+                    addr,
+                    allow,
+                    conf.header_timeout,
+                ));
+                match header.await {
+                    Ok(Ok(client)) => peer = client.unwrap_or(addr),
+                    Ok(Err(refusal)) => {
+                        crate::warning!("Invalid request from {}: {refusal}", addr.ip());
+                        let _ = stream.try_write(refusal.response());
+                        drop(held);
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+            connection(stream, Peer::Tcp(peer), shared, conf, local, shutdown).await;
             drop(held);
         });
     }

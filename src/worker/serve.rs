@@ -18,7 +18,7 @@ use super::acceptor::Acceptor;
 use super::dispatch::Jobs;
 use super::{Reporter, asgi, gevent, pool};
 use crate::asgi::AsgiApp;
-use crate::config::{BindAddr, Config, WorkerClass};
+use crate::config::{BindAddr, Config, Networks, ProxyProtocol, WorkerClass};
 use crate::http::idle::{ConnState, IdleIo, Timing};
 use crate::http::service::{self, Leniency, Limits, Shared};
 use crate::http::shutdown::{stopping, until_stopped};
@@ -45,7 +45,7 @@ pub(super) struct Conf {
     pub(super) capacity: usize,
     idle: Duration,
     keep_alive: bool,
-    header_timeout: Duration,
+    pub(super) header_timeout: Duration,
     graceful: Duration,
     heartbeat: Duration,
     max_fields: usize,
@@ -57,6 +57,8 @@ pub(super) struct Conf {
     /// Bumped by an acceptor at the connection limit: idle connections
     /// (no request in progress) close to make room.
     pub(super) room: watch::Sender<u64>,
+    /// `--proxy-protocol` (not off), and who may send the header.
+    pub(super) proxy: Option<(ProxyProtocol, Networks)>,
 }
 
 pub fn serve(
@@ -100,6 +102,8 @@ pub fn serve(
         min_response_rate: s.min_response_rate,
         seat: seat.filter(|_| class != WorkerClass::Sync),
         room: watch::Sender::new(0),
+        proxy: (s.proxy_protocol != ProxyProtocol::Off)
+            .then(|| (s.proxy_protocol, cfg.proxy_allow.clone())),
     };
     let hub = match class {
         WorkerClass::Gevent | WorkerClass::Asgi => match Hub::new(s.request_timeout > 0) {
