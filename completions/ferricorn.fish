@@ -19,6 +19,7 @@ complete -c ferricorn -s t -l timeout -d 'Kill and replace a worker silent this 
 complete -c ferricorn -l request-timeout -d 'Answer 504 to a request still running after this many seconds, log where it is stuck, and stop it (asgi: cancel its task; gevent: kill its greenlet; sync, gthread: replace the worker once its other requests finish); 0 disables. [default: 0]' -r
 complete -c ferricorn -l graceful-timeout -d 'Seconds workers get to finish in-flight requests on stop or reload. [default: 30]' -r
 complete -c ferricorn -l keep-alive -d 'Seconds an idle keep-alive connection is kept open (gthread, gevent, asgi). [default: 2]' -r
+complete -c ferricorn -l reload-extra-file -d 'With --reload, also watch this file (templates, settings). Repeatable. [default: none]' -r
 complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]' -r
 complete -c ferricorn -l limit-request-fields -d 'Maximum number of request header fields. [default: 100]' -r
 complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means 8190. [default: 8190]' -r
@@ -63,6 +64,7 @@ no\t'Never: plain lines on stderr or in --error-logfile'"
 complete -c ferricorn -l log-level -d 'Error log level: debug, info, warning, error, critical. [default: info]' -r
 complete -c ferricorn -s c -l config -d 'Read settings from this file: TOML (gunicorn\'s setting names, plus `app`) or a gunicorn *.py config' -r -F
 complete -c ferricorn -l preload -d 'Load the app once, before forking workers (faster boot, shared memory); a preloader process holds it and forks the workers, so the master never runs Python. [default: off]'
+complete -c ferricorn -l reload -d 'Development: reload when a source file of the app changes (inotify): new workers import the code anew, then the old ones finish their requests, as on HUP. [default: off]'
 complete -c ferricorn -l permit-obsolete-folding -d 'Accept header fields continued on a following line (obs-fold, RFC 9112 §5.2), joining them with a space. [default: off]'
 complete -c ferricorn -l permit-unconventional-http-method -d 'Accept methods in lowercase or longer than 20 characters (any token). [default: off]'
 complete -c ferricorn -l casefold-http-method -d 'Uppercase the request method before the app sees it. [default: off]'

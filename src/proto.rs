@@ -18,6 +18,8 @@ pub enum Kind {
     /// An app thread is stuck past `--request-timeout`: boot a replacement,
     /// then retire this worker.
     Replace = 3,
+    /// `--reload`: a source file changed; reload as on HUP.
+    Reload = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,7 @@ impl Msg {
             1 => Kind::Booted,
             2 => Kind::Heartbeat,
             3 => Kind::Replace,
+            4 => Kind::Reload,
             _ => return None,
         };
         Some(Msg {

@@ -197,6 +197,22 @@ declare_settings! {
         help_heading = "Workers"
     )]
     preload_app: [bool] = false;
+    /// Development: reload when a source file of the app changes (inotify): new workers import the code anew, then the old ones finish their requests, as on HUP. [default: off]
+    #[arg(
+        long = "reload",
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Workers"
+    )]
+    reload: [bool] = false;
+    /// With --reload, also watch this file (templates, settings). Repeatable. [default: none]
+    #[arg(
+        long = "reload-extra-file",
+        value_name = "FILE",
+        help_heading = "Workers"
+    )]
+    #[serde(deserialize_with = "one_or_many")]
+    reload_extra_files: [Vec<String>] = vec![];
 
     // ---- Security limits
     /// Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]

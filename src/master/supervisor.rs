@@ -618,6 +618,15 @@ impl Supervisor {
                 self.status_note = None;
             }
         }
+        if msg.kind == Kind::Reload {
+            // Each worker of a generation sees the change: the first asks.
+            let current = w.generation == self.generation;
+            if current && self.phase == Phase::Serving {
+                info!("Reloading: worker (pid:{pid}) saw the app's code change");
+                self.act(Action::LoadConfig);
+            }
+            return;
+        }
         if msg.kind == Kind::Replace
             && w.state == State::Serving
             && w.replacing.is_none()

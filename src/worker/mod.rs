@@ -7,6 +7,7 @@ mod event_loop;
 mod gevent;
 mod outbox;
 mod pool;
+mod reload;
 mod reporter;
 mod serve;
 

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::acceptor::Acceptor;
 use super::dispatch::Jobs;
-use super::{Reporter, asgi, gevent, pool};
+use super::{Reporter, asgi, gevent, pool, reload};
 use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, Networks, ProxyProtocol, WorkerClass};
 use crate::http::idle::{ConnState, IdleIo, Timing};
@@ -193,6 +193,18 @@ pub fn serve(
     };
 
     let reporter = Arc::new(reporter);
+    if s.reload {
+        let mut files = Python::attach(reload::module_files).unwrap_or_default();
+        files.extend(s.reload_extra_files.iter().map(std::path::PathBuf::from));
+        let (reporter, stats) = (reporter.clone(), stats.clone());
+        let watched = reload::watch(files, move |path| {
+            info!("Worker reloading: {} modified", path.display());
+            reporter.send(Kind::Reload, &stats);
+        });
+        if let Err(e) = watched {
+            error!("Could not watch the app's files for --reload: {e}");
+        }
+    }
     let jobs = match (&hub, &app) {
         (Some(hub), _) => Jobs::Hub(hub.clone()),
         (None, App::Wsgi(app)) => {

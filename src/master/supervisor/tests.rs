@@ -743,3 +743,22 @@ fn a_hup_that_cannot_reload_ends_as_a_refused_reload() {
     assert_eq!(s.sup.reloads().0, before + 1);
     assert!(s.sup.reloads().1.contains("stopping"));
 }
+
+#[test]
+fn a_code_change_reloads_once_however_many_workers_report_it() {
+    let mut s = serving();
+    let pids = s.pids();
+    let report = |s: &mut Sim, pid: i32| {
+        s.on(Event::Message {
+            pid,
+            msg: msg(Kind::Reload, 0),
+        })
+    };
+    assert_eq!(report(&mut s, pids[0]), [Action::LoadConfig]);
+    s.on(Event::ConfigLoaded(tuning(2)));
+    assert_eq!(s.sup.phase(), Phase::Reloading);
+    assert!(
+        report(&mut s, pids[1]).is_empty(),
+        "one reload is under way"
+    );
+}
