@@ -475,3 +475,50 @@ fn a_statsd_host_that_is_no_address_is_refused_before_anything_is_bound() {
     assert!(!err.contains("Listening at"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn gunicorns_settings_that_do_not_apply_load_with_one_notice_each_but_tls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("app.toml");
+    std::fs::write(
+        &toml,
+        "app = \"conformance:app\"\nworker_tmp_dir = \"/dev/shm\"\nsendfile = false\n",
+    )
+    .unwrap();
+    let py = dir.path().join("gunicorn.conf.py");
+    std::fs::write(
+        &py,
+        "wsgi_app = 'conformance:app'\nworker_tmp_dir = '/dev/shm'\nlogconfig_dict = {'version': 1}\n",
+    )
+    .unwrap();
+    for (file, expected) in [
+        (&toml, &["worker_tmp_dir", "sendfile"][..]),
+        (&py, &["worker_tmp_dir", "logconfig_dict"][..]),
+    ] {
+        let s = server("conformance:app")
+            .args(["-c", &file.display().to_string()])
+            .start();
+        let log = s.log_text();
+        for name in expected {
+            let notices: Vec<_> = log
+                .lines()
+                .filter(|l| l.contains(&format!("gunicorn's setting `{name}` does not apply")))
+                .collect();
+            assert_eq!(notices.len(), 1, "{name}:\n{log}");
+            assert!(notices[0].contains("skipped"), "{log}");
+        }
+        assert_eq!(s.get("/pid").status, 200);
+    }
+    std::fs::write(
+        &toml,
+        "app = \"conformance:app\"\ncertfile = \"/etc/ssl/x.pem\"\n",
+    )
+    .unwrap();
+    let o = run(&["-c", toml.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("setting `certfile`") && err.contains("TLS"),
+        "{err}"
+    );
+}

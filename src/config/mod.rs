@@ -4,6 +4,7 @@
 //! is one line naming the setting, the value and what is allowed.
 
 pub mod bind;
+mod gunicorn_only;
 mod pyfile;
 mod settings;
 mod values;
@@ -222,6 +223,22 @@ fn layer_from_map(
     map: serde_json::Map<String, serde_json::Value>,
     file: &str,
 ) -> Result<Layer, ConfigError> {
+    let mut map = map;
+    map.retain(|key, _| match gunicorn_only::skipped(key) {
+        Some(why) => {
+            crate::warning!("config file {file}: gunicorn's setting `{key}` does not apply to ferricorn ({why}): skipped");
+            false
+        }
+        None => true,
+    });
+    if let Some(key) = map
+        .keys()
+        .find(|k| gunicorn_only::REFUSED.contains(&k.as_str()))
+    {
+        return Err(ConfigError(format!(
+            "config file {file}: setting `{key}`: ferricorn does not serve TLS yet; terminate TLS in front of it (nginx, a load balancer) and remove the TLS settings"
+        )));
+    }
     for (key, value) in &map {
         let one = serde_json::Value::Object([(key.clone(), value.clone())].into_iter().collect());
         if let Err(e) = serde_json::from_value::<Layer>(one) {

@@ -79,8 +79,15 @@ fn child(path: &Path) -> Result<String, String> {
     })
 }
 
-/// The names a gunicorn config may set that we read: every setting, and
-/// gunicorn's other name for the app.
+/// The names a gunicorn config may set that we read: every setting,
+/// gunicorn's other name for the app, and gunicorn's settings we skip or
+/// refuse (so that the file's reader can say so).
 fn names() -> Vec<&'static str> {
-    SETTING_NAMES.iter().copied().chain(["wsgi_app"]).collect()
+    SETTING_NAMES
+        .iter()
+        .copied()
+        .chain(["wsgi_app"])
+        .chain(super::gunicorn_only::SKIPPED.iter().map(|(n, _)| *n))
+        .chain(super::gunicorn_only::REFUSED.iter().copied())
+        .collect()
 }

@@ -168,7 +168,7 @@ def read_gunicorn_config(path, names):
             value = scope[name]
             if isinstance(value, tuple):
                 value = list(value)
-            if isinstance(value, (str, int, float, bool, list)) and value is not None:
+            if isinstance(value, (str, int, float, bool, list, dict)) and value is not None:
                 settings[name] = value
     hooks = sorted(h for h in HOOKS if callable(scope.get(h)))
     return json.dumps({"settings": settings, "hooks": hooks})

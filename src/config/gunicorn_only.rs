@@ -1,0 +1,121 @@
+//! gunicorn settings ferricorn does not have. A config file written for
+//! gunicorn that sets one still loads: each is skipped with one notice
+//! saying why, except TLS, which is refused: skipping it would serve plain
+//! HTTP where HTTPS is expected.
+
+/// Skipped, and why.
+pub const SKIPPED: &[(&str, &str)] = &[
+    (
+        "worker_tmp_dir",
+        "workers report to the master over a pipe, not a heartbeat file",
+    ),
+    ("daemon", "run ferricorn in the foreground, under systemd"),
+    ("sendfile", "the I/O thread writes every response"),
+    ("reuse_port", "workers share the master's listening sockets"),
+    ("reload_engine", "--reload always uses inotify"),
+    ("spew", "no tracing of every executed line"),
+    ("tmp_upload_dir", "gunicorn does not use it either"),
+    (
+        "capture_output",
+        "print() and stderr already go to the error log",
+    ),
+    (
+        "enable_stdio_inheritance",
+        "the app's stdout and stderr go to the error log",
+    ),
+    (
+        "disable_redirect_access_to_syslog",
+        "there is no syslog output",
+    ),
+    (
+        "syslog",
+        "under systemd, logs go to the journal (--journald)",
+    ),
+    (
+        "syslog_addr",
+        "under systemd, logs go to the journal (--journald)",
+    ),
+    (
+        "syslog_prefix",
+        "under systemd, logs go to the journal (--journald)",
+    ),
+    (
+        "syslog_facility",
+        "under systemd, logs go to the journal (--journald)",
+    ),
+    (
+        "logger_class",
+        "the log is ferricorn's own, in gunicorn's format",
+    ),
+    ("logconfig", "not applied yet: configure logging in the app"),
+    (
+        "logconfig_dict",
+        "not applied yet: configure logging in the app",
+    ),
+    (
+        "logconfig_json",
+        "not applied yet: configure logging in the app",
+    ),
+    ("dogstatsd_tags", "statsd lines carry no tags"),
+    (
+        "enable_backlog_metric",
+        "/metrics always shows ferricorn_listen_queue",
+    ),
+    ("default_proc_name", "process titles name the app"),
+    (
+        "secure_scheme_headers",
+        "the scheme comes from X-Forwarded-Proto and Forwarded of trusted peers",
+    ),
+    ("paste", "no PasteDeploy: give APP_MODULE"),
+    ("raw_paste_global_conf", "no PasteDeploy"),
+    ("protocol", "only HTTP is served"),
+    ("uwsgi_allow_ips", "only HTTP is served"),
+    ("http_parser", "ferricorn has one parser"),
+    (
+        "permit_unconventional_http_version",
+        "only HTTP/1.0 and 1.1 are served",
+    ),
+    (
+        "asgi_disconnect_grace_period",
+        "asgi apps see a disconnect at once",
+    ),
+    (
+        "control_socket_mode",
+        "the control socket is always owner-only (0600)",
+    ),
+    (
+        "control_socket_disable",
+        "the control socket is off unless --control-socket or RuntimeDirectory= sets it",
+    ),
+    ("http_protocols", "HTTP/1.1 only for now"),
+    ("http2_cleartext", "HTTP/1.1 only for now"),
+    ("http2_max_concurrent_streams", "HTTP/1.1 only for now"),
+    ("http2_initial_window_size", "HTTP/1.1 only for now"),
+    ("http2_max_frame_size", "HTTP/1.1 only for now"),
+    ("http2_max_header_list_size", "HTTP/1.1 only for now"),
+    ("dirty_apps", "no dirty workers"),
+    ("dirty_workers", "no dirty workers"),
+    ("dirty_timeout", "no dirty workers"),
+    ("dirty_threads", "no dirty workers"),
+    ("dirty_graceful_timeout", "no dirty workers"),
+];
+
+/// gunicorn's TLS settings: refused until ferricorn serves TLS.
+pub const REFUSED: &[&str] = &[
+    "keyfile",
+    "certfile",
+    "ssl_version",
+    "cert_reqs",
+    "ca_certs",
+    "suppress_ragged_eofs",
+    "do_handshake_on_connect",
+    "ciphers",
+];
+
+/// Why `name` is skipped, if it is one of gunicorn's settings we skip.
+pub fn skipped(name: &str) -> Option<&'static str> {
+    SKIPPED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| *why)
+}
