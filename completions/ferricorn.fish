@@ -63,6 +63,11 @@ yes\t'Always (the error log must be stderr)'
 no\t'Never: plain lines on stderr or in --error-logfile'"
 complete -c ferricorn -l log-level -d 'Error log level: debug, info, warning, error, critical. [default: info]' -r
 complete -c ferricorn -s c -l config -d 'Read settings from this file: TOML (gunicorn\'s setting names, plus `app`) or a gunicorn *.py config' -r -F
+complete -c ferricorn -l worker-tmp-dir -r
+complete -c ferricorn -l log-config -r
+complete -c ferricorn -l log-config-json -r
+complete -c ferricorn -l reload-engine -r
+complete -c ferricorn -l dogstatsd-tags -r
 complete -c ferricorn -l preload -d 'Load the app once, before forking workers (faster boot, shared memory); a preloader process holds it and forks the workers, so the master never runs Python. [default: off]'
 complete -c ferricorn -l reload -d 'Development: reload when a source file of the app changes (inotify): new workers import the code anew, then the old ones finish their requests, as on HUP. [default: off]'
 complete -c ferricorn -l permit-obsolete-folding -d 'Accept header fields continued on a following line (obs-fold, RFC 9112 §5.2), joining them with a space. [default: off]'
@@ -72,5 +77,10 @@ complete -c ferricorn -l strip-header-spaces -d 'Accept white space between a he
 complete -c ferricorn -l initgroups -d 'Also set the user\'s supplementary groups in workers. [default: off]'
 complete -c ferricorn -l check-config -d 'Check the configuration and that the app imports, then exit (0 when it does)'
 complete -c ferricorn -l print-config -d 'Print the effective settings and where each came from, then exit'
+complete -c ferricorn -l no-sendfile
+complete -c ferricorn -l reuse-port
+complete -c ferricorn -l capture-output
+complete -c ferricorn -l enable-stdio-inheritance
+complete -c ferricorn -l log-syslog
 complete -c ferricorn -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ferricorn -s V -l version -d 'Print version'

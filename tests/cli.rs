@@ -522,3 +522,22 @@ fn gunicorns_settings_that_do_not_apply_load_with_one_notice_each_but_tls_is_ref
         "{err}"
     );
 }
+
+#[test]
+fn gunicorns_options_that_do_not_apply_are_accepted_with_a_notice() {
+    let s = server("conformance:app")
+        .args(["--worker-tmp-dir", "/dev/shm", "--no-sendfile"])
+        .start();
+    let log = s.log_text();
+    for flag in ["--worker-tmp-dir", "--no-sendfile"] {
+        let notices = log
+            .lines()
+            .filter(|l| l.contains(&format!("gunicorn's option {flag} does not apply")))
+            .count();
+        assert_eq!(notices, 1, "{flag}:\n{log}");
+    }
+    assert_eq!(s.get("/pid").status, 200);
+    // Hidden: --help lists what ferricorn does.
+    let o = run(&["--help"], &[]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("worker-tmp-dir"));
+}

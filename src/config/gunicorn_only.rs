@@ -119,3 +119,72 @@ pub fn skipped(name: &str) -> Option<&'static str> {
         .find(|(n, _)| *n == name)
         .map(|(_, why)| *why)
 }
+
+/// gunicorn's command-line options for the settings above that deployments
+/// commonly pass (a container's `--worker-tmp-dir /dev/shm`): accepted,
+/// hidden from `--help`, and skipped with the same notice.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Flags {
+    #[arg(long = "worker-tmp-dir", value_name = "DIR", hide = true)]
+    worker_tmp_dir: Option<String>,
+    #[arg(long = "no-sendfile", hide = true)]
+    no_sendfile: bool,
+    #[arg(long = "reuse-port", hide = true)]
+    reuse_port: bool,
+    #[arg(long = "capture-output", hide = true)]
+    capture_output: bool,
+    #[arg(long = "enable-stdio-inheritance", hide = true)]
+    enable_stdio_inheritance: bool,
+    #[arg(long = "log-syslog", hide = true)]
+    log_syslog: bool,
+    #[arg(long = "log-config", value_name = "FILE", hide = true)]
+    log_config: Option<String>,
+    #[arg(long = "log-config-json", value_name = "FILE", hide = true)]
+    log_config_json: Option<String>,
+    #[arg(long = "reload-engine", value_name = "ENGINE", hide = true)]
+    reload_engine: Option<String>,
+    #[arg(long = "dogstatsd-tags", value_name = "TAGS", hide = true)]
+    dogstatsd_tags: Option<String>,
+}
+
+impl Flags {
+    /// The options given, each with the setting it stands for.
+    pub fn given(&self) -> Vec<(&'static str, &'static str)> {
+        [
+            (
+                self.worker_tmp_dir.is_some(),
+                "--worker-tmp-dir",
+                "worker_tmp_dir",
+            ),
+            (self.no_sendfile, "--no-sendfile", "sendfile"),
+            (self.reuse_port, "--reuse-port", "reuse_port"),
+            (self.capture_output, "--capture-output", "capture_output"),
+            (
+                self.enable_stdio_inheritance,
+                "--enable-stdio-inheritance",
+                "enable_stdio_inheritance",
+            ),
+            (self.log_syslog, "--log-syslog", "syslog"),
+            (self.log_config.is_some(), "--log-config", "logconfig"),
+            (
+                self.log_config_json.is_some(),
+                "--log-config-json",
+                "logconfig_json",
+            ),
+            (
+                self.reload_engine.is_some(),
+                "--reload-engine",
+                "reload_engine",
+            ),
+            (
+                self.dogstatsd_tags.is_some(),
+                "--dogstatsd-tags",
+                "dogstatsd_tags",
+            ),
+        ]
+        .into_iter()
+        .filter(|(given, _, _)| *given)
+        .map(|(_, flag, setting)| (flag, setting))
+        .collect()
+    }
+}

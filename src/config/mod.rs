@@ -54,6 +54,9 @@ pub struct Cli {
     /// Print the effective settings and where each came from, then exit.
     #[arg(long = "print-config", help_heading = "Configuration")]
     pub print_config: bool,
+
+    #[command(flatten)]
+    pub gunicorn_only: gunicorn_only::Flags,
 }
 
 /// Where a setting's value came from, for `--print-config`.
@@ -186,6 +189,14 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         s.apply(&env_cli.layer, &mut sources, &Source::CmdArgsEnv);
     }
     s.apply(&cli.layer, &mut sources, &Source::CommandLine);
+    for (flag, setting) in env_cli
+        .iter()
+        .chain([cli])
+        .flat_map(|c| c.gunicorn_only.given())
+    {
+        let why = gunicorn_only::skipped(setting).unwrap_or("");
+        crate::warning!("gunicorn's option {flag} does not apply to ferricorn ({why}): skipped");
+    }
 
     validate(s, sources)
 }
