@@ -20,6 +20,13 @@ complete -c ferricorn -l request-timeout -d 'Answer 504 to a request still runni
 complete -c ferricorn -l graceful-timeout -d 'Seconds workers get to finish in-flight requests on stop or reload. [default: 30]' -r
 complete -c ferricorn -l keep-alive -d 'Seconds an idle keep-alive connection is kept open (gthread, gevent, asgi). [default: 2]' -r
 complete -c ferricorn -l reload-extra-file -d 'With --reload, also watch this file (templates, settings). Repeatable. [default: none]' -r
+complete -c ferricorn -l post-fork -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In each worker after it is forked, before the app is imported: post_fork(server, worker). [default: none]' -r
+complete -c ferricorn -l post-worker-init -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In each worker once the app is imported: post_worker_init(worker). [default: none]' -r
+complete -c ferricorn -l pre-request -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). Before each request reaches the app: pre_request(worker, req). [default: none]' -r
+complete -c ferricorn -l post-request -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). After each request\'s response: post_request(worker, req, environ, resp). [default: none]' -r
+complete -c ferricorn -l worker-int -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker told to stop at once (INT, QUIT): worker_int(worker). [default: none]' -r
+complete -c ferricorn -l worker-abort -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker stopped for --timeout (ABRT): worker_abort(worker). [default: none]' -r
+complete -c ferricorn -l worker-exit -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker as it exits: worker_exit(server, worker). [default: none]' -r
 complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]' -r
 complete -c ferricorn -l limit-request-fields -d 'Maximum number of request header fields. [default: 100]' -r
 complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means 8190. [default: 8190]' -r

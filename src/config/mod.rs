@@ -106,6 +106,8 @@ pub struct Config {
     pub statsd: Option<std::net::SocketAddr>,
     /// `--proxy-allow-from`, parsed.
     pub proxy_allow: Networks,
+    /// A gunicorn `*.py` config: workers run it again for its hooks.
+    pub hooks_file: Option<PathBuf>,
     pub log_level: Level,
     pub worker_class: WorkerClass,
     pub uid: Option<libc::uid_t>,
@@ -198,7 +200,11 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         crate::warning!("gunicorn's option {flag} does not apply to ferricorn ({why}): skipped");
     }
 
-    validate(s, sources)
+    let mut cfg = validate(s, sources)?;
+    cfg.hooks_file = config_file
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .map(|p| p.canonicalize().unwrap_or(p));
+    Ok(cfg)
 }
 
 fn first_line(s: &str) -> String {
@@ -456,6 +462,7 @@ fn validate(
         health,
         statsd,
         proxy_allow,
+        hooks_file: None,
         metrics,
         log_level,
         worker_class,

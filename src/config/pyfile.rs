@@ -46,12 +46,20 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
     if let Some(hooks) = value.get("hooks").and_then(|h| h.as_array())
         && !hooks.is_empty()
     {
-        let names: Vec<&str> = hooks.iter().filter_map(|h| h.as_str()).collect();
-        crate::warning!(
-            "{}: server hooks are not supported and will not run: {}",
-            path.display(),
-            names.join(", ")
-        );
+        // The hooks gunicorn runs in a worker run in ours; those of its
+        // arbiter do not yet.
+        let names: Vec<&str> = hooks
+            .iter()
+            .filter_map(|h| h.as_str())
+            .filter(|h| !WORKER_HOOKS.contains(h))
+            .collect();
+        if !names.is_empty() {
+            crate::warning!(
+                "{}: these server hooks run in gunicorn's arbiter, which ferricorn does not run yet; they will not run: {}",
+                path.display(),
+                names.join(", ")
+            );
+        }
     }
     Ok(value
         .get("settings")
@@ -59,6 +67,17 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
         .cloned()
         .unwrap_or_default())
 }
+
+/// The hooks that run in a worker (`python::hooks`); the others are the arbiter's.
+pub const WORKER_HOOKS: [&str; 7] = [
+    "post_fork",
+    "post_worker_init",
+    "pre_request",
+    "post_request",
+    "worker_int",
+    "worker_abort",
+    "worker_exit",
+];
 
 fn child(path: &Path) -> Result<String, String> {
     let dir = path.parent().unwrap_or(Path::new("/"));

@@ -213,6 +213,27 @@ declare_settings! {
     )]
     #[serde(deserialize_with = "one_or_many")]
     reload_extra_files: [Vec<String>] = vec![];
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In each worker after it is forked, before the app is imported: post_fork(server, worker). [default: none]
+    #[arg(long = "post-fork", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    post_fork: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In each worker once the app is imported: post_worker_init(worker). [default: none]
+    #[arg(long = "post-worker-init", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    post_worker_init: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). Before each request reaches the app: pre_request(worker, req). [default: none]
+    #[arg(long = "pre-request", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    pre_request: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). After each request's response: post_request(worker, req, environ, resp). [default: none]
+    #[arg(long = "post-request", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    post_request: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker told to stop at once (INT, QUIT): worker_int(worker). [default: none]
+    #[arg(long = "worker-int", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    worker_int: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker stopped for --timeout (ABRT): worker_abort(worker). [default: none]
+    #[arg(long = "worker-abort", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    worker_abort: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker as it exits: worker_exit(server, worker). [default: none]
+    #[arg(long = "worker-exit", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    worker_exit: [String] => Option<String> = None;
 
     // ---- Security limits
     /// Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]

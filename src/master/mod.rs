@@ -73,6 +73,8 @@ pub struct Master {
     /// `--statsd-host`: the socket, for the address and prefix it was made for.
     statsd: Option<(std::net::SocketAddr, String, crate::statsd::Statsd)>,
     statsd_at: Instant,
+    /// Workers started so far (their `worker.age` for hooks).
+    ages: u64,
     /// `--health-bind`: `/livez` and `/readyz`, answered here.
     health: Option<health::Responder>,
     /// `--metrics-bind`: `/metrics`, answered here.
@@ -132,6 +134,7 @@ impl Master {
             sampled_at: Instant::now(),
             statsd: None,
             statsd_at: Instant::now(),
+            ages: 0,
             health: None,
             metrics: None,
             retired: Default::default(),
@@ -647,8 +650,11 @@ impl Master {
             .chain(self.control.iter().flat_map(|c| c.raw_fds()))
             .collect();
         let seat = self.board.and_then(|b| b.claim());
+        // gunicorn's worker.age: the worker's place in the order started.
+        self.ages += 1;
+        crate::worker::set_age(self.ages);
         let spawned = match &self.preloader {
-            Some(p) => p.spawn(&self.cfg, &self.listeners, seat),
+            Some(p) => p.spawn(&self.cfg, &self.listeners, seat, self.ages),
             None => spawn::fork_worker(&self.cfg, &self.listeners, seat, &close_in_child),
         };
         let (pid, fd) = spawned.inspect_err(|_| {

@@ -52,6 +52,10 @@ struct Spawn {
     /// The listeners' names (`FileDescriptorName=`), in the order of their descriptors.
     names: Vec<Option<String>>,
     master: i32,
+    /// A gunicorn `*.py` config the worker runs again for its hooks.
+    hooks_file: Option<std::path::PathBuf>,
+    /// The worker's place in the order of workers started (`worker.age`).
+    age: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,6 +107,7 @@ impl Preloader {
         cfg: &Config,
         listeners: &[Listener],
         seat: Option<Seat>,
+        age: u64,
     ) -> anyhow::Result<(i32, OwnedFd)> {
         let (read, write) = sys::pipe()?;
         let request = serde_json::to_vec(&Spawn {
@@ -110,6 +115,8 @@ impl Preloader {
             seat: seat.map(|s| s.index()),
             names: listeners.iter().map(|l| l.name.clone()).collect(),
             master: std::process::id() as i32,
+            hooks_file: cfg.hooks_file.clone(),
+            age,
         })?;
         let fds: Vec<RawFd> = std::iter::once(write.as_raw_fd())
             .chain(listeners.iter().map(|l| l.fd.as_raw_fd()))
@@ -221,7 +228,11 @@ fn serve(cfg: &Config, board: Option<Board>, control: OwnedFd) -> ! {
         }
         let pipe = fds.remove(0);
         let cfg = match crate::config::from_settings(request.settings) {
-            Ok(cfg) => cfg,
+            Ok(mut cfg) => {
+                cfg.hooks_file = request.hooks_file;
+                crate::worker::set_age(request.age);
+                cfg
+            }
             Err(e) => {
                 send(&control, &Reply::Failed(e.to_string()));
                 continue;

@@ -172,3 +172,151 @@ def read_gunicorn_config(path, names):
                 settings[name] = value
     hooks = sorted(h for h in HOOKS if callable(scope.get(h)))
     return json.dumps({"settings": settings, "hooks": hooks})
+
+
+# ---- Server hooks that run in a worker (gunicorn's names and arguments)
+
+WORKER_HOOKS = (
+    "post_fork", "post_worker_init", "pre_request", "post_request",
+    "worker_int", "worker_abort", "worker_exit",
+)
+
+
+class HookConfig:
+    """`server.cfg` / `worker.cfg`: the settings by gunicorn's names."""
+
+    def __init__(self, settings):
+        self.__dict__.update(settings)
+        self.settings = settings
+
+    def __getattr__(self, name):
+        raise AttributeError("ferricorn has no setting %r" % name)
+
+
+class HookServer:
+    """The `server` (gunicorn's arbiter) a worker-side hook is given."""
+
+    def __init__(self, cfg, master_pid):
+        self.cfg = cfg
+        self.log = logging.getLogger("gunicorn.error")
+        self.pid = master_pid
+        self.num_workers = cfg.settings.get("workers")
+        self.proc_name = cfg.settings.get("proc_name") or cfg.settings.get("app")
+
+
+class HookWorker:
+    """The `worker` a hook is given."""
+
+    def __init__(self, cfg, age, master_pid):
+        import os
+        import time
+
+        self.cfg = cfg
+        self.log = logging.getLogger("gunicorn.error")
+        self.pid = os.getpid()
+        self.ppid = master_pid
+        self.age = age
+        self.booted = False
+        self.alive = True
+        self.nr = 0
+        self.started = time.time()
+        self.wsgi = None
+
+
+class HookRequest:
+    """`req` for pre_request and post_request: gunicorn's Request attributes."""
+
+    def __init__(self, method, uri, path, query, version, headers, remote_addr, scheme):
+        self.method = method
+        self.uri = uri
+        self.path = path
+        self.query = query
+        self.version = version
+        # gunicorn: (NAME, value) pairs with upper-case names.
+        self.headers = headers
+        self.remote_addr = remote_addr
+        self.scheme = scheme
+
+
+class HookResponse:
+    """`resp` for post_request."""
+
+    def __init__(self, status, headers, sent):
+        self.status = status
+        self.status_code = int(status.split(None, 1)[0])
+        self.headers = headers
+        self.sent = sent
+        self.response_length = sent
+
+
+def _resolve(ref):
+    """A TOML hook: "package.module:function"."""
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ValueError("a hook is named module:function, not %r" % ref)
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError("hook %r is not callable" % ref)
+    return obj
+
+
+class Hooks:
+    """The worker-side hooks of this configuration, and what they are given."""
+
+    def __init__(self, refs, config_path, settings, age, master_pid):
+        self.fns = {}
+        scope = None
+        if config_path:
+            scope = {"__file__": config_path, "__name__": "__config__"}
+            with open(config_path, "rb") as f:
+                exec(compile(f.read(), config_path, "exec"), scope)
+        for name in WORKER_HOOKS:
+            if refs.get(name):
+                self.fns[name] = _resolve(refs[name])
+            elif scope is not None and callable(scope.get(name)):
+                self.fns[name] = scope[name]
+        cfg = HookConfig(settings)
+        self.server = HookServer(cfg, master_pid)
+        self.worker = HookWorker(cfg, age, master_pid)
+
+    def has(self, name):
+        return name in self.fns
+
+    def call(self, name, *args):
+        """Run a hook; its exception propagates (the caller decides what it means)."""
+        fn = self.fns.get(name)
+        if fn is not None:
+            fn(*args)
+
+    def post_fork(self):
+        self.call("post_fork", self.server, self.worker)
+
+    def post_worker_init(self, app):
+        self.worker.wsgi = app
+        self.worker.booted = True
+        self.call("post_worker_init", self.worker)
+
+    def worker_int(self):
+        self.call("worker_int", self.worker)
+
+    def worker_abort(self):
+        self.call("worker_abort", self.worker)
+
+    def worker_exit(self):
+        self.worker.alive = False
+        self.call("worker_exit", self.server, self.worker)
+
+    def pre_request(self, req):
+        self.worker.nr += 1
+        self.call("pre_request", self.worker, req)
+
+    def post_request(self, req, environ, resp):
+        self.call("post_request", self.worker, req, environ, resp)
+
+    def request(self, *args):
+        return HookRequest(*args)
+
+    def response(self, *args):
+        return HookResponse(*args)

@@ -1,5 +1,6 @@
 //! The embedded CPython: interpreter start-up in a worker, the virtualenv, app loading.
 
+pub mod hooks;
 mod support;
 
 pub use support::{Support, traceback_text};

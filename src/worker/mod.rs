@@ -23,7 +23,7 @@ use crate::listen::Listener;
 use crate::listen::balance::Seat;
 use crate::privileges;
 use crate::proto::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
-use crate::python::{self, Startup, Support};
+use crate::python::{self, Startup, Support, hooks};
 use crate::{error, info};
 
 /// USR1 (reopen the logs: logrotate, `systemctl reload` of a log setup)
@@ -66,12 +66,20 @@ pub fn run(
     crate::log::mark_worker();
     let _ = crate::sys::set_nonblocking(&pipe, true);
     let booted = match preloaded {
-        // The app was imported in the master before fork; only privileges remain.
+        // The app was imported before fork; privileges and hooks remain
+        // (post_fork runs after the import, as under gunicorn's --preload).
         Some(app) => privileges::drop_to(cfg.uid, cfg.gid, cfg.settings.initgroups)
-            .map(|()| Python::attach(|py| app.clone_ref(py)))
             .map_err(|e| {
                 error!("Could not drop privileges: {e}");
                 WORKER_BOOT_ERROR
+            })
+            .and_then(|()| {
+                Python::attach(|py| {
+                    let app = app.clone_ref(py);
+                    boot_hooks(py, cfg, &app.support)?;
+                    after_import(py, &app.app)?;
+                    Ok(app)
+                })
             }),
         None => boot(cfg),
     };
@@ -89,11 +97,77 @@ pub fn run(
     exit(code)
 }
 
+/// Make the worker's server hooks and run post_fork (gunicorn: in the
+/// child, before the app is imported). A hook that raises stops the
+/// worker's boot, as in gunicorn.
+fn boot_hooks(py: Python<'_>, cfg: &Config, support: &python::Support) -> Result<(), i32> {
+    let s = &cfg.settings;
+    let refs: Vec<(&'static str, &str)> = [
+        ("post_fork", &s.post_fork),
+        ("post_worker_init", &s.post_worker_init),
+        ("pre_request", &s.pre_request),
+        ("post_request", &s.post_request),
+        ("worker_int", &s.worker_int),
+        ("worker_abort", &s.worker_abort),
+        ("worker_exit", &s.worker_exit),
+    ]
+    .into_iter()
+    .filter_map(|(name, r)| r.as_deref().map(|r| (name, r)))
+    .collect();
+    let sources = hooks::Sources {
+        refs,
+        config_file: cfg.hooks_file.as_deref(),
+        settings_json: serde_json::to_string(s).unwrap_or_else(|_| "{}".into()),
+        age: AGE.load(std::sync::atomic::Ordering::Relaxed),
+        master_pid: std::os::unix::process::parent_id() as i32,
+    };
+    let run = || -> PyResult<()> {
+        if let Some(h) = hooks::install(py, support, sources)? {
+            h.call(py, "post_fork")?;
+        }
+        Ok(())
+    };
+    run().map_err(|e| {
+        error!(
+            "Exception in worker process\n{}",
+            python::traceback_text(py, &e)
+        );
+        WORKER_BOOT_ERROR
+    })
+}
+
+/// post_worker_init, once the app is imported.
+fn after_import(py: Python<'_>, app: &Py<PyAny>) -> Result<(), i32> {
+    let Some(h) = hooks::installed() else {
+        return Ok(());
+    };
+    h.post_worker_init(py, app).map_err(|e| {
+        error!(
+            "Exception in worker process\n{}",
+            python::traceback_text(py, &e)
+        );
+        WORKER_BOOT_ERROR
+    })
+}
+
+static AGE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The next worker's place in the order of workers started (set by the
+/// process that forks it, which the worker inherits).
+pub fn set_age(age: u64) {
+    AGE.store(age, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Leave the worker without Python finalisation (app threads may hold the
 /// GIL); every line we logged is already written.
 pub fn exit(code: i32) -> ! {
+    // gunicorn runs worker_exit on every way out of a worker it can see.
+    hooks::run_on_the_way_out("worker_exit", HOOK_TIME_ON_EXIT);
     crate::sys::exit_now(code)
 }
+
+/// How long a hook may hold up a worker that is leaving.
+pub const HOOK_TIME_ON_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Everything up to an imported app; an Err is the exit code.
 pub fn boot(cfg: &Config) -> Result<python::LoadedApp, i32> {
@@ -127,9 +201,11 @@ pub fn boot(cfg: &Config) -> Result<python::LoadedApp, i32> {
             error!("{e}");
             return Err(WORKER_BOOT_ERROR);
         }
+        boot_hooks(py, cfg, &support)?;
         match python::load_app(py, &support, &s.app) {
             Ok(app) => {
                 info!("Worker (pid:{}) loaded {}", std::process::id(), s.app);
+                after_import(py, &app)?;
                 Ok(python::LoadedApp { app, support })
             }
             Err(e) => {

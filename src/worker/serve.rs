@@ -68,13 +68,17 @@ pub fn serve(
     reporter: Reporter,
     loaded: LoadedApp,
 ) -> i32 {
-    let abort = SigAction::new(
-        SigHandler::Handler(on_abort),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only calls _exit, which is async-signal-safe.
-    let _ = unsafe { sigaction(Signal::SIGABRT, &abort) };
+    // With a worker_abort hook, the I/O loop takes ABRT (below) to run it.
+    let abort_hook = crate::python::hooks::installed().is_some_and(|h| h.has_abort);
+    if !abort_hook {
+        let abort = SigAction::new(
+            SigHandler::Handler(on_abort),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only calls _exit, which is async-signal-safe.
+        let _ = unsafe { sigaction(Signal::SIGABRT, &abort) };
+    }
     let s = &cfg.settings;
     let class = cfg.worker_class;
     let conf = Conf {
@@ -298,6 +302,12 @@ pub fn serve(
     }
 }
 
+/// INT or QUIT: gunicorn's worker_int, then leave at once.
+fn quit_now() -> ! {
+    crate::python::hooks::run_on_the_way_out("worker_int", super::HOOK_TIME_ON_EXIT);
+    super::exit(0)
+}
+
 enum App {
     Wsgi(Arc<WsgiApp>),
     Asgi(Arc<AsgiApp>),
@@ -380,6 +390,11 @@ async fn run(
         signal(SignalKind::quit()),
         signal(SignalKind::user_defined1()),
     );
+    let mut abort = if crate::python::hooks::installed().is_some_and(|h| h.has_abort) {
+        signal(SignalKind::from_raw(libc::SIGABRT)).ok()
+    } else {
+        None
+    };
     if super::reopen_asked_while_booting() {
         crate::log::reopen();
         ledger.reopen();
@@ -391,8 +406,13 @@ async fn run(
         loop {
             tokio::select! {
                 _ = term.recv() => { let _ = graceful_tx.send(true); }
-                _ = int.recv() => super::exit(0),
-                _ = quit.recv() => super::exit(0),
+                _ = int.recv() => quit_now(),
+                _ = quit.recv() => quit_now(),
+                Some(()) = async { match &mut abort { Some(a) => a.recv().await, None => std::future::pending().await } } => {
+                    // --timeout: gunicorn's worker_abort, then exit 1.
+                    crate::python::hooks::run_on_the_way_out("worker_abort", Duration::from_secs(1));
+                    super::exit(1);
+                }
                 _ = usr1.recv() => { crate::log::reopen(); ledger.reopen(); }
             }
         }

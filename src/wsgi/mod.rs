@@ -15,7 +15,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::python::{Support, traceback_text};
+use crate::python::{Support, hooks, traceback_text};
 use crate::request::forwarded::Forwarded;
 use crate::request::response::{SERVER_HEADER, error_response};
 use crate::request::{Answer, Finished, Job, Ledger, Local, Peer, Wait};
@@ -110,6 +110,9 @@ impl WsgiApp {
             return None;
         }
         self.ledger.began(started);
+        // pre_request / post_request: gunicorn's `req`, and the environ and
+        // headers kept for post_request.
+        let hooks = hooks::installed().filter(|h| h.per_request);
         let input =
             Bound::new(py, Input::new(body, self.wait.clone())).expect("allocating wsgi.input");
         let sr = StartResponse::obtain(
@@ -117,13 +120,21 @@ impl WsgiApp {
             reply,
             busy,
             &self.wait,
-            self.ledger.wants_response_headers,
+            self.ledger.wants_response_headers || hooks.is_some(),
             hold,
             parts.method == http::Method::HEAD,
         )
         .expect("allocating start_response");
 
-        let result = self.run(py, &parts, &peer, &local, &input, &sr);
+        let mut kept_env = None;
+        let hooked = hooks.map(|h| (h, hook_request(py, h, &parts, &peer)));
+        let result = match &hooked {
+            Some((h, Ok(req))) => h.pre_request(py, req).and_then(|()| {
+                self.run(py, &parts, &peer, &local, &input, &sr, Some(&mut kept_env))
+            }),
+            Some((_, Err(e))) => Err(e.clone_ref(py)),
+            None => self.run(py, &parts, &peer, &local, &input, &sr, None),
+        };
         let sr_ref = sr.borrow();
         if let Err(e) = result {
             let path = parts.uri.path();
@@ -164,12 +175,27 @@ impl WsgiApp {
         if let Some(d) = &deadline {
             d.take_stuck(&self.ledger.stats().stuck);
         }
+        if let Some((h, Ok(req))) = &hooked {
+            let answer = sr_ref.answer(true);
+            let status = StatusCode::from_u16(answer.status).map_or_else(
+                |_| answer.status.to_string(),
+                |s| format!("{} {}", s.as_u16(), s.canonical_reason().unwrap_or("")),
+            );
+            let env = kept_env.map_or_else(|| PyDict::new(py).into_any(), |e| e.into_any());
+            let posted = h
+                .response(py, status, answer.headers, answer.bytes)
+                .and_then(|resp| h.post_request(py, req, &env, &resp));
+            if let Err(e) = posted {
+                crate::error!("Exception in post_request hook\n{}", traceback_text(py, &e));
+            }
+        }
         let held = sr_ref.take_held();
         drop(sr_ref);
         StartResponse::release(sr);
         held
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
         py: Python<'py>,
@@ -178,6 +204,7 @@ impl WsgiApp {
         local: &Local,
         input: &Bound<'py, Input>,
         sr: &Bound<'py, StartResponse>,
+        keep_env: Option<&mut Option<Bound<'py, PyDict>>>,
     ) -> PyResult<()> {
         let env = self.base.bind(py).copy()?;
         environ::fill(
@@ -190,6 +217,9 @@ impl WsgiApp {
             &self.forwarded,
             input.as_any(),
         )?;
+        if let Some(keep) = keep_env {
+            *keep = Some(env.clone());
+        }
         let result = self.app.bind(py).call1((env, sr))?;
         let sr = sr.borrow();
 
@@ -285,4 +315,38 @@ impl WsgiApp {
         }
         Ok(())
     }
+}
+
+/// gunicorn's `req` for pre_request and post_request.
+fn hook_request<'py>(
+    py: Python<'py>,
+    h: &hooks::Hooks,
+    parts: &Parts,
+    peer: &Peer,
+) -> PyResult<Bound<'py, PyAny>> {
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_uppercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let version = if parts.version == http::Version::HTTP_10 {
+        (1, 0)
+    } else {
+        (1, 1)
+    };
+    h.request(
+        py,
+        parts.method.as_str(),
+        &parts.uri.to_string(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        version,
+        headers,
+        peer.ip_string(),
+    )
 }
