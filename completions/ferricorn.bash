@@ -23,7 +23,7 @@ _ferricorn() {
 
     case "${cmd}" in
         ferricorn)
-            opts="-b -w -k -t -e -n -p -u -g -m -c -h -V --bind --metrics-bind --control-socket --health-bind --backlog --workers --worker-class --threads --worker-connections --max-requests --max-requests-jitter --max-worker-memory --max-worker-lifetime --max-worker-lifetime-jitter --timeout --request-timeout --graceful-timeout --keep-alive --preload --reload --reload-extra-file --post-fork --post-worker-init --pre-request --post-request --worker-int --worker-abort --worker-exit --limit-request-line --limit-request-fields --limit-request-field_size --header-timeout --min-request-body-rate --min-response-rate --permit-obsolete-folding --permit-unconventional-http-method --casefold-http-method --strip-header-spaces --header-map --forwarded-allow-ips --proxy-protocol --proxy-allow-from --forwarder-headers --chdir --env --pythonpath --virtualenv --name --pid --user --group --umask --initgroups --access-logfile --access-logformat --statsd-host --statsd-prefix --error-logfile --asgi-loop --asgi-lifespan --root-path --websocket-max-message-size --journald --log-level --config --check-config --print-config --worker-tmp-dir --no-sendfile --reuse-port --capture-output --enable-stdio-inheritance --log-syslog --log-config --log-config-json --reload-engine --dogstatsd-tags --help --version"
+            opts="-b -w -k -t -e -n -p -u -g -m -c -h -V --bind --metrics-bind --control-socket --health-bind --backlog --workers --worker-class --threads --worker-connections --max-requests --max-requests-jitter --max-worker-memory --max-worker-lifetime --max-worker-lifetime-jitter --timeout --request-timeout --graceful-timeout --keep-alive --preload --reload --reload-extra-file --post-fork --post-worker-init --pre-request --post-request --worker-int --worker-abort --worker-exit --limit-request-line --limit-request-fields --limit-request-field_size --header-timeout --min-request-body-rate --min-response-rate --permit-obsolete-folding --permit-unconventional-http-method --casefold-http-method --strip-header-spaces --header-map --forwarded-allow-ips --proxy-protocol --proxy-allow-from --forwarder-headers --chdir --env --pythonpath --virtualenv --name --pid --user --group --umask --initgroups --access-logfile --access-logformat --log-config --log-config-json --log-config-dict --statsd-host --statsd-prefix --error-logfile --asgi-loop --asgi-lifespan --root-path --websocket-max-message-size --journald --log-level --config --check-config --print-config --worker-tmp-dir --no-sendfile --reuse-port --capture-output --enable-stdio-inheritance --log-syslog --reload-engine --dogstatsd-tags --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -261,6 +261,18 @@ _ferricorn() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-config-json)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-config-dict)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --statsd-host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -306,14 +318,6 @@ _ferricorn() {
                     return 0
                     ;;
                 --worker-tmp-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --log-config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --log-config-json)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -54,6 +54,9 @@ complete -c ferricorn -s g -l group -d 'Run workers as this group (name or gid).
 complete -c ferricorn -s m -l umask -d 'File mode creation mask, e.g. 0o022. [default: 0]' -r
 complete -c ferricorn -l access-logfile -d 'Access log file; `-` is stdout. [default: none]' -r
 complete -c ferricorn -l access-logformat -d 'Access log format with gunicorn\'s atoms (h l u t r s m U q H b B f a T M D L p, {header}i, {header}o, {var}e)' -r
+complete -c ferricorn -l log-config -d 'Configure the app\'s Python logging from this file, in logging.config.fileConfig\'s format (gunicorn\'s logconfig). [default: none]' -r -F
+complete -c ferricorn -l log-config-json -d 'Configure the app\'s Python logging from this JSON file, in logging.config.dictConfig\'s format; above --log-config. [default: none]' -r -F
+complete -c ferricorn -l log-config-dict -d 'Configure the app\'s Python logging from this dictConfig dictionary (a TOML table, a Python dict, or JSON text); above the two files. [default: none]' -r
 complete -c ferricorn -l statsd-host -d 'Send gunicorn\'s statsd metrics here over UDP (gunicorn.requests, gunicorn.request.duration, gunicorn.request.status.CODE, gunicorn.workers). HOST:PORT. [default: none]' -r
 complete -c ferricorn -l statsd-prefix -d 'Put this before the statsd metrics\' names (a dot is added). [default: ""]' -r
 complete -c ferricorn -l error-logfile -d 'Error log file; `-` is stderr. [default: -]' -r
@@ -71,8 +74,6 @@ no\t'Never: plain lines on stderr or in --error-logfile'"
 complete -c ferricorn -l log-level -d 'Error log level: debug, info, warning, error, critical. [default: info]' -r
 complete -c ferricorn -s c -l config -d 'Read settings from this file: TOML (gunicorn\'s setting names, plus `app`) or a gunicorn *.py config' -r -F
 complete -c ferricorn -l worker-tmp-dir -r
-complete -c ferricorn -l log-config -r
-complete -c ferricorn -l log-config-json -r
 complete -c ferricorn -l reload-engine -r
 complete -c ferricorn -l dogstatsd-tags -r
 complete -c ferricorn -l preload -d 'Load the app once, before forking workers (faster boot, shared memory); a preloader process holds it and forks the workers, so the master never runs Python. [default: off]'

@@ -47,15 +47,6 @@ pub const SKIPPED: &[(&str, &str)] = &[
         "logger_class",
         "the log is ferricorn's own, in gunicorn's format",
     ),
-    ("logconfig", "not applied yet: configure logging in the app"),
-    (
-        "logconfig_dict",
-        "not applied yet: configure logging in the app",
-    ),
-    (
-        "logconfig_json",
-        "not applied yet: configure logging in the app",
-    ),
     ("dogstatsd_tags", "statsd lines carry no tags"),
     (
         "enable_backlog_metric",
@@ -137,10 +128,6 @@ pub struct Flags {
     enable_stdio_inheritance: bool,
     #[arg(long = "log-syslog", hide = true)]
     log_syslog: bool,
-    #[arg(long = "log-config", value_name = "FILE", hide = true)]
-    log_config: Option<String>,
-    #[arg(long = "log-config-json", value_name = "FILE", hide = true)]
-    log_config_json: Option<String>,
     #[arg(long = "reload-engine", value_name = "ENGINE", hide = true)]
     reload_engine: Option<String>,
     #[arg(long = "dogstatsd-tags", value_name = "TAGS", hide = true)]
@@ -165,12 +152,6 @@ impl Flags {
                 "enable_stdio_inheritance",
             ),
             (self.log_syslog, "--log-syslog", "syslog"),
-            (self.log_config.is_some(), "--log-config", "logconfig"),
-            (
-                self.log_config_json.is_some(),
-                "--log-config-json",
-                "logconfig_json",
-            ),
             (
                 self.reload_engine.is_some(),
                 "--reload-engine",

@@ -119,6 +119,18 @@ pub struct Config {
     pub proc_name: String,
 }
 
+impl Config {
+    /// gunicorn's logconfig settings, for the app's Python logging.
+    pub fn logconfig(&self) -> crate::python::LogConfig<'_> {
+        let s = &self.settings;
+        crate::python::LogConfig {
+            dict_json: s.logconfig_dict.as_deref(),
+            json: s.logconfig_json.as_deref(),
+            ini: s.logconfig.as_deref(),
+        }
+    }
+}
+
 impl Settings {
     /// The declared defaults, with those the environment gives
     /// (`$WEB_CONCURRENCY`, `$PORT`, `$VIRTUAL_ENV`).
@@ -380,6 +392,27 @@ fn validate(
             "addresses or networks (10.0.0.0/8) separated by commas, or *",
         )
     })?;
+    if let Some(d) = &s.logconfig_dict
+        && !serde_json::from_str::<serde_json::Value>(d).is_ok_and(|v| v.is_object())
+    {
+        return Err(bad(
+            "logconfig_dict",
+            format!("{d:?}"),
+            "a dictionary in logging.config.dictConfig's format",
+        ));
+    }
+    // Workers read them after --chdir: resolve them against where we started.
+    for (name, file) in [
+        ("logconfig", &mut s.logconfig),
+        ("logconfig_json", &mut s.logconfig_json),
+    ] {
+        if let Some(f) = file {
+            match f.canonicalize() {
+                Ok(full) if full.is_file() => *f = full,
+                _ => return Err(bad(name, f.display(), "a file that exists")),
+            }
+        }
+    }
     let health = master_bind("health_bind", s.health_bind.as_deref())?;
     let metrics = master_bind("metrics_bind", s.metrics_bind.as_deref())?;
     let mut binds = Vec::new();

@@ -85,6 +85,7 @@ fn child(path: &Path) -> Result<String, String> {
         virtualenv: None,
         chdir: dir,
         pythonpath: None,
+        logconfig: Default::default(),
     })?;
     Python::attach(|py| {
         let run = || -> PyResult<String> {

@@ -420,6 +420,16 @@ declare_settings! {
         help_heading = "Logging"
     )]
     access_log_format: [String] = crate::log::access::DEFAULT_FORMAT.to_string();
+    /// Configure the app's Python logging from this file, in logging.config.fileConfig's format (gunicorn's logconfig). [default: none]
+    #[arg(long = "log-config", value_name = "FILE", help_heading = "Logging")]
+    logconfig: [PathBuf] => Option<PathBuf> = None;
+    /// Configure the app's Python logging from this JSON file, in logging.config.dictConfig's format; above --log-config. [default: none]
+    #[arg(long = "log-config-json", value_name = "FILE", help_heading = "Logging")]
+    logconfig_json: [PathBuf] => Option<PathBuf> = None;
+    /// Configure the app's Python logging from this dictConfig dictionary (a TOML table, a Python dict, or JSON text); above the two files. [default: none]
+    #[arg(long = "log-config-dict", value_name = "JSON", help_heading = "Logging")]
+    #[serde(deserialize_with = "json_text")]
+    logconfig_dict: [String] => Option<String> = None;
     /// Send gunicorn's statsd metrics here over UDP (gunicorn.requests, gunicorn.request.duration, gunicorn.request.status.CODE, gunicorn.workers). HOST:PORT. [default: none]
     #[arg(long = "statsd-host", value_name = "HOST:PORT", help_heading = "Logging")]
     statsd_host: [String] => Option<String> = None;
@@ -473,6 +483,16 @@ fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D:
     Ok(Some(match OneOrMany::deserialize(d)? {
         OneOrMany::One(s) => split_commas(&s),
         OneOrMany::Many(v) => v,
+    }))
+}
+
+/// A dictConfig dictionary, kept as JSON text: a table or dict as it is,
+/// a string as the JSON it holds.
+fn json_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(Some(match v {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
     }))
 }
 

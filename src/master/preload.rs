@@ -200,6 +200,7 @@ fn serve(cfg: &Config, board: Option<Board>, control: OwnedFd) -> ! {
         virtualenv: s.virtualenv.as_deref(),
         chdir: &s.chdir,
         pythonpath: s.pythonpath.as_deref(),
+        logconfig: cfg.logconfig(),
     };
     let app = match python::preload(&startup, &s.app, cfg.worker_class == WorkerClass::Gevent) {
         Ok(app) => app,

@@ -83,6 +83,21 @@ class _Handler(logging.Handler):
             self.handleError(record)
 
 
+def apply_logconfig(dict_json, json_path, ini_path):
+    """gunicorn's logconfig_dict, logconfig_json and logconfig, in that order of
+    precedence, applied to the app's Python logging."""
+    import json
+    import logging.config
+
+    if dict_json:
+        logging.config.dictConfig(json.loads(dict_json))
+    elif json_path:
+        with open(json_path) as f:
+            logging.config.dictConfig(json.load(f))
+    elif ini_path:
+        logging.config.fileConfig(ini_path, disable_existing_loggers=False)
+
+
 def install_logging(emit):
     """Send the app's log records to ferricorn's error log, unless it configured its own."""
     root = logging.getLogger()

@@ -57,6 +57,19 @@ pub struct Startup<'a> {
     pub virtualenv: Option<&'a Path>,
     pub chdir: &'a Path,
     pub pythonpath: Option<&'a str>,
+    pub logconfig: LogConfig<'a>,
+}
+
+/// gunicorn's logconfig settings, applied to the app's Python logging
+/// before it is imported.
+#[derive(Clone, Copy, Default)]
+pub struct LogConfig<'a> {
+    /// A dictConfig dictionary as JSON text.
+    pub dict_json: Option<&'a str>,
+    /// A dictConfig JSON file.
+    pub json: Option<&'a Path>,
+    /// A fileConfig (ini) file.
+    pub ini: Option<&'a Path>,
 }
 
 /// Start CPython in this process (a worker after fork, or a short-lived child)
@@ -121,7 +134,30 @@ pub struct LoadedApp {
 }
 
 /// Import the app named by `spec`; the error is the text to log (a traceback).
-pub fn load_app(py: Python<'_>, support: &Support, spec: &str) -> Result<Py<PyAny>, String> {
+pub fn load_app(
+    py: Python<'_>,
+    support: &Support,
+    spec: &str,
+    logconfig: LogConfig<'_>,
+) -> Result<Py<PyAny>, String> {
+    if logconfig.dict_json.is_some() || logconfig.json.is_some() || logconfig.ini.is_some() {
+        let path = |p: Option<&Path>| p.map(|p| p.display().to_string());
+        support
+            .attr(py, "apply_logconfig")
+            .and_then(|f| {
+                f.call1((
+                    logconfig.dict_json,
+                    path(logconfig.json),
+                    path(logconfig.ini),
+                ))
+            })
+            .map_err(|e| {
+                format!(
+                    "The logging configuration failed:\n{}",
+                    traceback_text(py, &e)
+                )
+            })?;
+    }
     let emit = pyo3::wrap_pyfunction!(emit_log, py).map_err(|e| e.to_string())?;
     support
         .attr(py, "install_logging")
@@ -223,7 +259,7 @@ pub fn preload(startup: &Startup, app: &str, gevent: bool) -> Result<LoadedApp, 
         if gevent {
             patch_gevent(py, &support)?;
         }
-        let app = load_app(py, &support, app)?;
+        let app = load_app(py, &support, app, startup.logconfig)?;
         Ok(LoadedApp { app, support })
     })
 }

@@ -180,6 +180,7 @@ pub fn boot(cfg: &Config) -> Result<python::LoadedApp, i32> {
         virtualenv: s.virtualenv.as_deref(),
         chdir: &s.chdir,
         pythonpath: s.pythonpath.as_deref(),
+        logconfig: cfg.logconfig(),
     }) {
         error!("{e}");
         return Err(WORKER_BOOT_ERROR);
@@ -202,7 +203,7 @@ pub fn boot(cfg: &Config) -> Result<python::LoadedApp, i32> {
             return Err(WORKER_BOOT_ERROR);
         }
         boot_hooks(py, cfg, &support)?;
-        match python::load_app(py, &support, &s.app) {
+        match python::load_app(py, &support, &s.app, cfg.logconfig()) {
             Ok(app) => {
                 info!("Worker (pid:{}) loaded {}", std::process::id(), s.app);
                 after_import(py, &app)?;
