@@ -295,7 +295,10 @@ fn gunicorn_py_config_is_read_and_hooks_are_named() {
     // post_fork runs (in the workers); when_ready is the arbiter's.
     let warned: Vec<&str> = err.lines().filter(|l| l.contains("server hooks")).collect();
     assert_eq!(warned.len(), 1, "{err}");
-    assert!(warned[0].contains("arbiter") && warned[0].contains("when_ready"), "{err}");
+    assert!(
+        warned[0].contains("arbiter") && warned[0].contains("when_ready"),
+        "{err}"
+    );
     assert!(!warned[0].contains("post_fork"), "{err}");
 
     std::fs::write(&f, "workers = (\n").unwrap();

@@ -372,13 +372,14 @@ fn statsd_traffic(addr: SocketAddr) {
     }
 }
 
+/// Every line of the three requests, and the worker gauge (gunicorn sends
+/// each line as a datagram of its own: all must have come).
 fn enough(lines: &[String]) -> bool {
-    lines
-        .iter()
-        .filter(|l| l.contains("gunicorn.requests:"))
-        .count()
-        >= 3
-        && lines.iter().any(|l| l.contains("gunicorn.workers:"))
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    count("gunicorn.requests:") >= 3
+        && count("gunicorn.request.status.") >= 3
+        && count("gunicorn.request.duration:") >= 3
+        && count("gunicorn.workers:") >= 1
 }
 
 #[test]
