@@ -192,7 +192,7 @@ fn a_gunicorn_config_s_worker_hooks_run_as_gunicorn_runs_them() {
         } else {
             test_venv().join("bin/gunicorn")
         };
-        let mut child = std::process::Command::new(bin)
+        let child = std::process::Command::new(bin)
             .args([
                 "-c",
                 &conf.display().to_string(),
@@ -207,6 +207,7 @@ fn a_gunicorn_config_s_worker_hooks_run_as_gunicorn_runs_them() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let child = Reaped(child);
         wait_hook(&log, "post_worker_init", 2);
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let r = request(
@@ -216,9 +217,9 @@ fn a_gunicorn_config_s_worker_hooks_run_as_gunicorn_runs_them() {
         assert_eq!(r.status, 200);
         wait_hook(&log, "post_request", 1);
         // TERM: a graceful stop; each worker runs worker_exit.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
         wait_hook(&log, "worker_exit", 2);
-        let _ = child.wait();
+        drop(child);
         by_worker(&log)
     };
     let ours = run(true);

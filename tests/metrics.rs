@@ -436,34 +436,21 @@ fn statsd_lines_have_the_names_and_types_gunicorn_sends() {
     let ours = statsd_lines(&ours_udp, enough);
 
     let theirs_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = free_addr().port();
-    let mut gunicorn = std::process::Command::new(test_venv().join("bin/gunicorn"))
-        .args(["-w", "1", "--statsd-prefix", "shop", "-b"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args([
+    let statsd = theirs_udp.local_addr().unwrap().to_string();
+    let gunicorn = Gunicorn::start(
+        &[
+            "-w",
+            "1",
+            "--statsd-prefix",
+            "shop",
             "--statsd-host",
-            &theirs_udp.local_addr().unwrap().to_string(),
-        ])
-        .arg("conformance:app")
-        .current_dir(apps_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start gunicorn");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    // Ready once it answers (bounded: 20 s).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gunicorn did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    statsd_traffic(addr);
+            &statsd,
+        ],
+        "conformance:app",
+    );
+    statsd_traffic(gunicorn.addr);
     let theirs = statsd_lines(&theirs_udp, enough);
-    let _ = gunicorn.kill();
-    let _ = gunicorn.wait();
+    drop(gunicorn);
 
     let shapes = |lines: &[String]| -> std::collections::BTreeSet<String> {
         lines

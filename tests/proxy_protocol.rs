@@ -119,34 +119,11 @@ fn gunicorn_sees_the_same_clients() {
     let s = server("conformance:app")
         .args(["-w", "1", "--proxy-protocol", "auto"])
         .start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut gunicorn = std::process::Command::new(test_venv().join("bin/gunicorn"))
-        .args(["-w", "1", "--proxy-protocol", "auto", "-b"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("conformance:app")
-        .current_dir(apps_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start gunicorn");
-    let theirs = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(theirs).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gunicorn did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gunicorn = Gunicorn::start(&["-w", "1", "--proxy-protocol", "auto"], "conformance:app");
+    let theirs = gunicorn.addr;
     for header in [v1(), v2()] {
         let ours = remote(&environ_of(&exchange(s.addr(), &header)));
         let gunicorns = remote(&environ_of(&exchange(theirs, &header)));
         assert_eq!(ours, gunicorns);
     }
-    let _ = gunicorn.kill();
-    let _ = gunicorn.wait();
 }

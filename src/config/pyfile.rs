@@ -51,7 +51,7 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
         let names: Vec<&str> = hooks
             .iter()
             .filter_map(|h| h.as_str())
-            .filter(|h| !WORKER_HOOKS.contains(h))
+            .filter(|h| !python::hooks::WORKER_HOOKS.contains(h))
             .collect();
         if !names.is_empty() {
             crate::warning!(
@@ -67,17 +67,6 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
         .cloned()
         .unwrap_or_default())
 }
-
-/// The hooks that run in a worker (`python::hooks`); the others are the arbiter's.
-pub const WORKER_HOOKS: [&str; 7] = [
-    "post_fork",
-    "post_worker_init",
-    "pre_request",
-    "post_request",
-    "worker_int",
-    "worker_abort",
-    "worker_exit",
-];
 
 fn child(path: &Path) -> Result<String, String> {
     let dir = path.parent().unwrap_or(Path::new("/"));

@@ -80,7 +80,8 @@ pub fn installed() -> Option<&'static Hooks> {
     HOOKS.get()
 }
 
-const WORKER_HOOKS: [&str; 7] = [
+/// The hooks gunicorn runs in a worker; the others are its arbiter's.
+pub const WORKER_HOOKS: [&str; 7] = [
     "post_fork",
     "post_worker_init",
     "pre_request",

@@ -591,6 +591,56 @@ pub fn test_venv() -> PathBuf {
     )
 }
 
+/// A child process that is killed and reaped when the test lets it go,
+/// also when the test panics.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// gunicorn from the test virtualenv, the reference a test compares with:
+/// on a free loopback port, the app from tests/apps, `args` before it.
+pub struct Gunicorn {
+    pub addr: SocketAddr,
+    _child: Reaped,
+}
+
+impl Gunicorn {
+    /// Start it and wait (at most 20 s) until it accepts connections.
+    pub fn start(args: &[&str], app: &str) -> Gunicorn {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(test_venv().join("bin/gunicorn"))
+            .args(args)
+            .arg("-b")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(app)
+            .current_dir(apps_dir())
+            .env_remove("WEB_CONCURRENCY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gunicorn");
+        let g = Gunicorn {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _child: Reaped(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(g.addr).is_err() {
+            assert!(Instant::now() < deadline, "gunicorn did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+}
+
 impl Builder {
     /// Start a server whose error log goes to `log` (not stderr) and wait for its worker.
     pub fn start_with_log(self, log: &Path) -> Server {
