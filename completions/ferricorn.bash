@@ -23,7 +23,7 @@ _ferricorn() {
 
     case "${cmd}" in
         ferricorn)
-            opts="-b -w -k -t -e -n -p -u -g -m -c -h -V --bind --metrics-bind --control-socket --health-bind --backlog --workers --worker-class --threads --worker-connections --max-requests --max-requests-jitter --max-worker-memory --max-worker-lifetime --max-worker-lifetime-jitter --timeout --request-timeout --graceful-timeout --keep-alive --preload --reload --reload-extra-file --post-fork --post-worker-init --pre-request --post-request --worker-int --worker-abort --worker-exit --limit-request-line --limit-request-fields --limit-request-field_size --header-timeout --min-request-body-rate --min-response-rate --permit-obsolete-folding --permit-unconventional-http-method --casefold-http-method --strip-header-spaces --header-map --forwarded-allow-ips --proxy-protocol --proxy-allow-from --forwarder-headers --chdir --env --pythonpath --virtualenv --name --pid --user --group --umask --initgroups --access-logfile --access-logformat --log-config --log-config-json --log-config-dict --statsd-host --statsd-prefix --error-logfile --asgi-loop --asgi-lifespan --root-path --websocket-max-message-size --journald --log-level --config --check-config --print-config --worker-tmp-dir --no-sendfile --reuse-port --capture-output --enable-stdio-inheritance --log-syslog --reload-engine --dogstatsd-tags --help --version"
+            opts="-b -w -k -t -e -n -p -u -g -m -c -h -V --bind --metrics-bind --control-socket --health-bind --backlog --workers --worker-class --threads --worker-connections --max-requests --max-requests-jitter --max-worker-memory --max-worker-lifetime --max-worker-lifetime-jitter --timeout --request-timeout --graceful-timeout --keep-alive --preload --reload --reload-extra-file --post-fork --post-worker-init --pre-request --post-request --worker-int --worker-abort --worker-exit --on-starting --when-ready --on-reload --pre-fork --pre-exec --child-exit --nworkers-changed --on-exit --limit-request-line --limit-request-fields --limit-request-field_size --header-timeout --min-request-body-rate --min-response-rate --permit-obsolete-folding --permit-unconventional-http-method --casefold-http-method --strip-header-spaces --header-map --forwarded-allow-ips --proxy-protocol --proxy-allow-from --forwarder-headers --chdir --env --pythonpath --virtualenv --name --pid --user --group --umask --initgroups --access-logfile --access-logformat --log-config --log-config-json --log-config-dict --statsd-host --statsd-prefix --error-logfile --capture-output --asgi-loop --asgi-lifespan --root-path --websocket-max-message-size --journald --log-level --config --check-config --print-config --worker-tmp-dir --no-sendfile --reuse-port --enable-stdio-inheritance --log-syslog --reload-engine --dogstatsd-tags --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -146,6 +146,38 @@ _ferricorn() {
                     return 0
                     ;;
                 --worker-exit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-starting)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --when-ready)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-reload)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pre-fork)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pre-exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --child-exit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nworkers-changed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-exit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,6 +27,14 @@ complete -c ferricorn -l post-request -d 'Server hook, as module:function (a gun
 complete -c ferricorn -l worker-int -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker told to stop at once (INT, QUIT): worker_int(worker). [default: none]' -r
 complete -c ferricorn -l worker-abort -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker stopped for --timeout (ABRT): worker_abort(worker). [default: none]' -r
 complete -c ferricorn -l worker-exit -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker as it exits: worker_exit(server, worker). [default: none]' -r
+complete -c ferricorn -l on-starting -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host, before the listeners are bound: on_starting(server). [default: none]' -r
+complete -c ferricorn -l when-ready -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host, once the listeners are bound, before the first worker is forked: when_ready(server). [default: none]' -r
+complete -c ferricorn -l on-reload -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host on HUP, once the new configuration is read: on_reload(server). [default: none]' -r
+complete -c ferricorn -l pre-fork -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host before each worker is forked; the master waits for it: pre_fork(server, worker). [default: none]' -r
+complete -c ferricorn -l pre-exec -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host before an upgrade (USR2) executes the new binary: pre_exec(server). [default: none]' -r
+complete -c ferricorn -l child-exit -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host after a worker has exited and was reaped: child_exit(server, worker). [default: none]' -r
+complete -c ferricorn -l nworkers-changed -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host when the number of workers is set (start, HUP, TTIN, TTOU): nworkers_changed(server, new_value, old_value). [default: none]' -r
+complete -c ferricorn -l on-exit -d 'Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host as the master exits: on_exit(server). [default: none]' -r
 complete -c ferricorn -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]' -r
 complete -c ferricorn -l limit-request-fields -d 'Maximum number of request header fields. [default: 100]' -r
 complete -c ferricorn -l limit-request-field_size -d 'Maximum size of one request header field in bytes; 0 means 8190. [default: 8190]' -r
@@ -83,11 +91,11 @@ complete -c ferricorn -l permit-unconventional-http-method -d 'Accept methods in
 complete -c ferricorn -l casefold-http-method -d 'Uppercase the request method before the app sees it. [default: off]'
 complete -c ferricorn -l strip-header-spaces -d 'Accept white space between a header field name and its colon, and drop it. [default: off]'
 complete -c ferricorn -l initgroups -d 'Also set the user\'s supplementary groups in workers. [default: off]'
+complete -c ferricorn -l capture-output -d 'Send the app\'s stdout and stderr (print(), warnings, C extensions) to the --error-logfile file, as gunicorn does; under journald they always go to the journal. [default: off]'
 complete -c ferricorn -l check-config -d 'Check the configuration and that the app imports, then exit (0 when it does)'
 complete -c ferricorn -l print-config -d 'Print the effective settings and where each came from, then exit'
 complete -c ferricorn -l no-sendfile
 complete -c ferricorn -l reuse-port
-complete -c ferricorn -l capture-output
 complete -c ferricorn -l enable-stdio-inheritance
 complete -c ferricorn -l log-syslog
 complete -c ferricorn -s h -l help -d 'Print help (see more with \'--help\')'

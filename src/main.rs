@@ -48,7 +48,8 @@ fn main() {
         std::process::exit(ctl::main(argv[2..].to_vec()));
     }
     let exe = master::upgrade::resolve_exe(argv.first().map(|a| a.as_os_str()));
-    let cli = match Cli::try_parse_from(&argv) {
+    let started_in = std::env::current_dir().ok();
+    let mut cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             e.exit()
@@ -65,6 +66,13 @@ fn main() {
             std::process::exit(USAGE_ERROR);
         }
     };
+    // HUP reads the file again after --chdir moved us: keep where it was.
+    if let Some(path) = &mut cli.config
+        && path.is_relative()
+        && let Ok(cwd) = std::env::current_dir()
+    {
+        *path = cwd.join(&*path);
+    }
     let cfg = match config::load(&cli) {
         Ok(cfg) => cfg,
         Err(e) => fail(e),
@@ -86,6 +94,15 @@ fn main() {
         }
         fail(format_args!(
             "setting `errorlog`: cannot open {}: {e}",
+            cfg.settings.errorlog
+        ));
+    }
+
+    if cfg.settings.capture_output
+        && let Err(e) = log::capture_output()
+    {
+        fail(format_args!(
+            "setting `capture_output`: cannot send stdout and stderr to {}: {e}",
             cfg.settings.errorlog
         ));
     }
@@ -140,6 +157,27 @@ fn main() {
     } else {
         None
     };
+    // gunicorn's arbiter hooks, in a Python child; on_starting runs before
+    // anything is bound, as in gunicorn.
+    let mut hooks = match master::hook_host::HookHost::start(&cfg) {
+        Ok(h) => h,
+        Err(e) => fail(format_args!("the server hooks cannot be loaded: {e:#}")),
+    };
+    if let Some(h) = &mut hooks {
+        let workers = cfg.settings.workers;
+        h.run(
+            "nworkers_changed",
+            master::hook_host::Call::NworkersChanged {
+                new: workers,
+                old: None,
+            },
+            workers,
+        );
+        if let Err(e) = h.call("on_starting", master::hook_host::Call::Server, workers) {
+            error!("{e}");
+            std::process::exit(1);
+        }
+    }
     let inherited = listen::activation::take();
     let handover = master::upgrade::take_handover();
     let binds_explicit = cfg.sources.contains_key("bind");
@@ -158,8 +196,13 @@ fn main() {
         notifier,
         preloader,
         board,
-        master::upgrade::Image { exe, argv },
+        master::upgrade::Image {
+            exe,
+            argv,
+            cwd: started_in,
+        },
         handover,
+        hooks,
     ) {
         Ok(m) => m,
         Err(e) => {
@@ -183,7 +226,7 @@ fn check_config(cfg: &config::Config) -> i32 {
         Ok(nix::unistd::ForkResult::Child) => 0,
     };
     if pid == 0 {
-        let code = match worker::boot(cfg) {
+        let code = match worker::boot(cfg, false) {
             Ok(_) => 0,
             Err(code) => code,
         };

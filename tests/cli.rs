@@ -275,7 +275,7 @@ fn web_concurrency_and_port_act_as_in_gunicorn() {
 }
 
 #[test]
-fn gunicorn_py_config_is_read_and_hooks_are_named() {
+fn gunicorn_py_config_is_read_and_only_the_tls_hook_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("gunicorn.conf.py");
     std::fs::write(
@@ -292,14 +292,23 @@ fn gunicorn_py_config_is_read_and_hooks_are_named() {
     assert!(setting(&out, "app").contains("conformance:app"));
     assert!(setting(&out, "raw_env").contains(r#"["A=1","B=2"]"#));
     let err = stderr(&o);
-    // post_fork runs (in the workers); when_ready is the arbiter's.
-    let warned: Vec<&str> = err.lines().filter(|l| l.contains("server hooks")).collect();
-    assert_eq!(warned.len(), 1, "{err}");
-    assert!(
-        warned[0].contains("arbiter") && warned[0].contains("when_ready"),
-        "{err}"
-    );
-    assert!(!warned[0].contains("post_fork"), "{err}");
+    // Every hook runs (post_fork in the workers, when_ready in the hook
+    // host); only gunicorn's TLS hook is named, as one that will not.
+    assert!(!err.contains("hook"), "{err}");
+    std::fs::write(
+        &f,
+        "wsgi_app = 'conformance:app'\ndef ssl_context(conf, default):\n    return default()\n",
+    )
+    .unwrap();
+    let o = run(&["-c", f.to_str().unwrap(), "--print-config"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warned: Vec<String> = stderr(&o)
+        .lines()
+        .filter(|l| l.contains("ssl_context"))
+        .map(String::from)
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("will not run"), "{warned:?}");
 
     std::fs::write(&f, "workers = (\n").unwrap();
     let o = run(&["-c", f.to_str().unwrap(), "conformance:app"], &[]);
@@ -631,5 +640,65 @@ fn logconfig_dict_json_and_ini_configure_the_apps_python_logging() {
         stderr(&o).contains("setting `logconfig_dict`"),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn capture_output_sends_print_and_stderr_to_the_error_log_file_across_usr1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("printing.py"),
+        "import sys\n\ndef app(environ, start_response):\n    \
+         print('printed', environ['QUERY_STRING'])\n    \
+         sys.stderr.write('stderr ' + environ['QUERY_STRING'] + '\\n')\n    \
+         start_response('200 OK', [])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    let log = dir.path().join("error.log");
+    let start = |capture: bool| {
+        let mut b = command()
+            .args([
+                "-b",
+                "127.0.0.1:0",
+                "--error-logfile",
+                log.to_str().unwrap(),
+            ])
+            .args(["--chdir", dir.path().to_str().unwrap(), "printing:app"]);
+        if capture {
+            b = b.arg("--capture-output");
+        }
+        b.start_with_log(&log)
+    };
+    // Without it, the app's output is not the log's (it goes to stdout/stderr).
+    let s = start(false);
+    assert_eq!(s.get("/?one").status, 200);
+    drop(s);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("stderr one"), "{text}");
+    std::fs::remove_file(&log).unwrap();
+
+    let s = start(true);
+    assert_eq!(s.get("/?two").status, 200);
+    // Line by line, while the worker runs (Python would buffer a block).
+    s.wait_log("printed two", std::time::Duration::from_secs(10));
+    s.wait_log("stderr two", std::time::Duration::from_secs(10));
+    // USR1 after a rotation: the app's output follows the new file.
+    let rotated = dir.path().join("error.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    s.signal(libc::SIGUSR1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("printed three")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing in the new log"
+        );
+        // Until every process has reopened, output may still land in the old file.
+        assert_eq!(s.get("/?three").status, 200);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("stderr three")
     );
 }

@@ -279,3 +279,539 @@ fn a_worker_stopped_for_its_timeout_runs_worker_abort_then_worker_exit() {
     assert_eq!(mine, ["worker_abort", "worker_exit"], "{all:?}");
     let _ = busy.join();
 }
+
+/// Every gunicorn server hook writes a line: its name, the process it ran
+/// in, and what it was given.
+const ALL_HOOKS: &str = r#"
+import os
+
+workers = 1
+timeout = 2
+graceful_timeout = 10
+
+def _write(*parts):
+    with open(os.environ["HOOK_LOG"], "a") as f:
+        f.write(" ".join(str(p) for p in parts) + "\n")
+
+# The arbiter's: name, pid, parent pid, server.pid, then the arguments.
+# (gunicorn's first nworkers_changed comes before its arbiter has a pid.)
+def _arbiter(name, server, *args):
+    _write(name, os.getpid(), os.getppid(), getattr(server, "pid", "unset"), *args)
+
+def on_starting(server): _arbiter("on_starting", server)
+def when_ready(server): _arbiter("when_ready", server)
+def on_reload(server): _arbiter("on_reload", server)
+def pre_exec(server): _arbiter("pre_exec", server)
+def on_exit(server): _arbiter("on_exit", server)
+def pre_fork(server, worker): _arbiter("pre_fork", server, worker.age, worker.pid)
+def child_exit(server, worker): _arbiter("child_exit", server, worker.age, worker.pid)
+def nworkers_changed(server, new, old): _arbiter("nworkers_changed", server, new, old)
+
+# A worker's: name, pid, worker.pid, worker.age, then what else it was given.
+def _worker(name, worker, *args):
+    _write(name, os.getpid(), worker.pid, worker.age, *args)
+
+def post_fork(server, worker): _worker("post_fork", worker)
+def post_worker_init(worker): _worker("post_worker_init", worker)
+def worker_int(worker): _worker("worker_int", worker)
+def worker_abort(worker): _worker("worker_abort", worker)
+def worker_exit(server, worker): _worker("worker_exit", worker)
+def pre_request(worker, req): _worker("pre_request", worker, req.method, req.path)
+def post_request(worker, req, environ, resp):
+    _worker("post_request", worker, req.path, resp.status.split()[0] if resp else None)
+"#;
+
+const ARBITER: [&str; 8] = [
+    "on_starting",
+    "when_ready",
+    "on_reload",
+    "pre_exec",
+    "on_exit",
+    "pre_fork",
+    "child_exit",
+    "nworkers_changed",
+];
+
+/// Hook lines as both servers must agree on them, step by step: no pids,
+/// but checked first (a worker's hooks run in it; the arbiter's run in the
+/// master's process or, in ferricorn, in its child the hook host; child_exit
+/// is given the worker that post_fork ran in).
+fn tokens(
+    steps: &[(&'static str, Vec<Vec<String>>)],
+    ours: bool,
+) -> Vec<(&'static str, Vec<String>)> {
+    let mut pid_of_age: BTreeMap<String, String> = BTreeMap::new();
+    let mut token = |l: &Vec<String>| -> String {
+        let name = l[0].as_str();
+        if !ARBITER.contains(&name) {
+            assert_eq!(l[1], l[2], "{name} ran outside its worker: {l:?}");
+            if name == "post_fork" {
+                pid_of_age.insert(l[3].clone(), l[1].clone());
+            }
+            return format!("{name} age={} {}", l[3], l[4..].join(" "))
+                .trim_end()
+                .to_string();
+        }
+        let (pid, ppid, server) = (&l[1], &l[2], &l[3]);
+        let in_arbiter = if ours {
+            ppid == server
+        } else {
+            pid == server
+                || (name == "pre_exec" && ppid == server)
+                || (name == "nworkers_changed" && server == "unset")
+        };
+        assert!(in_arbiter, "{name} ran outside the arbiter: {l:?}");
+        let mut args = &l[4..];
+        if name == "child_exit" {
+            assert_eq!(pid_of_age.get(&l[4]), Some(&l[5]), "{l:?}");
+            args = &l[4..5];
+        }
+        std::iter::once(name)
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    steps
+        .iter()
+        .map(|(step, lines)| (*step, lines.iter().map(&mut token).collect()))
+        .collect()
+}
+
+fn count(log: &Path, hook: &str) -> usize {
+    lines(log).iter().filter(|l| l[0] == hook).count()
+}
+
+/// Wait until the log has at least these many lines of these hooks.
+fn wait_counts(log: &Path, want: &[(&str, usize)]) {
+    let deadline = std::time::Instant::now() + LONG;
+    while want.iter().any(|(h, n)| count(log, h) < *n) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiting for {want:?}: {:?}",
+            lines(log)
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Kills a process that is not our child (gunicorn's new master after
+/// USR2) if the test fails before it ends.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::fs::read_to_string(format!("/proc/{}/stat", self.0))
+            .is_ok_and(|s| !s.contains(") Z"))
+        {
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The steps, each with the hook lines it wrote.
+fn hook_steps(ours: bool, dir: &Path, conf: &Path) -> Vec<(&'static str, Vec<Vec<String>>)> {
+    let log = dir.join(if ours { "ours.log" } else { "theirs.log" });
+    let errors =
+        std::fs::File::create(dir.join(if ours { "ours.err" } else { "theirs.err" })).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let bin = if ours {
+        bin().into()
+    } else {
+        test_venv().join("bin/gunicorn")
+    };
+    let child = std::process::Command::new(bin)
+        .args(["-c", &conf.display().to_string()])
+        .args(["-b", &addr.to_string(), "conformance:app"])
+        .current_dir(apps_dir())
+        .env("HOOK_LOG", &log)
+        .env_remove("WEB_CONCURRENCY")
+        .stdout(std::process::Stdio::null())
+        .stderr(errors)
+        .spawn()
+        .unwrap();
+    let mut master = Reaped(child);
+    let pid = master.0.id() as i32;
+    let signal = |pid: i32, sig: i32| unsafe { libc::kill(pid, sig) };
+    let mut steps = Vec::new();
+    let mut seen = 0;
+    let mut step = |name: &'static str, steps: &mut Vec<_>| {
+        let all = lines(&log);
+        steps.push((name, all[seen..].to_vec()));
+        seen = all.len();
+    };
+
+    wait_counts(&log, &[("post_worker_init", 1)]);
+    step("start", &mut steps);
+
+    let r = request(
+        addr,
+        "GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    wait_counts(&log, &[("post_request", 1)]);
+    step("request", &mut steps);
+
+    signal(pid, libc::SIGHUP);
+    wait_counts(&log, &[("post_worker_init", 2), ("child_exit", 1)]);
+    step("HUP", &mut steps);
+
+    signal(pid, libc::SIGTTIN);
+    wait_counts(&log, &[("post_worker_init", 3)]);
+    step("TTIN", &mut steps);
+
+    signal(pid, libc::SIGTTOU);
+    wait_counts(&log, &[("child_exit", 2)]);
+    step("TTOU", &mut steps);
+
+    // A request that outlives --timeout: the worker is aborted and replaced.
+    let stuck = std::thread::spawn(move || {
+        std::net::TcpStream::connect(addr).and_then(|mut c| {
+            use std::io::{Read, Write};
+            c.write_all(b"GET /sleep?10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            c.read_to_end(&mut Vec::new())
+        })
+    });
+    wait_counts(&log, &[("post_worker_init", 4), ("child_exit", 3)]);
+    let _ = stuck.join();
+    step("worker timeout", &mut steps);
+
+    signal(pid, libc::SIGUSR2);
+    let mut guard = None;
+    if ours {
+        // In place: the new image's worker, then the old one retires.
+        wait_counts(&log, &[("post_worker_init", 5), ("child_exit", 4)]);
+    } else {
+        // gunicorn's upgrade: a second master, then the old one is stopped.
+        wait_counts(&log, &[("post_worker_init", 5)]);
+        let all = lines(&log);
+        let new: i32 = all.iter().filter(|l| l[0] == "on_starting").nth(1).unwrap()[1]
+            .parse()
+            .unwrap();
+        guard = Some(KillOnDrop(new));
+        signal(pid, libc::SIGTERM);
+        assert!(master.0.wait().unwrap().success());
+    }
+    step("USR2", &mut steps);
+
+    match &guard {
+        Some(KillOnDrop(new)) => {
+            signal(*new, libc::SIGTERM);
+            wait_gone(&[*new], LONG);
+        }
+        None => {
+            signal(pid, libc::SIGTERM);
+            assert!(master.0.wait().unwrap().success());
+        }
+    }
+    step("TERM", &mut steps);
+    steps
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
+fn every_server_hook_runs_when_and_where_gunicorn_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("gunicorn.conf.py");
+    std::fs::write(&conf, ALL_HOOKS).unwrap();
+    let ours = hook_steps(true, dir.path(), &conf);
+    let theirs = hook_steps(false, dir.path(), &conf);
+    let ours = tokens(&ours, true);
+    let theirs = tokens(&theirs, false);
+    for ((step, ours), (_, theirs)) in ours.iter().zip(&theirs) {
+        let (mut ours, mut theirs) = (ours.clone(), theirs.clone());
+        match *step {
+            // gunicorn's sync worker runs post_request (resp None) for the
+            // request its abort interrupted; ferricorn's worker leaves it
+            // in the app's thread and runs only worker_abort.
+            "worker timeout" => theirs.retain(|t| t != "post_request age=3 /sleep None"),
+            // gunicorn's upgrade ends its old master (on_exit); ferricorn's
+            // master execs in place and goes on.
+            "USR2" => theirs.retain(|t| t != "on_exit"),
+            _ => {}
+        }
+        // The arbiter's hooks run in one process, one after another: the
+        // same order, except that ferricorn forks a timed-out worker's
+        // replacement before the worker is gone (no gap in capacity).
+        let arbiter = |t: &Vec<String>| -> Vec<String> {
+            t.iter()
+                .filter(|t| ARBITER.iter().any(|a| t.split(' ').next() == Some(*a)))
+                .cloned()
+                .collect()
+        };
+        if *step != "worker timeout" {
+            assert_eq!(arbiter(&ours), arbiter(&theirs), "{step}: arbiter order");
+        }
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "{step}");
+    }
+    // What the steps must have shown, so that agreement means something.
+    let all: Vec<&String> = ours.iter().flat_map(|(_, t)| t).collect();
+    for hook in ARBITER.iter().chain(&[
+        "post_fork",
+        "post_worker_init",
+        "worker_abort",
+        "worker_exit",
+        "pre_request",
+        "post_request",
+    ]) {
+        assert!(
+            all.iter().any(|t| t.split(' ').next() == Some(*hook)),
+            "{hook} never ran: {all:?}"
+        );
+    }
+}
+
+/// Arbiter hooks for TOML: they count their calls in a module global,
+/// which lives as long as the hook host.
+const ARBITER_MODULE: &str = r#"
+import os, time
+
+calls = 0
+
+def _write(*parts):
+    global calls
+    calls += 1
+    with open(os.environ["HOOK_LOG"], "a") as f:
+        f.write(" ".join(str(p) for p in parts + (calls,)) + "\n")
+
+def on_starting(server):
+    _write("on_starting", server.pid, server.cfg.workers)
+
+def when_ready(server):
+    _write("when_ready", server.pid, server.num_workers)
+
+def pre_fork(server, worker):
+    _write("pre_fork", worker.age, worker.pid)
+    if os.path.exists(os.environ["HOOK_LOG"] + ".raise"):
+        raise RuntimeError("pre_fork refused it")
+    # Hangs until the test removes the file.
+    deadline = time.monotonic() + 30
+    while os.path.exists(os.environ["HOOK_LOG"] + ".hang") and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+def child_exit(server, worker):
+    _write("child_exit", worker.age, worker.pid, sorted(server.WORKERS))
+
+def on_exit(server):
+    _write("on_exit", server.pid)
+"#;
+
+#[test]
+fn toml_arbiter_hooks_run_in_one_hook_host_that_outlives_a_raising_or_hanging_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("arbiter_hooks.py"), ARBITER_MODULE).unwrap();
+    std::fs::copy(
+        apps_dir().join("conformance.py"),
+        dir.path().join("conformance.py"),
+    )
+    .unwrap();
+    let log = dir.path().join("hooks.log");
+    let toml = dir.path().join("app.toml");
+    let mut text = String::from("app = \"conformance:app\"\nworkers = 2\ngraceful_timeout = 1\n");
+    for hook in [
+        "on_starting",
+        "when_ready",
+        "pre_fork",
+        "child_exit",
+        "on_exit",
+    ] {
+        text.push_str(&format!("{hook} = \"arbiter_hooks:{hook}\"\n"));
+    }
+    std::fs::write(&toml, text).unwrap();
+    let mut s = command()
+        .args(["-b", "127.0.0.1:0", "-c", &toml.display().to_string()])
+        .args(["--chdir", &dir.path().display().to_string()])
+        .env("HOOK_LOG", &log.display().to_string())
+        .wait_workers(2)
+        .start();
+    let master = s.pid.to_string();
+    let all = wait_hook(&log, "pre_fork", 2);
+    // One process ran them all, in gunicorn's order, keeping its globals.
+    let shown: Vec<String> = all.iter().map(|l| l.join(" ")).collect();
+    assert_eq!(
+        shown,
+        [
+            format!("on_starting {master} 2 1"),
+            format!("when_ready {master} 2 2"),
+            "pre_fork 1 [booting] 3".to_string(),
+            "pre_fork 2 [booting] 4".to_string(),
+        ]
+    );
+    s.wait_log("Ready: 2 workers accepting", LONG);
+
+    // A pre_fork that raises is logged with its traceback; the worker is
+    // still forked and the server goes on.
+    let workers = s.wait_worker_count(3, LONG);
+    let host = workers
+        .iter()
+        .copied()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("hook host"))
+        })
+        .expect("a hook host among the master's children");
+    let killed = *workers.iter().find(|p| **p != host).unwrap();
+    std::fs::write(log.with_extension("log.raise"), "").unwrap();
+    unsafe { libc::kill(killed, libc::SIGKILL) };
+    let all = wait_hook(&log, "pre_fork", 3);
+    let exit = all.iter().find(|l| l[0] == "child_exit").unwrap();
+    assert_eq!(exit[2], killed.to_string(), "{all:?}");
+    s.wait_log("Exception in pre_fork hook", LONG);
+    s.wait_log("RuntimeError: pre_fork refused it", LONG);
+    s.wait_worker_count(3, LONG);
+    std::fs::remove_file(log.with_extension("log.raise")).unwrap();
+
+    // One that hangs holds the master up for --graceful-timeout at most.
+    std::fs::write(log.with_extension("log.hang"), "").unwrap();
+    let killed = *s.workers().iter().find(|p| **p != host).unwrap();
+    unsafe { libc::kill(killed, libc::SIGKILL) };
+    s.wait_log("The pre_fork hook did not finish in 1 s", LONG);
+    assert_eq!(s.get("/").status, 404, "the server still answers");
+    std::fs::remove_file(log.with_extension("log.hang")).unwrap();
+
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(LONG).success());
+    let all = lines(&log);
+    let last = all.last().unwrap();
+    assert_eq!(&last[..2], ["on_exit", master.as_str()], "{all:?}");
+    // The same module all along: its call count never started again.
+    let counts: Vec<u64> = all
+        .iter()
+        .map(|l| l.last().unwrap().parse().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[1] == w[0] + 1), "{all:?}");
+    wait_gone(&[host], LONG);
+}
+
+#[test]
+fn an_on_starting_hook_that_raises_stops_the_start_before_anything_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("gunicorn.conf.py");
+    std::fs::write(
+        &conf,
+        "def on_starting(server):\n    raise RuntimeError('no database')\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = command()
+        .args(["-c", &conf.display().to_string()])
+        .args(["-b", &format!("127.0.0.1:{port}")])
+        .args([
+            "--chdir",
+            &apps_dir().display().to_string(),
+            "conformance:app",
+        ])
+        .spawn();
+    assert_eq!(s.wait_exit(LONG).code(), Some(1));
+    let log = s.log_text();
+    assert!(log.contains("Exception in on_starting hook"), "{log}");
+    assert!(log.contains("RuntimeError: no database"), "{log}");
+    assert!(!log.contains("Listening at"), "{log}");
+}
+
+/// A sample's value on a Prometheus text page.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
+fn prometheus_client_multiprocess_mode_works_with_child_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_dir = dir.path().join("prometheus");
+    std::fs::create_dir(&metrics_dir).unwrap();
+    let conf = dir.path().join("gunicorn.conf.py");
+    std::fs::write(
+        &conf,
+        "from prometheus_client import multiprocess\n\n\
+         def child_exit(server, worker):\n    multiprocess.mark_process_dead(worker.pid)\n",
+    )
+    .unwrap();
+    let venv = test_venv();
+    let s = server("prom_multiproc:app")
+        .args(["-c", &conf.display().to_string(), "-w", "2"])
+        .args(["--virtualenv", venv.to_str().unwrap()])
+        .env("PROMETHEUS_MULTIPROC_DIR", metrics_dir.to_str().unwrap())
+        .wait_workers(2)
+        .start();
+    s.wait_log("Ready: 2 workers accepting", LONG);
+    // Requests until both workers have answered some (bounded).
+    let mut answered_by = std::collections::BTreeSet::new();
+    let mut sent = 0;
+    while answered_by.len() < 2 && sent < 400 {
+        let r = s.get("/work");
+        assert_eq!(r.status, 200);
+        answered_by.insert(r.text());
+        sent += 1;
+    }
+    assert_eq!(answered_by.len(), 2, "one worker answered all {sent}");
+    let page = s.get("/metrics").text();
+    assert_eq!(
+        sample(&page, "app_requests_total{path=\"/work\"}"),
+        sent as f64,
+        "{page}"
+    );
+    assert_eq!(sample(&page, "app_workers_live"), 2.0, "{page}");
+
+    // TTOU: a worker leaves; child_exit marks it dead, its live gauge file goes.
+    let files = |pid: &str| -> Vec<String> {
+        std::fs::read_dir(&metrics_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(&format!("_{pid}.db")))
+            .collect()
+    };
+    let pids: Vec<String> = answered_by.into_iter().collect();
+    assert!(
+        pids.iter()
+            .all(|p| files(p).iter().any(|f| f.starts_with("gauge_livesum")))
+    );
+    s.signal(libc::SIGTTOU);
+    s.wait_log("Worker exiting", LONG);
+    let deadline = std::time::Instant::now() + LONG;
+    let gone = loop {
+        if let Some(p) = pids
+            .iter()
+            .find(|p| !files(p).iter().any(|f| f.starts_with("gauge_livesum")))
+        {
+            break p.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gauge file was removed"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let page = s.get("/metrics").text();
+    assert_eq!(sample(&page, "app_workers_live"), 1.0, "{page}");
+    // Its counts stay in the total, as prometheus_client keeps counter files.
+    assert_eq!(
+        sample(&page, "app_requests_total{path=\"/work\"}"),
+        sent as f64,
+        "{page}"
+    );
+    assert!(
+        files(&gone).iter().any(|f| f.starts_with("counter_")),
+        "{gone}"
+    );
+}

@@ -16,10 +16,6 @@ pub const SKIPPED: &[(&str, &str)] = &[
     ("spew", "no tracing of every executed line"),
     ("tmp_upload_dir", "gunicorn does not use it either"),
     (
-        "capture_output",
-        "print() and stderr already go to the error log",
-    ),
-    (
         "enable_stdio_inheritance",
         "the app's stdout and stderr go to the error log",
     ),
@@ -122,8 +118,6 @@ pub struct Flags {
     no_sendfile: bool,
     #[arg(long = "reuse-port", hide = true)]
     reuse_port: bool,
-    #[arg(long = "capture-output", hide = true)]
-    capture_output: bool,
     #[arg(long = "enable-stdio-inheritance", hide = true)]
     enable_stdio_inheritance: bool,
     #[arg(long = "log-syslog", hide = true)]
@@ -145,7 +139,6 @@ impl Flags {
             ),
             (self.no_sendfile, "--no-sendfile", "sendfile"),
             (self.reuse_port, "--reuse-port", "reuse_port"),
-            (self.capture_output, "--capture-output", "capture_output"),
             (
                 self.enable_stdio_inheritance,
                 "--enable-stdio-inheritance",

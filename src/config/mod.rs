@@ -120,6 +120,31 @@ pub struct Config {
 }
 
 impl Config {
+    /// The server hooks set as `module:function` references, by hook name.
+    pub fn hook_refs(&self) -> Vec<(&'static str, &str)> {
+        let s = &self.settings;
+        [
+            ("on_starting", &s.on_starting),
+            ("on_reload", &s.on_reload),
+            ("when_ready", &s.when_ready),
+            ("pre_fork", &s.pre_fork),
+            ("post_fork", &s.post_fork),
+            ("post_worker_init", &s.post_worker_init),
+            ("worker_int", &s.worker_int),
+            ("worker_abort", &s.worker_abort),
+            ("pre_exec", &s.pre_exec),
+            ("pre_request", &s.pre_request),
+            ("post_request", &s.post_request),
+            ("child_exit", &s.child_exit),
+            ("worker_exit", &s.worker_exit),
+            ("nworkers_changed", &s.nworkers_changed),
+            ("on_exit", &s.on_exit),
+        ]
+        .into_iter()
+        .filter_map(|(name, r)| r.as_deref().map(|r| (name, r)))
+        .collect()
+    }
+
     /// gunicorn's logconfig settings, for the app's Python logging.
     pub fn logconfig(&self) -> crate::python::LogConfig<'_> {
         let s = &self.settings;
@@ -195,7 +220,17 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         .clone()
         .or_else(|| env_cli.as_ref().and_then(|c| c.config.clone()));
     if let Some(path) = &config_file {
-        let layer = read_file(path)?;
+        // A *.py config runs in the app's Python, as gunicorn's runs in
+        // the venv it is installed in (its imports may need the venv).
+        let venv = cli
+            .layer
+            .virtualenv
+            .clone()
+            .or_else(|| env_cli.as_ref().and_then(|c| c.layer.virtualenv.clone()))
+            .or_else(|| s.virtualenv.clone())
+            // One of another Python is refused below, naming the setting.
+            .filter(|v| crate::python::check_virtualenv(v).is_ok());
+        let layer = read_file(path, venv.as_deref())?;
         let src = Source::File(path.clone());
         s.apply(&layer, &mut sources, &src);
     }
@@ -228,11 +263,11 @@ fn first_line(s: &str) -> String {
 }
 
 /// Read a config file into a layer; `.py` files are gunicorn configs.
-fn read_file(path: &Path) -> Result<Layer, ConfigError> {
+fn read_file(path: &Path, virtualenv: Option<&Path>) -> Result<Layer, ConfigError> {
     let shown = path.display();
     if path.extension().is_some_and(|e| e == "py") {
-        let map =
-            pyfile::read(path).map_err(|e| ConfigError(format!("config file {shown}: {e}")))?;
+        let map = pyfile::read(path, virtualenv)
+            .map_err(|e| ConfigError(format!("config file {shown}: {e}")))?;
         return layer_from_map(map, &shown.to_string());
     }
     let text = std::fs::read_to_string(path)

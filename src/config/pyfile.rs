@@ -9,7 +9,10 @@ use super::SETTING_NAMES;
 use crate::python::{self, Startup, Support};
 use pyo3::prelude::*;
 
-pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+pub fn read(
+    path: &Path,
+    virtualenv: Option<&Path>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let path = path.canonicalize().map_err(|e| format!("{e}"))?;
     let (rd, wr) = crate::sys::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the master is single-threaded here (no runtime, no Python), so
@@ -21,7 +24,7 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
     };
     if pid == 0 {
         drop(rd);
-        let out = child(&path);
+        let out = child(&path, virtualenv);
         let (code, text) = match out {
             Ok(json) => (0, json),
             Err(e) => (1, e),
@@ -43,23 +46,17 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
             .to_string());
     }
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    if let Some(hooks) = value.get("hooks").and_then(|h| h.as_array())
-        && !hooks.is_empty()
+    // Every hook but ssl_context runs: worker hooks in the workers, the
+    // arbiter's in the hook host (master::hook_host).
+    if value
+        .get("hooks")
+        .and_then(|h| h.as_array())
+        .is_some_and(|h| h.iter().any(|h| h == "ssl_context"))
     {
-        // The hooks gunicorn runs in a worker run in ours; those of its
-        // arbiter do not yet.
-        let names: Vec<&str> = hooks
-            .iter()
-            .filter_map(|h| h.as_str())
-            .filter(|h| !python::hooks::WORKER_HOOKS.contains(h))
-            .collect();
-        if !names.is_empty() {
-            crate::warning!(
-                "{}: these server hooks run in gunicorn's arbiter, which ferricorn does not run yet; they will not run: {}",
-                path.display(),
-                names.join(", ")
-            );
-        }
+        crate::warning!(
+            "{}: ssl_context is gunicorn's TLS hook; ferricorn serves no TLS, so it will not run",
+            path.display()
+        );
     }
     Ok(value
         .get("settings")
@@ -68,10 +65,10 @@ pub fn read(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, S
         .unwrap_or_default())
 }
 
-fn child(path: &Path) -> Result<String, String> {
+fn child(path: &Path, virtualenv: Option<&Path>) -> Result<String, String> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     python::init(&Startup {
-        virtualenv: None,
+        virtualenv,
         chdir: dir,
         pythonpath: None,
         logconfig: Default::default(),

@@ -234,6 +234,30 @@ declare_settings! {
     /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In a worker as it exits: worker_exit(server, worker). [default: none]
     #[arg(long = "worker-exit", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
     worker_exit: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host, before the listeners are bound: on_starting(server). [default: none]
+    #[arg(long = "on-starting", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    on_starting: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host, once the listeners are bound, before the first worker is forked: when_ready(server). [default: none]
+    #[arg(long = "when-ready", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    when_ready: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host on HUP, once the new configuration is read: on_reload(server). [default: none]
+    #[arg(long = "on-reload", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    on_reload: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host before each worker is forked; the master waits for it: pre_fork(server, worker). [default: none]
+    #[arg(long = "pre-fork", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    pre_fork: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host before an upgrade (USR2) executes the new binary: pre_exec(server). [default: none]
+    #[arg(long = "pre-exec", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    pre_exec: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host after a worker has exited and was reaped: child_exit(server, worker). [default: none]
+    #[arg(long = "child-exit", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    child_exit: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host when the number of workers is set (start, HUP, TTIN, TTOU): nworkers_changed(server, new_value, old_value). [default: none]
+    #[arg(long = "nworkers-changed", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    nworkers_changed: [String] => Option<String> = None;
+    /// Server hook, as module:function (a gunicorn *.py config defines the function instead). In the hook host as the master exits: on_exit(server). [default: none]
+    #[arg(long = "on-exit", value_name = "MODULE:FUNCTION", hide = true, help_heading = "Server hooks")]
+    on_exit: [String] => Option<String> = None;
 
     // ---- Security limits
     /// Maximum size of the HTTP request line in bytes; 0 means 8190. [default: 4094]
@@ -444,6 +468,14 @@ declare_settings! {
         help_heading = "Logging"
     )]
     errorlog: [String] = "-".into();
+    /// Send the app's stdout and stderr (print(), warnings, C extensions) to the --error-logfile file, as gunicorn does; under journald they always go to the journal. [default: off]
+    #[arg(
+        long = "capture-output",
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Logging"
+    )]
+    capture_output: [bool] = false;
     /// asgi: the event loop: auto (uvloop if installed), asyncio, uvloop. [default: auto]
     #[arg(long = "asgi-loop", value_name = "LOOP", help_heading = "ASGI")]
     asgi_loop: [AsgiLoop] = AsgiLoop::Auto;

@@ -114,8 +114,35 @@ impl Output {
         if let Sink::File(_) = self.sink {
             let new = self.sink.open()?;
             *self.file.lock().unwrap_or_else(|e| e.into_inner()) = new;
+            if CAPTURE.load(Ordering::Relaxed) {
+                self.onto_std()?;
+            }
         }
         Ok(())
+    }
+
+    /// Make stdout and stderr this file (a file sink only).
+    fn onto_std(&self) -> std::io::Result<()> {
+        if let Sink::File(_) = self.sink {
+            let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            nix::unistd::dup2_stdout(&*file)?;
+            nix::unistd::dup2_stderr(&*file)?;
+        }
+        Ok(())
+    }
+}
+
+/// `--capture-output`: stdout and stderr follow the error log file.
+static CAPTURE: AtomicBool = AtomicBool::new(false);
+
+/// `--capture-output`: from now on (and after each reopen) the process's
+/// stdout and stderr are the error log file, which workers inherit. Does
+/// nothing when the error log is a stream or the journal.
+pub fn capture_output() -> std::io::Result<()> {
+    CAPTURE.store(true, Ordering::Relaxed);
+    match ERROR_LOG.get() {
+        Some(out) => out.onto_std(),
+        None => Ok(()),
     }
 }
 

@@ -7,6 +7,7 @@
 mod control;
 mod exposition;
 mod health;
+pub mod hook_host;
 mod pidfile;
 pub mod preload;
 pub mod signals;
@@ -42,6 +43,8 @@ struct Pipe {
     pid: i32,
     fd: OwnedFd,
     partial: Vec<u8>,
+    /// Its `worker.age`: its place in the order workers were started.
+    age: u64,
     /// Its place on the connection board (None: adopted after an upgrade,
     /// or the board is full).
     seat: Option<Seat>,
@@ -85,6 +88,8 @@ pub struct Master {
     started: std::time::SystemTime,
     /// `--control-socket`: `ferricorn ctl`'s commands.
     control: Option<control::Control>,
+    /// The arbiter's server hooks, run in a Python child (`hook_host`).
+    hooks: Option<hook_host::HookHost>,
 }
 
 fn tuning(cfg: &Config) -> Tuning {
@@ -109,6 +114,7 @@ impl Master {
         board: Option<Board>,
         image: upgrade::Image,
         handover: Option<upgrade::Handover>,
+        hooks: Option<hook_host::HookHost>,
     ) -> anyhow::Result<Master> {
         let signals = SignalPipe::install()?;
         let pidfile = match &cfg.settings.pidfile {
@@ -140,6 +146,7 @@ impl Master {
             retired: Default::default(),
             started: std::time::SystemTime::now(),
             control: None,
+            hooks,
         };
         if let Some(path) = &master.cfg.settings.control_socket {
             master.control = Some(control::Control::bind(path).map_err(|e| {
@@ -184,8 +191,12 @@ impl Master {
                 pid: w.pid,
                 fd,
                 partial: Vec::new(),
+                age: w.age,
                 seat: None,
             });
+            if let Some(h) = &mut self.hooks {
+                h.forked(w.age, w.pid);
+            }
             adopted.push(Adopted {
                 pid: w.pid,
                 booted: w.booted,
@@ -234,6 +245,8 @@ impl Master {
             w.ping_now(&self.notifier);
         }
 
+        // gunicorn: once the listeners are bound, before the first fork.
+        self.run_hook("when_ready", hook_host::Call::Server);
         // Fork the workers now, as gunicorn does; the loop waits first (up
         // to half a second when nothing happens), which every start and
         // upgrade used to spend before the first fork.
@@ -286,7 +299,14 @@ impl Master {
     fn feed(&mut self, event: Event) -> Option<i32> {
         let mut queue = std::collections::VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
-            for action in self.sup.handle(event, Instant::now()) {
+            // A reload reports its own (gunicorn: even when unchanged).
+            let scaled = !matches!(event, Event::ConfigLoaded(_));
+            let before = self.sup.target();
+            let actions = self.sup.handle(event, Instant::now());
+            if scaled && self.sup.target() != before {
+                self.nworkers_changed(before);
+            }
+            for action in actions {
                 match self.perform(action) {
                     Performed::Done => {}
                     Performed::Then(e) => queue.push_back(e),
@@ -352,6 +372,7 @@ impl Master {
             Action::Exec => {
                 let err = self.exec();
                 self.restart_preloader();
+                self.restart_hook_host();
                 return Performed::Then(Event::ExecFailed(format!(
                     "exec {} failed: {err}",
                     self.image.exe.display()
@@ -497,6 +518,37 @@ impl Master {
         }
     }
 
+    /// Run an arbiter hook in the hook host, if one is set; log what went wrong.
+    fn run_hook(&mut self, hook: &str, call: hook_host::Call) {
+        let num_workers = self.sup.target();
+        if let Some(h) = &mut self.hooks {
+            h.run(hook, call, num_workers);
+        }
+    }
+
+    fn nworkers_changed(&mut self, old: u32) {
+        let new = self.sup.target();
+        self.run_hook(
+            "nworkers_changed",
+            hook_host::Call::NworkersChanged {
+                new,
+                old: Some(old),
+            },
+        );
+    }
+
+    /// A hook host again (it died, an exec failed, or a reload set the first
+    /// arbiter hook); no hook runs for its start.
+    fn restart_hook_host(&mut self) {
+        if self.hooks.is_some() {
+            return;
+        }
+        match hook_host::HookHost::start(&self.cfg) {
+            Ok(h) => self.hooks = h,
+            Err(e) => error!("Server hooks will not run: {e:#}"),
+        }
+    }
+
     /// `--preload`: a preloader again after it died (or was stopped for an
     /// exec that failed), importing the app anew.
     fn restart_preloader(&mut self) {
@@ -519,6 +571,17 @@ impl Master {
 
     /// A reaped child as an event: the upgrade check's end, or a worker's.
     fn exited(&mut self, pid: i32, exit: Exit) -> Event {
+        if self.hooks.as_ref().is_some_and(|h| h.pid() == pid) {
+            error!("The hook host (pid:{pid}) exited ({exit:?}); starting another");
+            if let Some(h) = self.hooks.take() {
+                h.forget();
+            }
+            self.restart_hook_host();
+            return Event::Tick;
+        }
+        if let Some(age) = self.pipes.iter().find(|p| p.pid == pid).map(|p| p.age) {
+            self.run_hook("child_exit", hook_host::Call::Exited { pid, age });
+        }
         if self.preloader.as_ref().is_some_and(|p| p.pid() == pid) {
             error!("The preloader (pid:{pid}) exited ({exit:?}); starting another");
             if let Some(p) = self.preloader.take() {
@@ -572,6 +635,24 @@ impl Master {
         crate::log::set_level(cfg.log_level);
         let t = tuning(&cfg);
         self.cfg = cfg;
+        // The hooks as the file now defines them.
+        match &mut self.hooks {
+            Some(h) => {
+                if let Err(e) = h.configure(&self.cfg) {
+                    error!("Server hooks: keeping the previous ones: {e:#}");
+                }
+            }
+            None => self.restart_hook_host(),
+        }
+        let old = self.sup.target();
+        self.run_hook(
+            "nworkers_changed",
+            hook_host::Call::NworkersChanged {
+                new: t.workers,
+                old: Some(old),
+            },
+        );
+        self.run_hook("on_reload", hook_host::Call::Server);
         Event::ConfigLoaded(t)
     }
 
@@ -602,6 +683,7 @@ impl Master {
                         booted: w.booted,
                         requests: w.requests,
                         retiring: matches!(w.state, supervisor::State::Retiring { .. }),
+                        age: pipe.age,
                     },
                     pipe.fd.as_raw_fd(),
                 ))
@@ -619,9 +701,14 @@ impl Master {
             // The new image writes it again; the PID is the same.
             std::mem::forget(p);
         }
-        // The new image imports the app in a preloader of its own.
+        // The new image imports the app in a preloader of its own, and
+        // starts its own hook host.
         if let Some(p) = self.preloader.take() {
             p.stop();
+        }
+        self.run_hook("pre_exec", hook_host::Call::Server);
+        if let Some(h) = self.hooks.take() {
+            h.stop();
         }
         upgrade::exec(&self.image, &listeners, workers, &env)
     }
@@ -648,13 +735,16 @@ impl Master {
             .chain(self.health.iter().flat_map(|h| h.raw_fds()))
             .chain(self.metrics.iter().flat_map(|m| m.raw_fds()))
             .chain(self.control.iter().flat_map(|c| c.raw_fds()))
+            .chain(self.hooks.iter().map(|h| h.raw_fd()))
             .collect();
-        let seat = self.board.and_then(|b| b.claim());
         // gunicorn's worker.age: the worker's place in the order started.
         self.ages += 1;
-        crate::worker::set_age(self.ages);
+        let age = self.ages;
+        self.run_hook("pre_fork", hook_host::Call::Forking { age });
+        let seat = self.board.and_then(|b| b.claim());
+        crate::worker::set_age(age);
         let spawned = match &self.preloader {
-            Some(p) => p.spawn(&self.cfg, &self.listeners, seat, self.ages),
+            Some(p) => p.spawn(&self.cfg, &self.listeners, seat, age),
             None => spawn::fork_worker(&self.cfg, &self.listeners, seat, &close_in_child),
         };
         let (pid, fd) = spawned.inspect_err(|_| {
@@ -666,8 +756,12 @@ impl Master {
             pid,
             fd,
             partial: Vec::new(),
+            age,
             seat,
         });
+        if let Some(h) = &mut self.hooks {
+            h.forked(age, pid);
+        }
         Ok(pid)
     }
 
@@ -706,6 +800,11 @@ impl Master {
             p.remove();
         }
         info!("Shutting down: Master");
+        // gunicorn: last, once the workers are gone and the pidfile removed.
+        self.run_hook("on_exit", hook_host::Call::Server);
+        if let Some(h) = self.hooks.take() {
+            h.stop();
+        }
         code
     }
 }

@@ -209,6 +209,14 @@ fn serve(cfg: &Config, board: Option<Board>, control: OwnedFd) -> ! {
             crate::worker::exit(crate::proto::APP_LOAD_ERROR);
         }
     };
+    if s.capture_output {
+        // The workers it forks inherit line-buffered streams.
+        pyo3::Python::attach(|py| {
+            if let Err(e) = python::line_buffered_output(py) {
+                crate::warning!("--capture-output: {}", python::traceback_text(py, &e));
+            }
+        });
+    }
     send(&control, &Reply::Ready);
     loop {
         let (bytes, mut fds) = match receive(&control) {

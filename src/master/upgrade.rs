@@ -35,6 +35,9 @@ pub const CHECK_TIME_LIMIT: Duration = Duration::from_secs(60);
 pub struct Image {
     pub exe: PathBuf,
     pub argv: Vec<OsString>,
+    /// The directory we were started in: the command line's relative paths
+    /// mean something there (gunicorn also returns to it before its exec).
+    pub cwd: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -52,6 +55,9 @@ pub struct HandedWorker {
     pub requests: u64,
     #[serde(default)]
     pub retiring: bool,
+    /// Its `worker.age` (for child_exit); 0 from an image that did not say.
+    #[serde(default)]
+    pub age: u64,
 }
 
 /// The path we were started from, made absolute now (the working directory
@@ -108,6 +114,7 @@ impl Check {
         let child = std::process::Command::new(&image.exe)
             .args(image.argv.iter().skip(1))
             .arg("--check-config")
+            .current_dir(image.cwd.as_deref().unwrap_or(Path::new("/")))
             .stdin(std::process::Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output.try_clone()?)
@@ -256,11 +263,18 @@ pub fn exec(
     // arriving before the new image installs its handlers waits for them
     // instead of killing the master with the default action.
     let mask = super::signals::block_all();
+    let here = std::env::current_dir().ok();
+    if let Some(cwd) = &image.cwd {
+        let _ = std::env::set_current_dir(cwd);
+    }
     // Returns only on failure.
     let err = match nix::unistd::execv(&exe, &args) {
         Err(e) => std::io::Error::from(e),
         Ok(never) => match never {},
     };
+    if let Some(here) = here {
+        let _ = std::env::set_current_dir(here);
+    }
     super::signals::restore(&mask);
     for (k, _) in &vars {
         // SAFETY: single-threaded, as above.

@@ -209,14 +209,21 @@ class HookConfig:
 
 
 class HookServer:
-    """The `server` (gunicorn's arbiter) a worker-side hook is given."""
+    """The `server` (gunicorn's arbiter) a hook is given."""
 
     def __init__(self, cfg, master_pid):
-        self.cfg = cfg
-        self.log = logging.getLogger("gunicorn.error")
         self.pid = master_pid
+        self.log = logging.getLogger("gunicorn.error")
+        # pid -> worker; kept by the hook host, empty in a worker.
+        self.WORKERS = {}
+        self.configure(cfg)
+
+    def configure(self, cfg):
+        self.cfg = cfg
         self.num_workers = cfg.settings.get("workers")
         self.proc_name = cfg.settings.get("proc_name") or cfg.settings.get("app")
+        self.address = cfg.settings.get("bind")
+        self.timeout = cfg.settings.get("timeout")
 
 
 class HookWorker:
@@ -277,21 +284,28 @@ def _resolve(ref):
     return obj
 
 
+def _hook_functions(names, refs, config_path):
+    """The functions of hooks `names`: TOML references first, else the
+    gunicorn *.py config's functions of those names (the file runs again)."""
+    fns = {}
+    scope = None
+    if config_path:
+        scope = {"__file__": config_path, "__name__": "__config__"}
+        with open(config_path, "rb") as f:
+            exec(compile(f.read(), config_path, "exec"), scope)
+    for name in names:
+        if refs.get(name):
+            fns[name] = _resolve(refs[name])
+        elif scope is not None and callable(scope.get(name)):
+            fns[name] = scope[name]
+    return fns
+
+
 class Hooks:
     """The worker-side hooks of this configuration, and what they are given."""
 
     def __init__(self, refs, config_path, settings, age, master_pid):
-        self.fns = {}
-        scope = None
-        if config_path:
-            scope = {"__file__": config_path, "__name__": "__config__"}
-            with open(config_path, "rb") as f:
-                exec(compile(f.read(), config_path, "exec"), scope)
-        for name in WORKER_HOOKS:
-            if refs.get(name):
-                self.fns[name] = _resolve(refs[name])
-            elif scope is not None and callable(scope.get(name)):
-                self.fns[name] = scope[name]
+        self.fns = _hook_functions(WORKER_HOOKS, refs, config_path)
         cfg = HookConfig(settings)
         self.server = HookServer(cfg, master_pid)
         self.worker = HookWorker(cfg, age, master_pid)
@@ -335,3 +349,87 @@ class Hooks:
 
     def response(self, *args):
         return HookResponse(*args)
+
+
+# ---- Server hooks that gunicorn runs in its arbiter: ferricorn runs them in
+# the hook host, a Python child of the master that keeps their state.
+
+ARBITER_HOOKS = (
+    "on_starting", "on_reload", "when_ready", "pre_fork", "pre_exec",
+    "child_exit", "nworkers_changed", "on_exit",
+)
+
+
+class ArbiterWorker:
+    """A worker as the arbiter sees it (pre_fork, child_exit): gunicorn's
+    Worker before it runs, `pid` "[booting]" until it is forked."""
+
+    def __init__(self, cfg, age, master_pid, pid="[booting]"):
+        self.cfg = cfg
+        self.log = logging.getLogger("gunicorn.error")
+        self.age = age
+        self.pid = pid
+        self.ppid = master_pid
+        self.booted = False
+        self.aborted = False
+        self.alive = True
+        self.nr = 0
+
+
+class ArbiterHooks:
+    """The hook host's state: the hooks, `server` and its WORKERS. `handle`
+    takes the master's messages (JSON) and returns the reply (JSON) or None."""
+
+    def __init__(self, master_pid):
+        self.master_pid = master_pid
+        self.fns = {}
+        self.server = None
+        self.booting = {}
+
+    def handle(self, text):
+        import json
+
+        m = json.loads(text)
+        op = m["op"]
+        if op == "configure":
+            self.fns = _hook_functions(ARBITER_HOOKS, m["refs"], m["config_file"])
+            cfg = HookConfig(m["settings"])
+            if self.server is None:
+                self.server = HookServer(cfg, self.master_pid)
+            else:
+                self.server.configure(cfg)
+            return json.dumps({"hooks": sorted(self.fns)})
+        if op == "forked":
+            w = self.booting.pop(m["age"], None) or self._worker(m["age"])
+            w.pid = m["pid"]
+            self.server.WORKERS[w.pid] = w
+            return None
+        # op == "call": run one hook, reply when it returned.
+        self.server.num_workers = m["num_workers"]
+        error = None
+        try:
+            self._call(m)
+        except BaseException:
+            error = format_exception()
+        return json.dumps({"seq": m["seq"], "error": error})
+
+    def _worker(self, age, pid="[booting]"):
+        return ArbiterWorker(self.server.cfg, age, self.master_pid, pid)
+
+    def _call(self, m):
+        hook = m["hook"]
+        if hook == "pre_fork":
+            w = self._worker(m["age"])
+            self.booting[m["age"]] = w
+            args = (self.server, w)
+        elif hook == "child_exit":
+            w = self.server.WORKERS.pop(m["pid"], None) or self._worker(m["age"], m["pid"])
+            w.alive = False
+            args = (self.server, w)
+        elif hook == "nworkers_changed":
+            args = (self.server, m["new"], m["old"])
+        else:
+            args = (self.server,)
+        fn = self.fns.get(hook)
+        if fn is not None:
+            fn(*args)

@@ -158,17 +158,7 @@ pub fn load_app(
                 )
             })?;
     }
-    let emit = pyo3::wrap_pyfunction!(emit_log, py).map_err(|e| e.to_string())?;
-    support
-        .attr(py, "install_logging")
-        .and_then(|f| f.call1((&emit,)))
-        .map_err(|e| traceback_text(py, &e))?;
-    if crate::log::to_journal() {
-        support
-            .attr(py, "redirect_std")
-            .and_then(|f| f.call1((&emit,)))
-            .map_err(|e| traceback_text(py, &e))?;
-    }
+    route_logging(py, support)?;
     support
         .attr(py, "load_app")
         .and_then(|f| f.call1((spec,)))
@@ -183,6 +173,36 @@ pub fn load_app(
                 traceback_text(py, &e)
             }
         })
+}
+
+/// Python's logging (and, under journald, stdout and stderr) into our error
+/// log, unless the app configured its own handlers.
+pub fn route_logging(py: Python<'_>, support: &Support) -> Result<(), String> {
+    let emit = pyo3::wrap_pyfunction!(emit_log, py).map_err(|e| e.to_string())?;
+    support
+        .attr(py, "install_logging")
+        .and_then(|f| f.call1((&emit,)))
+        .map_err(|e| traceback_text(py, &e))?;
+    if crate::log::to_journal() {
+        support
+            .attr(py, "redirect_std")
+            .and_then(|f| f.call1((&emit,)))
+            .map_err(|e| traceback_text(py, &e))?;
+    }
+    Ok(())
+}
+
+/// `--capture-output`: print() reaches the error log file line by line, not
+/// when a block fills (a worker leaves without flushing Python's buffers).
+pub fn line_buffered_output(py: Python<'_>) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("line_buffering", true)?;
+    for stream in ["stdout", "stderr"] {
+        sys.getattr(stream)?
+            .call_method("reconfigure", (), Some(&kwargs))?;
+    }
+    Ok(())
 }
 
 /// `-k gevent`: monkey-patch before the app is imported; the error says what to install.

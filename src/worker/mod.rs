@@ -81,7 +81,7 @@ pub fn run(
                     Ok(app)
                 })
             }),
-        None => boot(cfg),
+        None => boot(cfg, true),
     };
     if booted.is_ok() && preloaded.is_some() {
         info!(
@@ -102,20 +102,8 @@ pub fn run(
 /// worker's boot, as in gunicorn.
 fn boot_hooks(py: Python<'_>, cfg: &Config, support: &python::Support) -> Result<(), i32> {
     let s = &cfg.settings;
-    let refs: Vec<(&'static str, &str)> = [
-        ("post_fork", &s.post_fork),
-        ("post_worker_init", &s.post_worker_init),
-        ("pre_request", &s.pre_request),
-        ("post_request", &s.post_request),
-        ("worker_int", &s.worker_int),
-        ("worker_abort", &s.worker_abort),
-        ("worker_exit", &s.worker_exit),
-    ]
-    .into_iter()
-    .filter_map(|(name, r)| r.as_deref().map(|r| (name, r)))
-    .collect();
     let sources = hooks::Sources {
-        refs,
+        refs: cfg.hook_refs(),
         config_file: cfg.hooks_file.as_deref(),
         settings_json: serde_json::to_string(s).unwrap_or_else(|_| "{}".into()),
         age: AGE.load(std::sync::atomic::Ordering::Relaxed),
@@ -169,8 +157,9 @@ pub fn exit(code: i32) -> ! {
 /// How long a hook may hold up a worker that is leaving.
 pub const HOOK_TIME_ON_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Everything up to an imported app; an Err is the exit code.
-pub fn boot(cfg: &Config) -> Result<python::LoadedApp, i32> {
+/// Everything up to an imported app; an Err is the exit code. `hooks`:
+/// a worker's server hooks run (not for `--check-config`, as in gunicorn).
+pub fn boot(cfg: &Config, hooks: bool) -> Result<python::LoadedApp, i32> {
     let s = &cfg.settings;
     if let Err(e) = privileges::drop_to(cfg.uid, cfg.gid, s.initgroups) {
         error!("Could not drop privileges: {e}");
@@ -196,17 +185,26 @@ pub fn boot(cfg: &Config) -> Result<python::LoadedApp, i32> {
                 return Err(WORKER_BOOT_ERROR);
             }
         };
+        if s.capture_output
+            && let Err(e) = python::line_buffered_output(py)
+        {
+            crate::warning!("--capture-output: {}", python::traceback_text(py, &e));
+        }
         if cfg.worker_class == WorkerClass::Gevent
             && let Err(e) = python::patch_gevent(py, &support)
         {
             error!("{e}");
             return Err(WORKER_BOOT_ERROR);
         }
-        boot_hooks(py, cfg, &support)?;
+        if hooks {
+            boot_hooks(py, cfg, &support)?;
+        }
         match python::load_app(py, &support, &s.app, cfg.logconfig()) {
             Ok(app) => {
                 info!("Worker (pid:{}) loaded {}", std::process::id(), s.app);
-                after_import(py, &app)?;
+                if hooks {
+                    after_import(py, &app)?;
+                }
                 Ok(python::LoadedApp { app, support })
             }
             Err(e) => {
