@@ -54,7 +54,7 @@ complete -c ferricorn -l forwarder-headers -d 'Header names with an underscore t
 complete -c ferricorn -l chdir -d 'Change to this directory before loading the app. [default: the current directory]' -r -F
 complete -c ferricorn -s e -l env -d 'Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]' -r
 complete -c ferricorn -l pythonpath -d 'Extra directories on sys.path, comma separated. [default: none]' -r
-complete -c ferricorn -l virtualenv -d 'The app\'s virtualenv (made with the same Python version). [default: $VIRTUAL_ENV]' -r -F
+complete -c ferricorn -l virtualenv -d 'The app\'s virtualenv (made with the same Python version). [default: $VIRTUAL_ENV, else the virtualenv whose bin/ holds ferricorn]' -r -F
 complete -c ferricorn -s n -l name -d 'Process name shown in ps: `ferricorn: master [NAME]`. [default: the app]' -r
 complete -c ferricorn -s p -l pid -d 'Write the master\'s PID to this file (removed on exit). [default: none]' -r -F
 complete -c ferricorn -s u -l user -d 'Run workers as this user (name or uid). [default: the current user]' -r

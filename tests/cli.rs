@@ -373,7 +373,41 @@ fn virtualenv_from_another_python_is_refused() {
     );
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("3.7.1") && err.contains("3.11"), "{err}");
+    assert!(
+        err.contains("bin/pip install ferricorn"),
+        "says what to run: {err}"
+    );
+
+    // A free-threaded build of the same version: refused, saying why.
+    let version = String::from_utf8(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let version = version.trim();
+    std::fs::write(
+        dir.path().join("pyvenv.cfg"),
+        format!("home = /usr/bin\nversion = {version}.0\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join(format!("lib/python{version}t"))).unwrap();
+    let o = run(
+        &[
+            "--virtualenv",
+            dir.path().to_str().unwrap(),
+            "conformance:app",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("free-threaded"), "{err}");
 }
 
 #[test]

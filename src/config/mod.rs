@@ -67,6 +67,8 @@ pub enum Source {
     File(PathBuf),
     CmdArgsEnv,
     CommandLine,
+    /// The virtualenv whose `bin/` holds this executable (`pip install`).
+    Installed,
 }
 
 impl fmt::Display for Source {
@@ -77,6 +79,7 @@ impl fmt::Display for Source {
             Source::File(p) => write!(f, "file {}", p.display()),
             Source::CmdArgsEnv => f.write_str("$FERRICORN_CMD_ARGS"),
             Source::CommandLine => f.write_str("command line"),
+            Source::Installed => f.write_str("the virtualenv ferricorn is installed in"),
         }
     }
 }
@@ -190,9 +193,21 @@ impl Settings {
         if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
             sources.insert("virtualenv", Source::Env("VIRTUAL_ENV"));
             s.virtualenv = Some(PathBuf::from(venv));
+        } else if let Some(venv) = installed_in_virtualenv() {
+            sources.insert("virtualenv", Source::Installed);
+            s.virtualenv = Some(venv);
         }
         (s, sources)
     }
+}
+
+/// `pip install ferricorn` puts us in a virtualenv's `bin/`: that venv is
+/// the app's, as it is for gunicorn installed there.
+fn installed_in_virtualenv() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    let venv = bin.parent()?;
+    (bin.file_name()? == "bin" && venv.join("pyvenv.cfg").is_file()).then(|| venv.to_path_buf())
 }
 
 /// Build the configuration from the command line, the environment and the config file.

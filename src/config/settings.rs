@@ -394,7 +394,7 @@ declare_settings! {
     /// Extra directories on sys.path, comma separated. [default: none]
     #[arg(long, value_name = "DIRS", help_heading = "Application")]
     pythonpath: [String] => Option<String> = None;
-    /// The app's virtualenv (made with the same Python version). [default: $VIRTUAL_ENV]
+    /// The app's virtualenv (made with the same Python version). [default: $VIRTUAL_ENV, else the virtualenv whose bin/ holds ferricorn]
     #[arg(long, value_name = "DIR", help_heading = "Application")]
     virtualenv: [PathBuf] => Option<PathBuf> = None;
 

@@ -23,15 +23,16 @@ pub fn linked_version() -> String {
     )
 }
 
-/// A virtualenv is usable only if it was made from the Python we link.
+/// A virtualenv is usable only if it was made from the Python we link
+/// (the same minor version, with the GIL). The error says what to run.
 pub fn check_virtualenv(venv: &Path) -> Result<(), String> {
+    let linked = linked_version();
+    let shown = venv.display();
     let cfg = venv.join("pyvenv.cfg");
     let text = std::fs::read_to_string(&cfg).map_err(|e| {
         format!(
-            "{} is not a virtualenv ({}: {e}); create one with `/usr/bin/python3 -m venv {}`",
-            venv.display(),
+            "{shown} is not a virtualenv ({}: {e}); create one with `python{linked} -m venv {shown}`",
             cfg.display(),
-            venv.display()
         )
     })?;
     let version = text
@@ -39,15 +40,21 @@ pub fn check_virtualenv(venv: &Path) -> Result<(), String> {
         .filter_map(|l| l.split_once('='))
         .find(|(k, _)| matches!(k.trim(), "version" | "version_info"))
         .map(|(_, v)| v.trim().to_string());
-    let linked = linked_version();
-    if let Some(v) = version {
-        let mm: Vec<&str> = v.split('.').take(2).collect();
-        if mm.join(".") != linked {
-            return Err(format!(
-                "{} was made with Python {v}, but ferricorn runs Python {linked}; recreate it with python{linked} -m venv",
-                venv.display()
-            ));
-        }
+    let Some(v) = version else { return Ok(()) };
+    let mm = v.split('.').take(2).collect::<Vec<_>>().join(".");
+    if mm != linked {
+        return Err(format!(
+            "{shown} was made with Python {v}, but this ferricorn runs Python {linked}: \
+             install ferricorn into that virtualenv (`{shown}/bin/pip install ferricorn`) and run \
+             its `{shown}/bin/ferricorn`, or recreate the virtualenv with `python{linked} -m venv`"
+        ));
+    }
+    // A free-threaded build keeps its library in lib/pythonX.Yt.
+    if venv.join("lib").join(format!("python{mm}t")).is_dir() {
+        return Err(format!(
+            "{shown} is a free-threaded Python {mm}t, which ferricorn does not run (its \
+             extension modules need the GIL build): recreate it with the standard `python{mm} -m venv`"
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 """A small real Flask app: routing, a form POST, JSON in and out, a fixed-size body."""
 
 import os
+import sys
 
 from flask import Flask, jsonify, request
 
@@ -10,6 +11,12 @@ app = Flask(__name__)
 @app.get("/")
 def index():
     return "Hello from Flask"
+
+
+@app.get("/python")
+def python():
+    """The interpreter serving (the wheel tests check it is the venv's)."""
+    return "%d.%d %s" % (sys.version_info[0], sys.version_info[1], sys.prefix)
 
 
 @app.get("/items/<int:item_id>")

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds ferricorn's wheels: one per CPython 3.X, each with that
+# interpreter linked in (see docs/python-versions.md), with maturin.
+#
+#   scripts/build-wheels.sh [--profile release|dev] [--out DIR] [PYTHON ...]
+#
+# PYTHON: interpreters to build for (paths or names on PATH); by default
+# every CPython 3.9-3.13 that pyenv has installed, else /usr/bin/python3.
+# Wheels land in DIR (default target/wheels). maturin itself is installed
+# from PyPI into target/wheel-tools the first time.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+profile=release
+out="$root/target/wheels"
+pythons=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) profile="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "build-wheels: unknown option $1 (try --help)" >&2; exit 2 ;;
+    *) pythons+=("$1"); shift ;;
+  esac
+done
+if [ ${#pythons[@]} -eq 0 ]; then
+  pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
+  for minor in 9 10 11 12 13; do
+    found=$(ls -d "$pyenv_root"/versions/3."$minor".* 2>/dev/null | sort -V | tail -1 || true)
+    [ -n "$found" ] && pythons+=("$found/bin/python3")
+  done
+  [ ${#pythons[@]} -eq 0 ] && pythons=(/usr/bin/python3)
+fi
+tools="$root/target/wheel-tools"
+if [ ! -x "$tools/bin/maturin" ]; then
+  echo "build-wheels: installing maturin into $tools ..." >&2
+  /usr/bin/python3 -m venv "$tools"
+  "$tools/bin/pip" install --quiet --disable-pip-version-check 'maturin>=1.7,<2'
+fi
+mkdir -p "$out"
+for python in "${pythons[@]}"; do
+  version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  echo "build-wheels: CPython $version ($python), profile $profile ..." >&2
+  # One target directory for every version: only pyo3 and ferricorn are
+  # built again when the interpreter changes.
+  (cd "$root" && "$tools/bin/maturin" build --quiet --profile "$profile" \
+      --interpreter "$python" --out "$out" --target-dir "$root/target/wheel-build")
+done
+ls -1 "$out"/ferricorn-*.whl
