@@ -19,14 +19,34 @@ print(s.get_config_var('LIBPL') or '')
 print(s.get_config_var('LIBRARY') or '')
 print(' '.join(s.get_config_var(k) or '' for k in ('LIBS', 'SYSLIBS', 'MODLIBS')))";
 
+/// The modules the interpreter has built in, and those it loads from its
+/// lib-dynload: a virtualenv's Python built with more modules built in (as
+/// Debian's is) lacks the files for them (see `python::check_virtualenv`).
+const MODULES: &str = "import os, sys, sysconfig
+print(','.join(sys.builtin_module_names))
+d = os.path.join(sysconfig.get_path('platstdlib'), 'lib-dynload')
+print(','.join(sorted({f.split('.')[0] for f in os.listdir(d)})) if os.path.isdir(d) else '')";
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=FERRICORN_SHARED_LIBPYTHON");
+    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
+    let modules = Command::new(&python)
+        .args(["-c", MODULES])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut lines = modules.lines();
+    let builtin = lines.next().unwrap_or("");
+    let dynload = lines.next().unwrap_or("");
+    println!("cargo:rustc-env=FERRICORN_PYTHON_BUILTIN_MODULES={builtin}");
+    println!("cargo:rustc-env=FERRICORN_PYTHON_DYNLOAD_MODULES={dynload}");
     if std::env::var_os("FERRICORN_SHARED_LIBPYTHON").is_some() {
         return;
     }
-    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
     let Ok(out) = Command::new(&python).args(["-c", QUERY]).output() else {
         return;
     };

@@ -3,9 +3,14 @@
 # interpreter linked in (see docs/python-versions.md), with maturin.
 #
 #   scripts/build-wheels.sh [--profile release|dev] [--out DIR] [PYTHON ...]
+#   scripts/build-wheels.sh --list     the interpreters it would build for
 #
 # PYTHON: interpreters to build for (paths or names on PATH); by default
-# every CPython 3.9-3.13 that pyenv has installed, else /usr/bin/python3.
+# every CPython 3.9-3.13 on this machine: the distribution's
+# /usr/bin/python3.X where it has its static archive, else pyenv's newest
+# 3.X. A wheel serves virtualenvs of the Python it was built with (and of
+# older patch releases built the same way); ferricorn refuses others at
+# start, saying what to run.
 # Wheels land in DIR (default target/wheels). maturin itself is installed
 # from PyPI into target/wheel-tools the first time.
 set -euo pipefail
@@ -13,11 +18,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 profile=release
 out="$root/target/wheels"
 pythons=()
+list=
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --list) list=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "build-wheels: unknown option $1 (try --help)" >&2; exit 2 ;;
     *) pythons+=("$1"); shift ;;
   esac
@@ -25,11 +32,18 @@ done
 if [ ${#pythons[@]} -eq 0 ]; then
   pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
   for minor in 9 10 11 12 13; do
+    system=/usr/bin/python3.$minor
+    if [ -x "$system" ] && "$system" -c 'import os, sysconfig as s, sys
+sys.exit(not os.path.isfile(os.path.join(s.get_config_var("LIBPL"), s.get_config_var("LIBRARY"))))' 2>/dev/null; then
+      pythons+=("$system")
+      continue
+    fi
     found=$(ls -d "$pyenv_root"/versions/3."$minor".* 2>/dev/null | sort -V | tail -1 || true)
     [ -n "$found" ] && pythons+=("$found/bin/python3")
   done
   [ ${#pythons[@]} -eq 0 ] && pythons=(/usr/bin/python3)
 fi
+if [ -n "$list" ]; then printf '%s\n' "${pythons[@]}"; exit 0; fi
 tools="$root/target/wheel-tools"
 if [ ! -x "$tools/bin/maturin" ]; then
   echo "build-wheels: installing maturin into $tools ..." >&2

@@ -395,6 +395,31 @@ fn virtualenv_from_another_python_is_refused() {
         format!("home = /usr/bin\nversion = {version}.0\n"),
     )
     .unwrap();
+    // A newer patch release than ours: its compiled stdlib modules need
+    // functions ours lacks; refused in one line.
+    std::fs::write(
+        dir.path().join("pyvenv.cfg"),
+        format!("home = /usr/bin\nversion = {version}.99\n"),
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "--virtualenv",
+            dir.path().to_str().unwrap(),
+            "conformance:app",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("{version}.99, newer than")), "{err}");
+
+    std::fs::write(
+        dir.path().join("pyvenv.cfg"),
+        format!("home = /usr/bin\nversion = {version}.0\n"),
+    )
+    .unwrap();
     std::fs::create_dir_all(dir.path().join(format!("lib/python{version}t"))).unwrap();
     let o = run(
         &[

@@ -7,6 +7,8 @@
 //! line, and pip refuses a wheel of another version.
 
 mod common;
+#[path = "systemd/container.rs"]
+mod container;
 
 use common::*;
 use std::path::{Path, PathBuf};
@@ -15,9 +17,37 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// pyenv's newest CPython `version` (e.g. "3.12"); a missing one fails the
-/// test with what to install.
+/// The interpreter scripts/build-wheels.sh builds the `version` wheel
+/// with (the venvs are made from it); a missing one fails the test with
+/// what to install.
 fn interpreter(version: &str) -> PathBuf {
+    static LIST: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    let list = LIST.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = run(Command::new(root.join("scripts/build-wheels.sh")).arg("--list"));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(PathBuf::from)
+            .collect()
+    });
+    list.iter()
+        .find(|p| {
+            let out = Command::new(p)
+                .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+                .output();
+            out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == version)
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no CPython {version} here for scripts/build-wheels.sh ({list:?}): \
+                 `pyenv install {version}` (or the distribution's python{version}) and run the test again"
+            )
+        })
+}
+
+/// pyenv's newest CPython `version`, for a wheel that is not the default.
+fn pyenv_interpreter(version: &str) -> PathBuf {
     let root = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".pyenv"));
@@ -31,15 +61,11 @@ fn interpreter(version: &str) -> PathBuf {
             .is_some_and(|rest| rest.starts_with('.'))
     });
     found.sort();
-    let python = found.last().map(|p| p.join("bin/python3"));
-    match python {
-        Some(p) if p.is_file() => p,
-        _ => panic!(
-            "CPython {version} is not installed here (looked in {}/versions): \
-             `pyenv install {version}` and run the test again",
-            root.display()
-        ),
-    }
+    found
+        .last()
+        .map(|p| p.join("bin/python3"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| panic!("pyenv has no CPython {version}: `pyenv install {version}`"))
 }
 
 /// The wheels, built once for every version (the dev profile: these tests
@@ -50,9 +76,13 @@ fn wheel(version: &str) -> PathBuf {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let out = root.join("target/test-wheels");
         let _ = std::fs::remove_dir_all(&out);
+        // Every version on the machine, as the script finds them by default
+        // (after checking here that each is present).
+        for v in ["3.9", "3.10", "3.11", "3.12", "3.13"] {
+            interpreter(v);
+        }
         let status = Command::new(root.join("scripts/build-wheels.sh"))
             .args(["--profile", "dev", "--out", out.to_str().unwrap()])
-            .args(["3.9", "3.10", "3.11", "3.12", "3.13"].map(interpreter))
             .status()
             .expect("run scripts/build-wheels.sh");
         assert!(status.success(), "scripts/build-wheels.sh failed");
@@ -191,6 +221,144 @@ fn pip_refuses_a_wheel_of_another_python_version() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("is not a supported wheel on this platform"),
+        "{err}"
+    );
+}
+
+/// `pip install --force-reinstall` of a newer build, then USR2 (what
+/// `systemctl reload` sends): the venv's new binary takes over in place
+/// and no request fails.
+#[test]
+fn pip_installing_a_new_build_then_usr2_upgrades_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = venv_with_wheel("3.11", dir.path());
+    // The same wheel built as another version of ferricorn.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newer = dir.path().join("newer");
+    run(Command::new(root.join("scripts/build-wheels.sh"))
+        .args(["--profile", "dev", "--out", newer.to_str().unwrap()])
+        .arg(interpreter("3.11"))
+        .env("FERRICORN_BUILD_VERSION", "99.0.0-wheel-test"));
+    let newer_wheel = std::fs::read_dir(&newer)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .unwrap();
+
+    let s = command()
+        .bin(venv.join("bin/ferricorn"))
+        .args(["-b", "127.0.0.1:0", "-w", "2", "-k", "gthread"])
+        .args(["--chdir", &apps_dir().display().to_string(), "flaskapp:app"])
+        .wait_workers(2)
+        .start();
+    let load = Load::start(s.addr(), "/");
+    load.wait_answered(50);
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(["--force-reinstall", "--no-deps"])
+        .arg(&newer_wheel));
+    s.signal(libc::SIGUSR2);
+    let line = s.wait_log("Upgraded in place", LONG);
+    assert!(line.contains("-> 99.0.0-wheel-test"), "{line}");
+    s.wait_log("Reload complete", LONG);
+    load.wait_answered(50);
+    let (ok, failed) = load.finish();
+    assert_eq!(failed, 0, "{ok} answered, {failed} failed");
+}
+
+/// In a container with Debian's Python and neither Rust nor python3-dev:
+/// pip installs the 3.11 wheel offline into a venv, and its ferricorn runs
+/// as a systemd notify service (READY once the worker answers).
+#[test]
+fn the_wheel_installs_and_runs_where_nothing_can_build_it() {
+    let wheel = wheel("3.11");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let inside = Path::new("/opt/ferricorn").join(wheel.strip_prefix(root).unwrap());
+    let c = container::Container::boot(&format!("ferricorn-wheel-{}", std::process::id()));
+    // Nothing here could have built it.
+    c.ok("! command -v cargo && ! command -v rustc && ! command -v cc");
+    c.ok("! ls /usr/include/python3*/Python.h /usr/lib/python3*/config-*/libpython*.a 2>/dev/null");
+    c.ok(&format!(
+        "python3 -m venv /srv/venv && /srv/venv/bin/pip install --no-index --quiet {}",
+        inside.display()
+    ));
+    let (code, out) = c.sh(&format!(
+        "systemd-run --unit=wheel -p Type=notify -p WorkingDirectory={} \
+         /srv/venv/bin/ferricorn -b 127.0.0.1:8000 -w 2 conformance:app",
+        container::APPS
+    ));
+    assert_eq!(
+        code,
+        0,
+        "{out}\n{}",
+        c.sh("journalctl -u wheel.service --no-pager").1
+    );
+    assert_eq!(c.prop("wheel.service", "ActiveState"), "active");
+    // READY=1 came once the workers answered; the status line follows.
+    let deadline = std::time::Instant::now() + LONG;
+    while !c
+        .prop("wheel.service", "StatusText")
+        .contains("2/2 workers")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            c.prop("wheel.service", "StatusText")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = c.ok("curl -sf http://127.0.0.1:8000/environ");
+    assert!(body.contains("\"REQUEST_METHOD\": \"GET\""), "{body}");
+    // The venv's Python: Debian's 3.11 under /usr, the venv as sys.prefix.
+    let config = c.ok("cd / && /srv/venv/bin/ferricorn --print-config conformance:app");
+    assert!(
+        config.contains("virtualenv = \"/srv/venv\"") && config.contains("installed in"),
+        "{config}"
+    );
+    c.ok("systemctl stop wheel.service");
+}
+
+/// A wheel built with pyenv's 3.11 (math, zlib, _socket ... as files in
+/// lib-dynload) in a venv of Debian's 3.11 (which has them compiled in and
+/// no files): refused at start in one line that says what to do, instead of
+/// workers failing on `import math`.
+#[test]
+fn a_wheel_whose_python_loads_modules_debian_builds_in_refuses_a_debian_venv() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = dir.path().join("pyenv-wheel");
+    run(Command::new(root.join("scripts/build-wheels.sh"))
+        .args(["--profile", "dev", "--out", out.to_str().unwrap()])
+        .arg(pyenv_interpreter("3.11")));
+    let wheel = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .unwrap();
+    let venv = dir.path().join("venv");
+    run(Command::new("/usr/bin/python3").args(["-m", "venv", venv.to_str().unwrap()]));
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(&wheel));
+    let o = Command::new(venv.join("bin/ferricorn"))
+        .args([
+            "-b",
+            "127.0.0.1:0",
+            "--chdir",
+            &apps_dir().display().to_string(),
+        ])
+        .arg("conformance:app")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("math") && err.contains("compiled into it"),
+        "{err}"
+    );
+    assert!(
+        err.contains("scripts/build-wheels.sh /usr/bin/python3.11"),
         "{err}"
     );
 }

@@ -10,6 +10,20 @@ use pyo3::prelude::*;
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 
+/// The libpython version we are linked against, whole (e.g. "3.11.2").
+pub fn linked_full_version() -> String {
+    // SAFETY: Py_GetVersion returns a static string and may be called before Py_Initialize.
+    let full = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
+    full.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// The micro version of "3.11.7" (or "3.13.0rc1", "3.11.7.final.0"): 7.
+fn patch_of(version: &str) -> u32 {
+    let micro = version.split('.').nth(2).unwrap_or("0");
+    let digits: String = micro.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().unwrap_or(0)
+}
+
 /// The libpython version we are linked against (e.g. "3.11"), readable before initialisation.
 pub fn linked_version() -> String {
     // SAFETY: Py_GetVersion returns a static string and may be called before Py_Initialize.
@@ -49,6 +63,30 @@ pub fn check_virtualenv(venv: &Path) -> Result<(), String> {
              its `{shown}/bin/ferricorn`, or recreate the virtualenv with `python{linked} -m venv`"
         ));
     }
+    // The standard library's compiled modules call CPython's private
+    // functions, which patch releases add: a newer one than ours fails to
+    // import (`undefined symbol: _PyModule_Add` from 3.11.7 under 3.11.2).
+    let ours = linked_full_version();
+    if patch_of(&v) > patch_of(&ours) {
+        return Err(format!(
+            "{shown} is Python {v}, newer than the CPython {ours} built into this ferricorn, \
+             whose standard library's compiled modules need functions {ours} lacks: install a \
+             ferricorn built with Python {mm}.{} or later (`scripts/build-wheels.sh` with that \
+             Python), or recreate the virtualenv with Python {ours}",
+            patch_of(&v)
+        ));
+    }
+    let missing = modules_built_into(&text, &mm);
+    if !missing.is_empty() {
+        let home = pyvenv_value(&text, "home").unwrap_or("its Python's directory");
+        return Err(format!(
+            "{shown}'s Python ({home}/python{mm}) has {} compiled into it, which this ferricorn \
+             (built with a CPython that loads them from files) cannot import: run the \
+             distribution's ferricorn package, or build a wheel for that Python with \
+             `scripts/build-wheels.sh {home}/python{mm}` and install it",
+            missing.join(", ")
+        ));
+    }
     // A free-threaded build keeps its library in lib/pythonX.Yt.
     if venv.join("lib").join(format!("python{mm}t")).is_dir() {
         return Err(format!(
@@ -57,6 +95,78 @@ pub fn check_virtualenv(venv: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Standard modules some distributions compile into their interpreter
+/// instead of shipping them in lib-dynload (Debian's and Ubuntu's).
+const OFTEN_BUILT_IN: &[&str] = &[
+    "_bisect",
+    "_blake2",
+    "_csv",
+    "_datetime",
+    "_elementtree",
+    "_heapq",
+    "_md5",
+    "_opcode",
+    "_pickle",
+    "_posixsubprocess",
+    "_random",
+    "_sha1",
+    "_sha2",
+    "_sha256",
+    "_sha3",
+    "_sha512",
+    "_socket",
+    "_statistics",
+    "_struct",
+    "array",
+    "binascii",
+    "cmath",
+    "fcntl",
+    "grp",
+    "math",
+    "pyexpat",
+    "select",
+    "syslog",
+    "unicodedata",
+    "zlib",
+];
+
+/// Modules the venv's base Python has built in that our interpreter loads
+/// from lib-dynload, where that Python has no file for them.
+fn modules_built_into(pyvenv: &str, mm: &str) -> Vec<&'static str> {
+    let ours_builtin: Vec<&str> = env!("FERRICORN_PYTHON_BUILTIN_MODULES")
+        .split(',')
+        .collect();
+    let ours_loaded: Vec<&str> = env!("FERRICORN_PYTHON_DYNLOAD_MODULES")
+        .split(',')
+        .collect();
+    let Some(home) = pyvenv_value(pyvenv, "home") else {
+        return Vec::new();
+    };
+    let base = Path::new(home).parent().unwrap_or(Path::new("/"));
+    let dynload = base.join(format!("lib/python{mm}/lib-dynload"));
+    let Ok(files) = std::fs::read_dir(&dynload) else {
+        return Vec::new();
+    };
+    let theirs: Vec<String> = files
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.split('.').next().map(String::from))
+        .collect();
+    OFTEN_BUILT_IN
+        .iter()
+        .copied()
+        .filter(|m| !ours_builtin.contains(m) && ours_loaded.contains(m))
+        .filter(|m| !theirs.iter().any(|t| t == m))
+        .collect()
+}
+
+fn pyvenv_value<'a>(pyvenv: &'a str, key: &str) -> Option<&'a str> {
+    pyvenv
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
 }
 
 /// What the interpreter needs to know before it starts.

@@ -16,14 +16,17 @@ log() { echo "container: $*" >&2; }
 build_rootfs() {
   exec 9>"$root/target/systemd-rootfs.lock"
   flock 9
-  if [ -f "$rootfs/.ferricorn-ready" ]; then return 0; fi
+  # python3-venv: the wheel test installs ferricorn with pip in here.
+  local packages=systemd,systemd-sysv,dbus,procps,curl,python3,python3-venv,libpython3.11,ca-certificates,man-db,groff-base
+  # A rootfs made for another package list is made again.
+  if [ "$(cat "$rootfs/.ferricorn-ready" 2>/dev/null)" = "$packages" ]; then return 0; fi
   local mirror
   mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
   mirror=${mirror:-http://deb.debian.org/debian}
   log "building a Debian bookworm rootfs with systemd in $rootfs (about a minute) ..."
   rm -rf "$rootfs" "$rootfs.tmp"
   debootstrap --variant=minbase \
-    --include=systemd,systemd-sysv,dbus,procps,curl,python3,libpython3.11,ca-certificates,man-db,groff-base \
+    --include="$packages" \
     bookworm "$rootfs.tmp" "$mirror" >"$root/target/debootstrap.log" 2>&1 \
     || { tail -20 "$root/target/debootstrap.log" >&2; exit 1; }
   echo ferricorn-test >"$rootfs.tmp/etc/hostname"
@@ -37,7 +40,7 @@ build_rootfs() {
   mkdir -p "$rootfs.tmp/etc/systemd/journald.conf.d"
   printf '[Journal]\nStorage=volatile\nForwardToConsole=no\nRateLimitBurst=0\n' \
     >"$rootfs.tmp/etc/systemd/journald.conf.d/ferricorn-test.conf"
-  touch "$rootfs.tmp/.ferricorn-ready"
+  echo "$packages" >"$rootfs.tmp/.ferricorn-ready"
   mv "$rootfs.tmp" "$rootfs"
   log "rootfs ready"
 }
