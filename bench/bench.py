@@ -394,6 +394,9 @@ def main():
             listed = listed + [n + " (baseline)" for n in listed if n + " (baseline)" in srv]
         wanted = args.servers and args.servers.split(";" if ";" in args.servers else ",")
         names = [n for n in listed if not wanted or n in [w.strip() for w in wanted]]
+        if not names:
+            # --servers names none of this scenario's servers.
+            continue
         per_round = {name: [] for name in names}
         running = {}
         try:

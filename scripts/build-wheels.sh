@@ -45,11 +45,17 @@ sys.exit(not os.path.isfile(os.path.join(s.get_config_var("LIBPL"), s.get_config
 fi
 if [ -n "$list" ]; then printf '%s\n' "${pythons[@]}"; exit 0; fi
 tools="$root/target/wheel-tools"
-if [ ! -x "$tools/bin/maturin" ]; then
-  echo "build-wheels: installing maturin into $tools ..." >&2
-  /usr/bin/python3 -m venv "$tools"
-  "$tools/bin/pip" install --quiet --disable-pip-version-check 'maturin>=1.7,<2'
-fi
+mkdir -p "$root/target"
+(
+  # Several builds may start at once (the tests): one installs maturin.
+  flock 9
+  if [ ! -x "$tools/bin/maturin" ]; then
+    echo "build-wheels: installing maturin into $tools ..." >&2
+    rm -rf "$tools"
+    /usr/bin/python3 -m venv "$tools"
+    "$tools/bin/pip" install --quiet --disable-pip-version-check 'maturin>=1.7,<2'
+  fi
+) 9>"$root/target/wheel-tools.lock"
 mkdir -p "$out"
 for python in "${pythons[@]}"; do
   version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

@@ -4,13 +4,22 @@
 # debootstrap and systemd-container, man-db, dpkg-dev and rpm, wrk (the bench smoke test), then cargo-deb
 # and cargo-generate-rpm, the test virtualenv (Flask, Django) and the cached
 # container rootfs, both under target/.
+#
+#   scripts/install-deps.sh --build   only what building ferricorn needs
+#                                     (python3-dev: the archive it links)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+packages=(python3-dev python3-venv debootstrap systemd-container man-db groff-base dpkg-dev rpm wrk)
+build_only=
+if [ "${1:-}" = --build ]; then
+  build_only=1
+  packages=(python3-dev)
+fi
 # debootstrap and systemd-nspawn boot a real systemd for the systemd tests;
 # systemd-container is pinned to the host's systemd so apt never upgrades it.
 systemd_version=$(dpkg-query -W -f='${Version}' systemd)
 need=()
-for pkg in python3-dev python3-venv debootstrap systemd-container man-db groff-base dpkg-dev rpm wrk; do
+for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 for i in "${!need[@]}"; do
@@ -21,6 +30,10 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ -n "$build_only" ]; then
+  echo "install-deps: ready to build" >&2
+  exit 0
 fi
 # The package builders the packaging tests use.
 for tool in cargo-deb cargo-generate-rpm; do
