@@ -157,10 +157,25 @@ fn main() {
     } else {
         None
     };
+    let inherited = listen::activation::take();
+    let handover = master::upgrade::take_handover();
     // gunicorn's arbiter hooks, in a Python child; on_starting runs before
     // anything is bound, as in gunicorn.
-    let mut hooks = match master::hook_host::HookHost::start(&cfg) {
+    // It keeps no copy of the sockets systemd or the previous image passed.
+    let passed: Vec<i32> = inherited
+        .iter()
+        .map(|i| i.fd)
+        .chain(handover.iter().flat_map(|h| h.workers.iter().map(|w| w.fd)))
+        .collect();
+    // After an upgrade's exec the workers are serving: a hook failure there
+    // is logged, never the end of the server (the check ran them before).
+    let upgrading = handover.is_some();
+    let mut hooks = match master::hook_host::HookHost::start(&cfg, &passed) {
         Ok(h) => h,
+        Err(e) if upgrading => {
+            error!("Server hooks will not run: {e:#}");
+            None
+        }
         Err(e) => fail(format_args!("the server hooks cannot be loaded: {e:#}")),
     };
     if let Some(h) = &mut hooks {
@@ -175,11 +190,12 @@ fn main() {
         );
         if let Err(e) = h.call("on_starting", master::hook_host::Call::Server, workers) {
             error!("{e}");
-            std::process::exit(1);
+            if !upgrading {
+                std::process::exit(1);
+            }
         }
     }
-    let inherited = listen::activation::take();
-    let handover = master::upgrade::take_handover();
+
     let binds_explicit = cfg.sources.contains_key("bind");
     let listeners =
         match listen::adopt_and_bind(inherited, &cfg.binds, binds_explicit, cfg.settings.backlog) {
@@ -234,6 +250,15 @@ fn check_config(cfg: &config::Config) -> i32 {
     }
     match sys::wait_pid(pid) {
         Some(0) => {
+            // The arbiter's hooks load too (an upgrade runs them next).
+            match master::hook_host::HookHost::start(cfg, &[]) {
+                Ok(Some(h)) => h.stop(),
+                Ok(None) => {}
+                Err(e) => {
+                    error!("The server hooks cannot be loaded: {e:#}");
+                    return USAGE_ERROR;
+                }
+            }
             println!("Configuration OK: {} loads.", cfg.settings.app);
             0
         }

@@ -815,3 +815,94 @@ fn prometheus_client_multiprocess_mode_works_with_child_exit() {
         "{gone}"
     );
 }
+
+/// The inode of the socket listening on `port` (/proc/net/tcp, LISTEN).
+fn listening_inode(port: u16) -> String {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[1].ends_with(&format!(":{port:04X}")) && f[3] == "0A")
+        .map(|f| f[9].to_string())
+        .unwrap_or_else(|| panic!("nothing listens on {port}"))
+}
+
+fn hook_host_of(s: &Server) -> i32 {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        if let Some(p) = s.workers().into_iter().find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("hook host"))
+        }) {
+            return p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no hook host");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_hook_host_started_again_holds_no_listening_socket_and_an_upgrade_survives_a_failing_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("gunicorn.conf.py");
+    let flag = dir.path().join("fail");
+    std::fs::write(
+        &conf,
+        format!(
+            "import os\n\ndef on_starting(server):\n    if os.path.exists({flag:?}):\n        \
+             raise RuntimeError('on_starting failed after the upgrade')\n",
+            flag = flag.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut s = server("conformance:app")
+        .args(["-c", &conf.display().to_string()])
+        .start();
+    s.wait_log("Ready: 1 workers accepting", LONG);
+    let inode = format!("socket:[{}]", listening_inode(s.addr().port()));
+
+    // The hook host dies; the master starts another, which must not keep
+    // a copy of the listening socket (a stop would leave it queueing).
+    let first = hook_host_of(&s);
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    s.wait_log("The hook host", LONG);
+    let deadline = std::time::Instant::now() + LONG;
+    let second = loop {
+        let host = hook_host_of(&s);
+        if host != first {
+            break host;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{second}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        !fds.contains(&inode),
+        "the hook host holds {inode}: {fds:?}"
+    );
+
+    // An upgrade whose on_starting raises: logged, and the server goes on
+    // (the workers were serving all along).
+    std::fs::write(&flag, "").unwrap();
+    s.signal(libc::SIGUSR2);
+    s.wait_log("Upgraded in place", LONG);
+    s.wait_log("RuntimeError: on_starting failed after the upgrade", LONG);
+    s.wait_log("Reload complete", LONG);
+    assert_eq!(s.get("/").status, 404);
+
+    // One whose hooks do not load (the file reads, the hook's module does
+    // not import) is refused by the check, before the exec.
+    std::fs::write(&conf, "on_starting = 'no_such_module:on_starting'\n").unwrap();
+    s.signal(libc::SIGUSR2);
+    let refused = s.wait_log("Upgrade refused", LONG);
+    assert!(refused.contains("--check-config failed"), "{refused}");
+    s.wait_log("No module named 'no_such_module'", LONG);
+    assert_eq!(s.get("/").status, 404);
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(LONG).success());
+}

@@ -59,8 +59,9 @@ pub enum Call {
 
 impl HookHost {
     /// Fork the hook host and hand it the hooks; None when the
-    /// configuration sets no arbiter hook (the host is gone again).
-    pub fn start(cfg: &Config) -> anyhow::Result<Option<HookHost>> {
+    /// configuration sets no arbiter hook (the host is gone again). The
+    /// child closes `close_in_child` (the master's sockets and pipes).
+    pub fn start(cfg: &Config, close_in_child: &[i32]) -> anyhow::Result<Option<HookHost>> {
         if cfg.hooks_file.is_none() && cfg.hook_refs().is_empty() {
             return Ok(None);
         }
@@ -77,6 +78,9 @@ impl HookHost {
             nix::unistd::ForkResult::Parent { child } => child.as_raw(),
             nix::unistd::ForkResult::Child => {
                 drop(ours);
+                for &fd in close_in_child {
+                    sys::close_fd(fd);
+                }
                 serve(cfg, master, theirs)
             }
         };

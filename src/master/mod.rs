@@ -543,7 +543,14 @@ impl Master {
         if self.hooks.is_some() {
             return;
         }
-        match hook_host::HookHost::start(&self.cfg) {
+        // Nor may it keep a listening socket: once the master closes its
+        // own on stop, connections must be refused, not queued.
+        let close: Vec<i32> = self
+            .masters_fds()
+            .into_iter()
+            .chain(self.listeners.iter().map(|l| l.fd.as_raw_fd()))
+            .collect();
+        match hook_host::HookHost::start(&self.cfg, &close) {
             Ok(h) => self.hooks = h,
             Err(e) => error!("Server hooks will not run: {e:#}"),
         }
@@ -726,9 +733,9 @@ impl Master {
         }
     }
 
-    fn spawn_worker(&mut self) -> anyhow::Result<i32> {
-        let close_in_child: Vec<i32> = self
-            .pipes
+    /// The master's own descriptors, which a forked child must close.
+    fn masters_fds(&self) -> Vec<i32> {
+        self.pipes
             .iter()
             .map(|p| p.fd.as_raw_fd())
             .chain(self.signals.fds())
@@ -736,7 +743,11 @@ impl Master {
             .chain(self.metrics.iter().flat_map(|m| m.raw_fds()))
             .chain(self.control.iter().flat_map(|c| c.raw_fds()))
             .chain(self.hooks.iter().map(|h| h.raw_fd()))
-            .collect();
+            .collect()
+    }
+
+    fn spawn_worker(&mut self) -> anyhow::Result<i32> {
+        let close_in_child = self.masters_fds();
         // gunicorn's worker.age: the worker's place in the order started.
         self.ages += 1;
         let age = self.ages;
