@@ -6,8 +6,9 @@
 //!
 //! The master sends each call over a `SOCK_SEQPACKET` pair and waits for its
 //! answer, as gunicorn's arbiter waits for its own call, but at most
-//! `--graceful-timeout` (as long as a worker has to finish): a hook that hangs is logged and the master goes on (a late
-//! answer is recognised by its sequence number and dropped). The hook host
+//! `--graceful-timeout` (as long as a worker has to finish): a hook that
+//! hangs is logged and the master goes on (a late answer is recognised by
+//! its sequence number and dropped). The hook host
 //! ignores the stop signals a terminal or systemd sends to the whole group,
 //! so `on_exit` still runs when the master asks; it leaves when the master's
 //! end of the socket closes, or with the master (PDEATHSIG).
