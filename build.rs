@@ -31,6 +31,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=FERRICORN_SHARED_LIBPYTHON");
+    println!("cargo:rerun-if-env-changed=FERRICORN_STATIC_DEPS");
     let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
     let modules = Command::new(&python)
         .args(["-c", MODULES])
@@ -73,11 +74,38 @@ fn main() {
     println!("cargo:rustc-link-arg=-no-pie");
     // C extension modules look the interpreter's symbols up in the program.
     println!("cargo:rustc-link-arg=-Wl,--export-dynamic");
+    // A wheel (FERRICORN_STATIC_DEPS, set by scripts/build-wheels.sh) links
+    // the interpreter's own dependencies (zlib, expat) from their archives
+    // too: the machine that installs it may lack them, and the loader's
+    // error would come before ferricorn could say what to install.
+    let static_deps = std::env::var_os("FERRICORN_STATIC_DEPS").is_some();
     let mut seen = Vec::new();
     for lib in libs.split_whitespace() {
-        if !seen.contains(&lib) {
-            seen.push(lib);
-            println!("cargo:rustc-link-arg={lib}");
+        if seen.contains(&lib) {
+            continue;
+        }
+        seen.push(lib);
+        match lib
+            .strip_prefix("-l")
+            .and_then(|n| static_archive(n, static_deps))
+        {
+            Some(archive) => println!("cargo:rustc-link-arg={}", archive.display()),
+            None => println!("cargo:rustc-link-arg={lib}"),
         }
     }
+}
+
+/// The static archive of library `name`, when wanted and installed; the C
+/// library's own parts stay shared (glibc is the wheel's platform).
+fn static_archive(name: &str, wanted: bool) -> Option<std::path::PathBuf> {
+    const GLIBC: [&str; 6] = ["c", "m", "dl", "pthread", "rt", "util"];
+    if !wanted || GLIBC.contains(&name) {
+        return None;
+    }
+    let out = Command::new("cc")
+        .arg(format!("-print-file-name=lib{name}.a"))
+        .output()
+        .ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (path.is_absolute() && path.is_file()).then_some(path)
 }

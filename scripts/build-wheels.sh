@@ -62,7 +62,8 @@ for python in "${pythons[@]}"; do
   echo "build-wheels: CPython $version ($python), profile $profile ..." >&2
   # One target directory for every version: only pyo3 and ferricorn are
   # built again when the interpreter changes.
-  (cd "$root" && "$tools/bin/maturin" build --quiet --profile "$profile" \
+  # FERRICORN_STATIC_DEPS: zlib and expat from their archives (build.rs).
+  (cd "$root" && FERRICORN_STATIC_DEPS=1 "$tools/bin/maturin" build --quiet --profile "$profile" \
       --interpreter "$python" --out "$out" --target-dir "$root/target/wheel-build")
 done
 ls -1 "$out"/ferricorn-*.whl

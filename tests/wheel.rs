@@ -282,6 +282,18 @@ fn the_wheel_installs_and_runs_where_nothing_can_build_it() {
         "python3 -m venv /srv/venv && /srv/venv/bin/pip install --no-index --quiet {}",
         inside.display()
     ));
+    // It needs nothing but the C library: no libpython, zlib or expat that
+    // a machine may lack (the loader, not ferricorn, would report those).
+    let libs = c.ok("ldd /srv/venv/bin/ferricorn");
+    for lib in libs.lines().filter(|l| l.contains("=>")) {
+        let name = lib.split_whitespace().next().unwrap_or("");
+        assert!(
+            ["libc.so", "libm.so", "libgcc_s.so"]
+                .iter()
+                .any(|g| name.starts_with(g)),
+            "{libs}"
+        );
+    }
     let (code, out) = c.sh(&format!(
         "systemd-run --unit=wheel -p Type=notify -p WorkingDirectory={} \
          /srv/venv/bin/ferricorn -b 127.0.0.1:8000 -w 2 conformance:app",
