@@ -446,6 +446,8 @@ mod websockets {
     #[test]
     fn an_upgrade_in_place_closes_old_websockets_with_1001_and_serves_new_ones() {
         let s = asgi("asgi_raw:app", &[]).start();
+        // USR2 before the master counts the worker ready would be refused.
+        s.wait_log("Ready: ", Duration::from_secs(20));
         let mut old = connect(&s, "/ws/echo", None);
         old.send(Message::text("a")).unwrap();
         assert_eq!(next_data(&mut old), Message::text("echo:a"));

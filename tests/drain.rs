@@ -241,6 +241,8 @@ fn usr2_loses_no_keep_alive_request() {
             .args(["-w", "2", "-k", class, "--virtualenv", &venv])
             .wait_workers(2)
             .start();
+        // USR2 before the master counts the workers ready would be refused.
+        s.wait_log("Ready: ", Duration::from_secs(30));
         let load = KeepAlive::start(s.addr(), path(class), 16);
         served_more(&load, 200);
         s.signal(libc::SIGUSR2);

@@ -70,6 +70,8 @@ fn usr2_and_hup_under_load_lose_nothing() {
     let site = Site::new();
     for class in ["sync", "gthread"] {
         let s = site.server("versioned:app").args(["-k", class]).start();
+        // A signal before the master counts them ready would be refused.
+        s.wait_log("Ready: ", LONG);
         let first_workers = s.workers();
         let load = Load::start(s.addr(), "/");
         load.wait_answered(100);
@@ -118,6 +120,8 @@ fn usr2_and_hup_under_load_lose_nothing() {
 fn a_broken_binary_is_refused_and_the_old_one_keeps_serving() {
     let site = Site::new();
     let s = site.server("versioned:app").start();
+    // A signal before the master counts them ready would be refused.
+    s.wait_log("Ready: ", LONG);
     let workers = s.workers();
     let script = site.dir.path().join("broken");
     std::fs::write(
@@ -152,6 +156,8 @@ fn a_broken_binary_is_refused_and_the_old_one_keeps_serving() {
 fn a_new_app_version_that_fails_to_import_is_refused() {
     let site = Site::new();
     let s = site.server("versioned:app").start();
+    // A signal before the master counts them ready would be refused.
+    s.wait_log("Ready: ", LONG);
     assert!(s.get("/").text().starts_with("v1 "));
     std::fs::write(site.dir.path().join("BROKEN"), "").unwrap();
     std::fs::write(site.dir.path().join("version.txt"), "v2").unwrap();
@@ -179,6 +185,8 @@ fn a_new_app_version_that_fails_to_import_is_refused() {
 fn a_second_usr2_during_an_upgrade_is_refused() {
     let site = Site::new();
     let s = site.server("versioned:app").start();
+    // A signal before the master counts them ready would be refused.
+    s.wait_log("Ready: ", LONG);
     s.signal(libc::SIGUSR2);
     s.wait_log("Upgrade: checking", LONG);
     s.signal(libc::SIGUSR2);
@@ -203,6 +211,8 @@ fn workers_exit_if_the_master_is_killed_mid_upgrade() {
         .server("slow_import:app")
         .env("SLOW_IMPORT_SECONDS", "1")
         .start();
+    // A signal before the master counts them ready would be refused.
+    s.wait_log("Ready: ", LONG);
     let workers = s.wait_worker_count(2, LONG);
     s.signal(libc::SIGUSR2);
     s.wait_log("Upgrade: checking", LONG);
@@ -283,6 +293,8 @@ fn upgrade_from_this_build_to_a_newer_one() {
     let newer = other_build();
     let site = Site::new();
     let s = site.server("versioned:app").start();
+    // A signal before the master counts them ready would be refused.
+    s.wait_log("Ready: ", LONG);
     assert_eq!(
         s.get("/").header("server"),
         Some(format!("ferricorn/{}", env!("CARGO_PKG_VERSION")).as_str())

@@ -251,6 +251,8 @@ fn pip_installing_a_new_build_then_usr2_upgrades_in_place() {
         .args(["--chdir", &apps_dir().display().to_string(), "flaskapp:app"])
         .wait_workers(2)
         .start();
+    // USR2 before the master counts the workers ready would be refused.
+    s.wait_log("Ready: ", LONG);
     let load = Load::start(s.addr(), "/");
     load.wait_answered(50);
     run(Command::new(venv.join("bin/pip"))
