@@ -358,29 +358,29 @@ fn env_and_pythonpath_reach_the_app() {
 #[test]
 fn virtualenv_from_another_python_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pyvenv.cfg"),
-        "home = /usr/bin\nversion = 3.7.1\n",
-    )
-    .unwrap();
-    let o = run(
-        &[
-            "--virtualenv",
-            dir.path().to_str().unwrap(),
-            "conformance:app",
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    let err = stderr(&o);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // Refused in one line, exit 2: what it says.
+    let refused = |pyvenv: String| -> String {
+        std::fs::write(dir.path().join("pyvenv.cfg"), pyvenv).unwrap();
+        let o = run(
+            &[
+                "--virtualenv",
+                dir.path().to_str().unwrap(),
+                "conformance:app",
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(2));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let err = refused("home = /usr/bin\nversion = 3.7.1\n".into());
     assert!(err.contains("3.7.1") && err.contains("3.11"), "{err}");
     assert!(
         err.contains("bin/pip install ferricorn"),
         "says what to run: {err}"
     );
 
-    // A free-threaded build of the same version: refused, saying why.
     let version = String::from_utf8(
         std::process::Command::new("/usr/bin/python3")
             .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
@@ -390,48 +390,14 @@ fn virtualenv_from_another_python_is_refused() {
     )
     .unwrap();
     let version = version.trim();
-    std::fs::write(
-        dir.path().join("pyvenv.cfg"),
-        format!("home = /usr/bin\nversion = {version}.0\n"),
-    )
-    .unwrap();
     // A newer patch release than ours: its compiled stdlib modules need
-    // functions ours lacks; refused in one line.
-    std::fs::write(
-        dir.path().join("pyvenv.cfg"),
-        format!("home = /usr/bin\nversion = {version}.99\n"),
-    )
-    .unwrap();
-    let o = run(
-        &[
-            "--virtualenv",
-            dir.path().to_str().unwrap(),
-            "conformance:app",
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    let err = stderr(&o);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // functions ours lacks.
+    let err = refused(format!("home = /usr/bin\nversion = {version}.99\n"));
     assert!(err.contains(&format!("{version}.99, newer than")), "{err}");
 
-    std::fs::write(
-        dir.path().join("pyvenv.cfg"),
-        format!("home = /usr/bin\nversion = {version}.0\n"),
-    )
-    .unwrap();
+    // A free-threaded build of the same version.
     std::fs::create_dir_all(dir.path().join(format!("lib/python{version}t"))).unwrap();
-    let o = run(
-        &[
-            "--virtualenv",
-            dir.path().to_str().unwrap(),
-            "conformance:app",
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    let err = stderr(&o);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = refused(format!("home = /usr/bin\nversion = {version}.0\n"));
     assert!(err.contains("free-threaded"), "{err}");
 }
 

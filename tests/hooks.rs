@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -64,35 +64,44 @@ fn wait_hook(log: &Path, hook: &str, n: usize) -> Vec<Vec<String>> {
     }
 }
 
+/// Two workers of the conformance app from `dir`, with a TOML config that
+/// names `hooks` from module `myhooks` (`source`); the server and the file
+/// the hooks write to.
+fn with_toml_hooks(dir: &Path, source: &str, hooks: &[&str], extra: &str) -> (Server, PathBuf) {
+    std::fs::write(dir.join("myhooks.py"), source).unwrap();
+    std::fs::copy(
+        apps_dir().join("conformance.py"),
+        dir.join("conformance.py"),
+    )
+    .unwrap();
+    let log = dir.join("hooks.log");
+    let toml = dir.join("app.toml");
+    let mut text = format!("app = \"conformance:app\"\nworkers = 2\n{extra}");
+    for hook in hooks {
+        text.push_str(&format!("{hook} = \"myhooks:{hook}\"\n"));
+    }
+    std::fs::write(&toml, text).unwrap();
+    let s = command()
+        .args(["-b", "127.0.0.1:0", "-c", &toml.display().to_string()])
+        .args(["--chdir", &dir.display().to_string()])
+        .env("HOOK_LOG", &log.display().to_string())
+        .wait_workers(2)
+        .start();
+    (s, log)
+}
+
 #[test]
 fn toml_hooks_run_in_each_worker_with_gunicorns_arguments() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("myhooks.py"), HOOKS).unwrap();
-    std::fs::copy(
-        apps_dir().join("conformance.py"),
-        dir.path().join("conformance.py"),
-    )
-    .unwrap();
-    let log = dir.path().join("hooks.log");
-    let toml = dir.path().join("app.toml");
-    let mut text = String::from("app = \"conformance:app\"\nworkers = 2\n");
-    for hook in [
+    let hooks = [
         "post_fork",
         "post_worker_init",
         "pre_request",
         "post_request",
         "worker_int",
         "worker_exit",
-    ] {
-        text.push_str(&format!("{hook} = \"myhooks:{hook}\"\n"));
-    }
-    std::fs::write(&toml, text).unwrap();
-    let mut s = command()
-        .args(["-b", "127.0.0.1:0", "-c", &toml.display().to_string()])
-        .args(["--chdir", &dir.path().display().to_string()])
-        .env("HOOK_LOG", &log.display().to_string())
-        .wait_workers(2)
-        .start();
+    ];
+    let (mut s, log) = with_toml_hooks(dir.path(), HOOKS, &hooks, "");
     let workers = s.wait_worker_count(2, LONG);
     let master = s.pid.to_string();
     let all = wait_hook(&log, "post_worker_init", 2);
@@ -608,31 +617,15 @@ def on_exit(server):
 #[test]
 fn toml_arbiter_hooks_run_in_one_hook_host_that_outlives_a_raising_or_hanging_hook() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("arbiter_hooks.py"), ARBITER_MODULE).unwrap();
-    std::fs::copy(
-        apps_dir().join("conformance.py"),
-        dir.path().join("conformance.py"),
-    )
-    .unwrap();
-    let log = dir.path().join("hooks.log");
-    let toml = dir.path().join("app.toml");
-    let mut text = String::from("app = \"conformance:app\"\nworkers = 2\ngraceful_timeout = 1\n");
-    for hook in [
+    let hooks = [
         "on_starting",
         "when_ready",
         "pre_fork",
         "child_exit",
         "on_exit",
-    ] {
-        text.push_str(&format!("{hook} = \"arbiter_hooks:{hook}\"\n"));
-    }
-    std::fs::write(&toml, text).unwrap();
-    let mut s = command()
-        .args(["-b", "127.0.0.1:0", "-c", &toml.display().to_string()])
-        .args(["--chdir", &dir.path().display().to_string()])
-        .env("HOOK_LOG", &log.display().to_string())
-        .wait_workers(2)
-        .start();
+    ];
+    let (mut s, log) =
+        with_toml_hooks(dir.path(), ARBITER_MODULE, &hooks, "graceful_timeout = 1\n");
     let master = s.pid.to_string();
     let all = wait_hook(&log, "pre_fork", 2);
     // One process ran them all, in gunicorn's order, keeping its globals.

@@ -96,6 +96,20 @@ fn wheel(version: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no {tag} wheel in {}", out.display()))
 }
 
+/// Build the wheel of `python` alone into `out` (dev profile); its path.
+fn one_wheel(out: &Path, python: &Path, env: &[(&str, &str)]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    run(Command::new(root.join("scripts/build-wheels.sh"))
+        .args(["--profile", "dev", "--out", out.to_str().unwrap()])
+        .arg(python)
+        .envs(env.iter().copied()));
+    std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .unwrap_or_else(|| panic!("no wheel in {}", out.display()))
+}
+
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().expect("run");
     assert!(
@@ -233,17 +247,12 @@ fn pip_installing_a_new_build_then_usr2_upgrades_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let venv = venv_with_wheel("3.11", dir.path());
     // The same wheel built as another version of ferricorn.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let newer = dir.path().join("newer");
-    run(Command::new(root.join("scripts/build-wheels.sh"))
-        .args(["--profile", "dev", "--out", newer.to_str().unwrap()])
-        .arg(interpreter("3.11"))
-        .env("FERRICORN_BUILD_VERSION", "99.0.0-wheel-test"));
-    let newer_wheel = std::fs::read_dir(&newer)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .unwrap();
+    let newer_wheel = one_wheel(
+        &newer,
+        &interpreter("3.11"),
+        &[("FERRICORN_BUILD_VERSION", "99.0.0-wheel-test")],
+    );
 
     let s = command()
         .bin(venv.join("bin/ferricorn"))
@@ -339,16 +348,8 @@ fn the_wheel_installs_and_runs_where_nothing_can_build_it() {
 #[test]
 fn a_wheel_whose_python_loads_modules_debian_builds_in_refuses_a_debian_venv() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = dir.path().join("pyenv-wheel");
-    run(Command::new(root.join("scripts/build-wheels.sh"))
-        .args(["--profile", "dev", "--out", out.to_str().unwrap()])
-        .arg(pyenv_interpreter("3.11")));
-    let wheel = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .unwrap();
+    let wheel = one_wheel(&out, &pyenv_interpreter("3.11"), &[]);
     let venv = dir.path().join("venv");
     run(Command::new("/usr/bin/python3").args(["-m", "venv", venv.to_str().unwrap()]));
     run(Command::new(venv.join("bin/pip"))

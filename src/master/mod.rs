@@ -304,7 +304,7 @@ impl Master {
             let before = self.sup.target();
             let actions = self.sup.handle(event, Instant::now());
             if scaled && self.sup.target() != before {
-                self.nworkers_changed(before);
+                self.nworkers_changed(self.sup.target(), before);
             }
             for action in actions {
                 match self.perform(action) {
@@ -526,8 +526,7 @@ impl Master {
         }
     }
 
-    fn nworkers_changed(&mut self, old: u32) {
-        let new = self.sup.target();
+    fn nworkers_changed(&mut self, new: u32, old: u32) {
         self.run_hook(
             "nworkers_changed",
             hook_host::Call::NworkersChanged {
@@ -651,14 +650,7 @@ impl Master {
             }
             None => self.restart_hook_host(),
         }
-        let old = self.sup.target();
-        self.run_hook(
-            "nworkers_changed",
-            hook_host::Call::NworkersChanged {
-                new: t.workers,
-                old: Some(old),
-            },
-        );
+        self.nworkers_changed(t.workers, self.sup.target());
         self.run_hook("on_reload", hook_host::Call::Server);
         Event::ConfigLoaded(t)
     }

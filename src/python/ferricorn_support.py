@@ -227,18 +227,20 @@ class HookServer:
 
 
 class HookWorker:
-    """The `worker` a hook is given."""
+    """The `worker` a hook is given: in a worker, itself; in the hook host,
+    gunicorn's Worker as the arbiter sees it (`pid` "[booting]" in pre_fork)."""
 
-    def __init__(self, cfg, age, master_pid):
+    def __init__(self, cfg, age, master_pid, pid=None):
         import os
         import time
 
         self.cfg = cfg
         self.log = logging.getLogger("gunicorn.error")
-        self.pid = os.getpid()
+        self.pid = os.getpid() if pid is None else pid
         self.ppid = master_pid
         self.age = age
         self.booted = False
+        self.aborted = False
         self.alive = True
         self.nr = 0
         self.started = time.time()
@@ -360,22 +362,6 @@ ARBITER_HOOKS = (
 )
 
 
-class ArbiterWorker:
-    """A worker as the arbiter sees it (pre_fork, child_exit): gunicorn's
-    Worker before it runs, `pid` "[booting]" until it is forked."""
-
-    def __init__(self, cfg, age, master_pid, pid="[booting]"):
-        self.cfg = cfg
-        self.log = logging.getLogger("gunicorn.error")
-        self.age = age
-        self.pid = pid
-        self.ppid = master_pid
-        self.booted = False
-        self.aborted = False
-        self.alive = True
-        self.nr = 0
-
-
 class ArbiterHooks:
     """The hook host's state: the hooks, `server` and its WORKERS. `handle`
     takes the master's messages (JSON) and returns the reply (JSON) or None."""
@@ -414,7 +400,7 @@ class ArbiterHooks:
         return json.dumps({"seq": m["seq"], "error": error})
 
     def _worker(self, age, pid="[booting]"):
-        return ArbiterWorker(self.server.cfg, age, self.master_pid, pid)
+        return HookWorker(self.server.cfg, age, self.master_pid, pid)
 
     def _call(self, m):
         hook = m["hook"]
