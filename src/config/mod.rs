@@ -486,6 +486,7 @@ fn validate(
     }
     s.chdir = s.chdir.canonicalize().unwrap_or(s.chdir);
 
+    crate::python::check_installation().map_err(ConfigError)?;
     if let Some(venv) = &s.virtualenv {
         crate::python::check_virtualenv(venv)
             .map_err(|e| ConfigError(format!("setting `virtualenv`: {e}")))?;

@@ -2,172 +2,15 @@
 
 pub mod hooks;
 mod support;
+mod venv;
 
 pub use support::{Support, traceback_text};
+pub use venv::{bundled_home, check_installation, check_virtualenv};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
-
-/// The libpython version we are linked against, whole (e.g. "3.11.2").
-pub fn linked_full_version() -> String {
-    // SAFETY: Py_GetVersion returns a static string and may be called before Py_Initialize.
-    let full = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
-    full.split_whitespace().next().unwrap_or("").to_string()
-}
-
-/// The micro version of "3.11.7" (or "3.13.0rc1", "3.11.7.final.0"): 7.
-fn patch_of(version: &str) -> u32 {
-    let micro = version.split('.').nth(2).unwrap_or("0");
-    let digits: String = micro.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().unwrap_or(0)
-}
-
-/// The libpython version we are linked against (e.g. "3.11"), readable before initialisation.
-pub fn linked_version() -> String {
-    // SAFETY: Py_GetVersion returns a static string and may be called before Py_Initialize.
-    let full = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
-    let ver = full.split_whitespace().next().unwrap_or("");
-    let mut parts = ver.split('.');
-    format!(
-        "{}.{}",
-        parts.next().unwrap_or("?"),
-        parts.next().unwrap_or("?")
-    )
-}
-
-/// A virtualenv is usable only if it was made from the Python we link
-/// (the same minor version, with the GIL). The error says what to run.
-pub fn check_virtualenv(venv: &Path) -> Result<(), String> {
-    let linked = linked_version();
-    let shown = venv.display();
-    let cfg = venv.join("pyvenv.cfg");
-    let text = std::fs::read_to_string(&cfg).map_err(|e| {
-        format!(
-            "{shown} is not a virtualenv ({}: {e}); create one with `python{linked} -m venv {shown}`",
-            cfg.display(),
-        )
-    })?;
-    let version = text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| matches!(k.trim(), "version" | "version_info"))
-        .map(|(_, v)| v.trim().to_string());
-    let Some(v) = version else { return Ok(()) };
-    let mm = v.split('.').take(2).collect::<Vec<_>>().join(".");
-    if mm != linked {
-        return Err(format!(
-            "{shown} was made with Python {v}, but this ferricorn runs Python {linked}: \
-             install ferricorn into that virtualenv (`{shown}/bin/pip install ferricorn`) and run \
-             its `{shown}/bin/ferricorn`, or recreate the virtualenv with `python{linked} -m venv`"
-        ));
-    }
-    // The standard library's compiled modules call CPython's private
-    // functions, which patch releases add: a newer one than ours fails to
-    // import (`undefined symbol: _PyModule_Add` from 3.11.7 under 3.11.2).
-    let ours = linked_full_version();
-    if patch_of(&v) > patch_of(&ours) {
-        return Err(format!(
-            "{shown} is Python {v}, newer than the CPython {ours} built into this ferricorn, \
-             whose standard library's compiled modules need functions {ours} lacks: install a \
-             ferricorn built with Python {mm}.{} or later (`scripts/build-wheels.sh` with that \
-             Python), or recreate the virtualenv with Python {ours}",
-            patch_of(&v)
-        ));
-    }
-    let missing = modules_built_into(&text, &mm);
-    if !missing.is_empty() {
-        let home = pyvenv_value(&text, "home").unwrap_or("its Python's directory");
-        return Err(format!(
-            "{shown}'s Python ({home}/python{mm}) has {} compiled into it, which this ferricorn \
-             (built with a CPython that loads them from files) cannot import: run the \
-             distribution's ferricorn package, or build a wheel for that Python with \
-             `scripts/build-wheels.sh {home}/python{mm}` and install it",
-            missing.join(", ")
-        ));
-    }
-    // A free-threaded build keeps its library in lib/pythonX.Yt.
-    if venv.join("lib").join(format!("python{mm}t")).is_dir() {
-        return Err(format!(
-            "{shown} is a free-threaded Python {mm}t, which ferricorn does not run (its \
-             extension modules need the GIL build): recreate it with the standard `python{mm} -m venv`"
-        ));
-    }
-    Ok(())
-}
-
-/// Standard modules some distributions compile into their interpreter
-/// instead of shipping them in lib-dynload (Debian's and Ubuntu's).
-const OFTEN_BUILT_IN: &[&str] = &[
-    "_bisect",
-    "_blake2",
-    "_csv",
-    "_datetime",
-    "_elementtree",
-    "_heapq",
-    "_md5",
-    "_opcode",
-    "_pickle",
-    "_posixsubprocess",
-    "_random",
-    "_sha1",
-    "_sha2",
-    "_sha256",
-    "_sha3",
-    "_sha512",
-    "_socket",
-    "_statistics",
-    "_struct",
-    "array",
-    "binascii",
-    "cmath",
-    "fcntl",
-    "grp",
-    "math",
-    "pyexpat",
-    "select",
-    "syslog",
-    "unicodedata",
-    "zlib",
-];
-
-/// Modules the venv's base Python has built in that our interpreter loads
-/// from lib-dynload, where that Python has no file for them.
-fn modules_built_into(pyvenv: &str, mm: &str) -> Vec<&'static str> {
-    let ours_builtin: Vec<&str> = env!("FERRICORN_PYTHON_BUILTIN_MODULES")
-        .split(',')
-        .collect();
-    let ours_loaded: Vec<&str> = env!("FERRICORN_PYTHON_DYNLOAD_MODULES")
-        .split(',')
-        .collect();
-    let Some(home) = pyvenv_value(pyvenv, "home") else {
-        return Vec::new();
-    };
-    let base = Path::new(home).parent().unwrap_or(Path::new("/"));
-    let dynload = base.join(format!("lib/python{mm}/lib-dynload"));
-    let Ok(files) = std::fs::read_dir(&dynload) else {
-        return Vec::new();
-    };
-    let theirs: Vec<String> = files
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.split('.').next().map(String::from))
-        .collect();
-    OFTEN_BUILT_IN
-        .iter()
-        .copied()
-        .filter(|m| !ours_builtin.contains(m) && ours_loaded.contains(m))
-        .filter(|m| !theirs.iter().any(|t| t == m))
-        .collect()
-}
-
-fn pyvenv_value<'a>(pyvenv: &'a str, key: &str) -> Option<&'a str> {
-    pyvenv
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim())
-}
 
 /// What the interpreter needs to know before it starts.
 pub struct Startup<'a> {
@@ -214,6 +57,16 @@ pub fn init(startup: &Startup<'_>) -> Result<(), String> {
                 return Err("could not set the virtualenv's program name".into());
             }
         }
+        if let Some(home) = bundled_home() {
+            // The wheel's own standard library, made for the core linked in;
+            // the venv (found from program_name) still becomes sys.prefix.
+            let c = CString::new(home.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+            let status = ffi::PyConfig_SetBytesString(&mut config, &mut config.home, c.as_ptr());
+            if ffi::PyStatus_Exception(status) != 0 {
+                ffi::PyConfig_Clear(&mut config);
+                return Err("could not set the standard library's directory".into());
+            }
+        }
         let status = ffi::Py_InitializeFromConfig(&config);
         ffi::PyConfig_Clear(&mut config);
         if ffi::PyStatus_Exception(status) != 0 {
@@ -234,6 +87,12 @@ pub fn init(startup: &Startup<'_>) -> Result<(), String> {
         let path = sys.getattr("path")?;
         // gunicorn puts the app's directory first, then --pythonpath entries before it.
         path.call_method1("insert", (0, startup.chdir.to_string_lossy().as_ref()))?;
+        if let Some(venv) = startup.virtualenv {
+            let site = py.import("site")?;
+            for dir in venv::base_site_packages(venv) {
+                site.call_method1("addsitedir", (dir.to_string_lossy().as_ref(),))?;
+            }
+        }
         if let Some(pp) = startup.pythonpath {
             for dir in pp.split(',').map(str::trim).filter(|d| !d.is_empty()).rev() {
                 path.call_method1("insert", (0, dir))?;
