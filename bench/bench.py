@@ -4,6 +4,7 @@ the same run. Only loopback is loaded; every run is bounded in time."""
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -19,6 +20,9 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = os.path.join(ROOT, "bench", "apps")
 WORKERS = 2
+
+
+LOADGEN = os.path.join(ROOT, "target", "loadgen", "release", "loadgen")
 
 
 def free_port():
@@ -76,6 +80,37 @@ def servers(venv, threads, fc, baseline=None):
     }
 
 
+def unix_argv(argv, port, path):
+    """The same server bound to a unix socket instead of 127.0.0.1:port."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "127.0.0.1:%d" % port:
+            out.append("unix:" + path)  # ferricorn's and gunicorn's -b, hyper-hello's address
+        elif a == "--host" and argv[i + 2:i + 4] == ["--port", str(port)]:
+            out += ["--uds", path]  # granian, uvicorn
+            i += 4
+            continue
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+def with_args(argv, extra):
+    """Server options before the app (the last argument)."""
+    return argv[:-1] + extra + argv[-1:] if extra else argv
+
+
+# Idle connections must outlive the measurement: each server's keep-alive timeout.
+# and room for them all (worker_connections is per worker).
+HOLD_ARGS = {"ferricorn": ["--keep-alive", "60", "--worker-connections", "10000"],
+             "gunicorn": ["--keep-alive", "60", "--worker-connections", "10000"]}
+
+
+FOUR_WORKERS = {"ferricorn": ["-w", "4"], "gunicorn": ["-w", "4"], "granian": ["--workers", "4"]}
+
+
 ASGI_SERVERS = ["ferricorn asgi", "gunicorn asgi", "uvicorn", "uvicorn (asyncio)", "granian asgi"]
 ASGI_BASES = ("granian asgi", "uvicorn")
 
@@ -86,7 +121,8 @@ SCENARIOS = [
       "gunicorn gevent", "granian", "hyper (ceiling)"], 4),
     # What a proxy without upstream keep-alive sends (nginx's default).
     ("plain hello, a new connection per request", "bench_app:hello", "/", ["-H", "Connection: close"], 64,
-     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "granian"], 4),
+     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "granian", "hyper (ceiling)"], 4,
+     ("hyper (ceiling)", "granian")),
     ("plain hello, access log", "bench_app:hello", "/", [], 64,
      ["ferricorn gthread, access log", "gunicorn gthread, access log", "granian"], 4,
      ("granian", "gunicorn gthread, access log")),
@@ -100,6 +136,28 @@ SCENARIOS = [
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
     ("slow I/O: 10 ms sleep, 256 connections", "bench_app:sleepy", "/", [], 256,
      ["ferricorn gthread", "ferricorn gevent", "gunicorn gthread", "gunicorn gevent", "granian"], 128),
+    # A new connection per request without wrk: over a unix socket (nginx's usual upstream) and TCP.
+    ("plain hello, a new connection per request, unix socket", "bench_app:hello", "/",
+     {"load": "close", "unix": True}, 64,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn gthread", "granian", "hyper (ceiling)"], 4,
+     ("hyper (ceiling)", "granian")),
+    ("Flask hello, a new connection per request", "bench_flask:app", "/", {"load": "close"}, 64,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn gthread", "granian"], 4),
+    ("Flask hello, a new connection per request, unix socket", "bench_flask:app", "/",
+     {"load": "close", "unix": True}, 64,
+     ["ferricorn sync", "ferricorn gthread", "gunicorn gthread", "granian"], 4),
+    # Start-up with 4 workers: the "ready s" (first answer) and "READY=1 s" columns.
+    ("plain hello, 4 workers", "bench_app:hello", "/", {"load": "wrk", "args": FOUR_WORKERS}, 64,
+     ["ferricorn gthread", "gunicorn gthread", "granian"], 4),
+    ("Flask hello, 4 workers", "bench_flask:app", "/", {"load": "wrk", "args": FOUR_WORKERS}, 64,
+     ["ferricorn gthread", "gunicorn gthread", "granian"], 4),
+    # Memory per idle keep-alive connection: connections held open at once.
+    ("idle keep-alive connections", "bench_app:hello", "/", {"load": "hold", "args": HOLD_ARGS, "asgi_app": "bench_app:asgi_hello"}, 10000,
+     ["ferricorn gthread", "ferricorn gevent", "ferricorn asgi", "gunicorn gthread", "gunicorn gevent", "granian",
+      "granian asgi"], 4),
+    # Slow clients (slowloris) on the workers while normal clients are timed.
+    ("1,000 slow clients, normal clients timed", "bench_app:hello", "/", {"load": "slow", "slow": 1000, "asgi_app": "bench_app:asgi_hello"}, 16,
+     ["ferricorn gthread", "ferricorn gevent", "ferricorn asgi", "gunicorn gthread", "granian"], 4),
     ("ASGI hello", "bench_app:asgi_hello", "/", [], 64, ASGI_SERVERS, 4, ASGI_BASES),
     ("FastAPI hello", "bench_fastapi:app", "/", [], 64, ASGI_SERVERS, 4, ASGI_BASES),
 ]
@@ -140,15 +198,32 @@ def tree_cpu_seconds(pid):
     return total / tick
 
 
-def wait_ready(port, deadline):
+def wait_ready(port, deadline, unix=None):
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=2) as r:
-                if r.status == 200:
-                    return True
+            if unix:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(2)
+                    s.connect(unix)
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return True
+            else:
+                with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=2) as r:
+                    if r.status == 200:
+                        return True
         except Exception:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     return False
+
+
+def run_loadgen(args, duration):
+    """bench/loadgen's one JSON line."""
+    out = subprocess.run([LOADGEN] + args, capture_output=True, text=True, timeout=duration + 60)
+    if out.returncode != 0:
+        raise RuntimeError("loadgen %s: %s" % (" ".join(args), out.stderr.strip()))
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 class ReadyListener:
@@ -227,10 +302,23 @@ class Server:
     another session than wrk (which shares its two cores) made every server
     here pay 1.5-1.8 times the CPU per request in scheduling."""
 
-    def __init__(self, name, argv, scenario):
+    def __init__(self, name, argv, scenario, smoke=False):
         self.name, self.scenario = name, scenario
-        app, path = scenario[1:3]
+        app, path, extra = scenario[1:4]
         self.port = free_port()
+        self.shape = extra if isinstance(extra, dict) else None
+        self.unix = None
+        self.smoke = smoke
+        if self.shape:
+            if "asgi" in name and "asgi_app" in self.shape:
+                app = self.shape["asgi_app"]
+            server_args = self.shape.get("args", {}).get(name.split()[0], [])
+            build = argv
+            argv = lambda a, p: with_args(build(a, p), server_args)
+            if self.shape.get("unix"):
+                self.unix = "/tmp/ferricorn-bench-%d.sock" % self.port
+                tcp = argv
+                argv = lambda a, p: unix_argv(tcp(a, p), p, self.unix)
         env = dict(os.environ)
         env.pop("VIRTUAL_ENV", None)
         t0 = time.time()
@@ -240,27 +328,66 @@ class Server:
             env["NOTIFY_SOCKET"] = listener.path
         self.proc = subprocess.Popen(argv(app, self.port), cwd=APPS, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, process_group=0)
-        self.ready = time.time() - t0 if wait_ready(self.port, time.time() + 60) else None
+        self.ready = time.time() - t0 if wait_ready(self.port, time.time() + 60, self.unix) else None
         self.notified = listener.close() if listener else None
         if self.ready is not None:
             # Warm up once: imports, caches, the allocator's arenas.
-            self.run_wrk(1)
+            if self.shape and self.shape["load"] in ("hold", "slow"):
+                run_loadgen(["close", self.target(), "16", "1"], 1)
+            else:
+                self.run_wrk(1)
+
+    def target(self):
+        return "unix:" + self.unix if self.unix else "tcp:127.0.0.1:%d" % self.port
 
     def run_wrk(self, duration):
         path, extra, conns = self.scenario[2:5]
-        return run_wrk(self.port, path, extra, conns, duration)
+        if self.shape is None or self.shape["load"] == "wrk":
+            return run_wrk(self.port, path, extra if self.shape is None else [], conns, duration)
+        if self.shape["load"] == "close":
+            r = run_loadgen(["close", self.target(), str(conns), str(duration)], duration)
+            return r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]
+        if self.shape["load"] == "hold":
+            return self.hold(conns // 10 if self.smoke else conns, duration)
+        slow = self.shape["slow"] // 10 if self.smoke else self.shape["slow"]
+        r = run_loadgen(["slow", self.target(), str(slow), str(conns), str(duration + 2)], duration + 2)
+        self.extra_result = {"max": r["max_ms"], "slow_conns": r["slow_connections"]}
+        return r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]
+
+    def hold(self, conns, duration):
+        """Open `conns` keep-alive connections, measure the server's memory
+        with them held, then release them. Returns the run_wrk tuple with
+        the memory in self.extra_result."""
+        rss0 = tree_rss_kb(self.proc.pid)
+        gen = subprocess.Popen([LOADGEN, "hold", self.target(), str(conns), str(duration + 120)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            first = json.loads(gen.stdout.readline() or "{}")
+            rss1 = tree_rss_kb(self.proc.pid)
+            gen.stdin.close()
+            last = json.loads(gen.stdout.readline() or "{}")
+            gen.wait(timeout=60)
+        finally:
+            if gen.poll() is None:
+                gen.kill()
+                gen.wait()
+        held = first.get("held", 0)
+        self.extra_result = {"held": held, "still_open": last.get("still_open", 0),
+                             "kb_per_conn": (rss1 - rss0) / held if held else float("nan")}
+        return 0.0, float("nan"), float("nan"), conns - last.get("still_open", 0)
 
     def measure(self, duration):
         """One slice of load: req/s, latency, errors, and the server's CPU and memory."""
         if self.ready is None:
             return None
+        self.extra_result = {}
         cpu0 = tree_cpu_seconds(self.proc.pid)
         rps, p50, p99, errors = self.run_wrk(duration)
         cpu = tree_cpu_seconds(self.proc.pid) - cpu0
         cpu_us = cpu * 1e6 / (rps * duration) if rps else float("nan")
-        return {"rps": rps, "p50": p50, "p99": p99, "errors": errors,
-                "rss_mb": tree_rss_kb(self.proc.pid) / 1024, "ready": self.ready,
-                "notified": self.notified, "cpu_us": cpu_us}
+        return dict({"rps": rps, "p50": p50, "p99": p99, "errors": errors,
+                     "rss_mb": tree_rss_kb(self.proc.pid) / 1024, "ready": self.ready,
+                     "notified": self.notified, "cpu_us": cpu_us}, **self.extra_result)
 
     def stop(self):
         """Stop what we started: the whole process group of this server, by its id."""
@@ -273,6 +400,8 @@ class Server:
             except ProcessLookupError:
                 pass
             self.proc.wait()
+        if self.unix and os.path.exists(self.unix):
+            os.unlink(self.unix)
 
 
 def ratio(a, b):
@@ -285,11 +414,11 @@ def median(values):
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
-def combine(rounds):
+def combine(rounds, more=()):
     """One row from a server's rounds: medians, except errors (summed) and RSS (the largest)."""
     if any(r is None for r in rounds):
         return None
-    row = {k: median([r[k] for r in rounds]) for k in ("rps", "p50", "p99", "ready", "cpu_us")}
+    row = {k: median([r[k] for r in rounds]) for k in ("rps", "p50", "p99", "ready", "cpu_us") + tuple(more)}
     row["notified"] = rounds[0]["notified"]
     row["errors"] = sum(r["errors"] for r in rounds)
     row["rss_mb"] = max(r["rss_mb"] for r in rounds)
@@ -328,6 +457,38 @@ def table(title, per_round, bases=("granian", "gunicorn gthread")):
             worst = lowest_ratio(per_round[name], per_round.get(bases[0], []))
             line += " %s |" % ("%.2f×" % worst if worst else "–")
         lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def table_hold(title, per_round, bases=("granian", "gunicorn gthread")):
+    """Memory per held keep-alive connection: RSS with them open minus before."""
+    lines = ["### %s" % title, "",
+             "| server | held | still open after | RSS MB | KB per connection | vs %s | vs %s |" % bases,
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    results = {name: combine(rs, ("held", "still_open", "kb_per_conn")) for name, rs in per_round.items()}
+    base = [(results.get(b) or {}).get("kb_per_conn", 0) for b in bases]
+    for name, r in results.items():
+        if r is None:
+            lines.append("| %s | failed to start | | | | | |" % name)
+            continue
+        lines.append("| %s | %.0f | %.0f | %.0f | %.1f | %s | %s |" % (
+            name, r["held"], r["still_open"], r["rss_mb"], r["kb_per_conn"],
+            ratio(r["kb_per_conn"], base[0]), ratio(r["kb_per_conn"], base[1])))
+    return "\n".join(lines) + "\n"
+
+
+def table_slow(title, per_round):
+    """The normal clients' latency while slow clients hold connections."""
+    lines = ["### %s" % title, "",
+             "| server | slow connections | normal req/s | p50 ms | p99 ms | max ms | failed |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, rs in per_round.items():
+        r = combine(rs, ("max", "slow_conns"))
+        if r is None:
+            lines.append("| %s | failed to start | | | | | |" % name)
+            continue
+        lines.append("| %s | %.0f | %.0f | %.2f | %.2f | %.2f | %d |" % (
+            name, r["slow_conns"], r["rps"], r["p50"], r["p99"], r["max"], r["errors"]))
     return "\n".join(lines) + "\n"
 
 
@@ -402,7 +563,7 @@ def main():
         try:
             for name in names:
                 print("bench: %s / starting %s ..." % (sc[0], name), file=sys.stderr, flush=True)
-                running[name] = Server(name, srv[name], sc)
+                running[name] = Server(name, srv[name], sc, args.smoke)
             for r in range(rounds):
                 print("bench: %s / round %d of %d ..." % (sc[0], r + 1, rounds), file=sys.stderr, flush=True)
                 # Rotate the order so that no server always runs first (or right after the heaviest one).
@@ -411,7 +572,13 @@ def main():
         finally:
             for server in running.values():
                 server.stop()
-        t = table("%s (%d connections)" % (sc[0], sc[4]), per_round, *sc[7:8])
+        load = sc[3].get("load") if isinstance(sc[3], dict) else None
+        if load == "hold":
+            t = table_hold("%s (%d)" % (sc[0], sc[4] // 10 if args.smoke else sc[4]), per_round, *sc[7:8])
+        elif load == "slow":
+            t = table_slow("%s (%d normal clients)" % (sc[0], sc[4]), per_round)
+        else:
+            t = table("%s (%d connections)" % (sc[0], sc[4]), per_round, *sc[7:8])
         print(t, flush=True)
         report.append(t)
     if not args.smoke:

@@ -6,8 +6,9 @@
 #   bench/run.sh --smoke    1 s each, prints the tables only
 #
 # Installs what it needs: wrk (Debian), a virtualenv with gunicorn, granian,
-# gevent and Flask (target/bench-venv), release builds of ferricorn and the
-# hyper ceiling.
+# gevent and Flask (target/bench-venv), release builds of ferricorn, the
+# hyper ceiling and bench/loadgen (the load shapes wrk cannot make: a unix
+# socket, idle connections held, slow clients).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -32,6 +33,7 @@ fi
 echo "bench: building ferricorn and the hyper ceiling (release) ..." >&2
 cargo build --release --quiet
 cargo build --release --quiet --manifest-path bench/hyper-hello/Cargo.toml --target-dir target/hyper-hello
+cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir target/loadgen
 
 # CARGO_TARGET_DIR, when set, is where cargo put ferricorn (the test suite
 # builds it beside its own target directory).

@@ -1,6 +1,7 @@
 //! The benchmark scripts keep working: `bench/run.sh --smoke` starts every
-//! server of every scenario, loads each for a second, and prints one table
-//! per scenario. Timings are not checked (on a shared machine they are too
+//! server of every scenario, loads each for a second (the idle and slow
+//! client scenarios with a tenth of their connections), and prints one
+//! table per scenario. Timings are not checked (on a shared machine they are too
 //! noisy for pass or fail); that every server started and answered, that
 //! ferricorn answered without errors, and that its `READY=1` was timed, is.
 
@@ -87,51 +88,71 @@ fn every_server_of_every_scenario_starts_and_is_measured() {
 
     let tables = tables(&stdout);
     // One table per scenario of bench.py, each with its servers.
-    assert_eq!(tables.len(), 10, "{stdout}");
+    assert_eq!(tables.len(), 17, "{stdout}");
     let mut ferricorns = 0;
     for (header, rows) in &tables {
         assert!(rows.len() >= 3, "{header:?}: {} rows\n{stdout}", rows.len());
         for row in rows {
             assert_eq!(row.cells.len(), header.len(), "{}", row.server);
-            assert!(
-                row.number(header, "req/s") > 0.0,
-                "{} / {}",
-                row.scenario,
-                row.server
-            );
-            assert!(row.number(header, "RSS MB") > 0.0);
-            // A number below the run's limit: a server up within 5 ms shows 0.00.
-            let up = row.number(header, "ready s");
-            assert!(
-                (0.0..30.0).contains(&up),
-                "{} / {}: up after {up} s",
-                row.scenario,
-                row.server
-            );
-            let ready = row.cell(header, "READY=1 s");
-            if row.server.starts_with("ferricorn") {
-                ferricorns += 1;
-                assert_eq!(
-                    row.number(header, "errors"),
-                    0.0,
-                    "{} / {}",
-                    row.scenario,
-                    row.server
-                );
-                let notified = row.number(header, "READY=1 s");
-                assert!(
-                    (0.0..30.0).contains(&notified),
-                    "{} / {}: READY=1 after {ready} s",
-                    row.scenario,
-                    row.server
-                );
+            ferricorns += usize::from(row.server.starts_with("ferricorn"));
+            if header.iter().any(|h| h == "KB per connection") {
+                held_connections(header, row);
+            } else if header.iter().any(|h| h == "slow connections") {
+                beside_slow_clients(header, row);
             } else {
-                // Only ferricorn speaks sd_notify.
-                assert_eq!(ready, "–", "{} / {}", row.scenario, row.server);
+                under_load(header, row);
             }
         }
     }
-    // sync and gthread in six WSGI scenarios, gthread with metrics and
-    // with an access log, gthread and gevent in slow I/O, asgi in two.
-    assert_eq!(ferricorns, 2 * 6 + 2 + 2 + 2, "{stdout}");
+    // sync and gthread in nine WSGI scenarios, gthread with metrics and
+    // with an access log and with 4 workers (twice), gthread and gevent in
+    // slow I/O, asgi in two,
+    // gthread, gevent and asgi with idle connections and with slow clients.
+    assert_eq!(ferricorns, 2 * 9 + 2 + 2 + 2 + 2 + 3 + 3, "{stdout}");
+}
+
+/// A row of a wrk or `loadgen close` scenario.
+fn under_load(header: &[String], row: &Row) {
+    let what = format!("{} / {}", row.scenario, row.server);
+    assert!(row.number(header, "req/s") > 0.0, "{what}");
+    assert!(row.number(header, "RSS MB") > 0.0, "{what}");
+    // A number below the run's limit: a server up within 5 ms shows 0.00.
+    let up = row.number(header, "ready s");
+    assert!((0.0..30.0).contains(&up), "{what}: up after {up} s");
+    let ready = row.cell(header, "READY=1 s");
+    if row.server.starts_with("ferricorn") {
+        assert_eq!(row.number(header, "errors"), 0.0, "{what}");
+        let notified = row.number(header, "READY=1 s");
+        assert!(
+            (0.0..30.0).contains(&notified),
+            "{what}: READY=1 after {ready} s"
+        );
+    } else {
+        // Only ferricorn speaks sd_notify.
+        assert_eq!(ready, "–", "{what}");
+    }
+}
+
+/// A row of the idle keep-alive scenario: every connection was opened and
+/// answered, and ferricorn kept them all open while it was measured.
+fn held_connections(header: &[String], row: &Row) {
+    let what = format!("{} / {}", row.scenario, row.server);
+    let held = row.number(header, "held");
+    assert!(held > 0.0, "{what}");
+    row.number(header, "KB per connection");
+    if row.server.starts_with("ferricorn") {
+        assert_eq!(row.number(header, "still open after"), held, "{what}");
+    }
+}
+
+/// A row of the slow-client scenario: the slow clients connected, normal
+/// clients were answered, and none failed on ferricorn.
+fn beside_slow_clients(header: &[String], row: &Row) {
+    let what = format!("{} / {}", row.scenario, row.server);
+    assert!(row.number(header, "slow connections") > 0.0, "{what}");
+    assert!(row.number(header, "normal req/s") > 0.0, "{what}");
+    row.number(header, "p99 ms");
+    if row.server.starts_with("ferricorn") {
+        assert_eq!(row.number(header, "failed"), 0.0, "{what}");
+    }
 }
