@@ -336,6 +336,7 @@ class Server:
                 run_loadgen(["close", self.target(), "16", "1"], 1)
             else:
                 self.run_wrk(1)
+        self.rss_idle = tree_rss_kb(self.proc.pid)
 
     def target(self):
         return "unix:" + self.unix if self.unix else "tcp:127.0.0.1:%d" % self.port
@@ -358,7 +359,9 @@ class Server:
         """Open `conns` keep-alive connections, measure the server's memory
         with them held, then release them. Returns the run_wrk tuple with
         the memory in self.extra_result."""
-        rss0 = tree_rss_kb(self.proc.pid)
+        # Against the server's memory before it ever held them: what a
+        # round frees stays in the allocator for the next one.
+        rss0 = self.rss_idle
         gen = subprocess.Popen([LOADGEN, "hold", self.target(), str(conns), str(duration + 120)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:

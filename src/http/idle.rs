@@ -10,22 +10,32 @@
 //! waits for a head, so it also cut idle keep-alive connections short, and it
 //! reads the clock and allocates and registers a timer for every request.
 //! Here a head timer is armed only when a head arrives split across reads.
+//!
+//! In a crowded worker an idle keep-alive connection is parked: hyper gives
+//! its socket back (hyper keeps an 8 KB read and an 8 KB write buffer per
+//! connection for as long as it serves it, and cannot shrink them), the
+//! socket alone waits for the next request, and a new hyper connection
+//! takes it up then. Below `CROWDED` connections nothing is parked, so a
+//! busy keep-alive connection pays nothing for it.
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::StatusCode;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::framing::head::{Leniency, Limits};
 use super::framing::{Gate, Passed, Refusal};
 use super::pace::Pace;
+use super::shutdown::stopping;
 use crate::request::Peer;
 use crate::request::response_body::Occupancy;
 
@@ -49,6 +59,34 @@ pub struct ConnState {
     /// The worker is stopping: every answer closes its connection, and an
     /// idle connection closes after `DRAIN_IDLE`.
     draining: AtomicBool,
+    /// The socket found the connection idle in a crowded worker: whoever
+    /// polls hyper's connection parks it (see `IdleIo::park`).
+    park: AtomicBool,
+    /// The connection's task, while it waits for its last request to leave
+    /// (asgi lets go of one on its event loop's thread) before it can park.
+    on_idle: AtomicWaker,
+}
+
+/// Connections open in this worker, and how many of them make it crowded:
+/// then idle ones are parked. Few enough that the buffers of the unparked
+/// ones (16 KB each) stay a small part of a crowded worker's memory.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+const CROWDED: usize = 256;
+
+/// One open connection, counted while it lives.
+pub struct Open(());
+
+impl Open {
+    pub fn count() -> Open {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Open(())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How long a draining worker keeps an idle keep-alive connection open for
@@ -69,7 +107,9 @@ impl Occupancy for ConnState {
     }
 
     fn leave(&self) {
-        self.busy.fetch_sub(1, Ordering::Relaxed);
+        if self.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.on_idle.wake();
+        }
     }
 }
 
@@ -113,6 +153,11 @@ impl ConnState {
     /// The worker stops: see `DRAIN_IDLE`.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection is to be parked now (asked once).
+    pub fn take_park(&self) -> bool {
+        self.park.swap(false, Ordering::Relaxed)
     }
 
     /// Whether the answer to request `index` decides a protocol switch.
@@ -173,6 +218,28 @@ pub struct IdleIo<S> {
     body_pace: Pace,
     response_pace: Pace,
     peer: Peer,
+    /// The last write hyper tried did not go out: hyper still holds bytes.
+    write_blocked: bool,
+    /// Bytes hyper had read but not used when the connection was parked;
+    /// they passed the gate already.
+    replay: Option<Bytes>,
+}
+
+/// A socket that can say when it has something to read, without reading.
+pub trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for tokio::net::UnixStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::UnixStream::poll_read_ready(self, cx)
+    }
 }
 
 /// A connection's clocks: how long it may sit idle or take over a head,
@@ -208,9 +275,101 @@ impl<S> IdleIo<S> {
             body_pace: Pace::new(timing.min_body_rate),
             response_pace: Pace::new(timing.min_response_rate),
             peer,
+            write_blocked: false,
+            replay: None,
         }
     }
 
+    /// Whether hyper may give the socket back now: no request in progress,
+    /// nothing of one half-read or half-written, no switch pending, and the
+    /// worker crowded and not stopping.
+    fn parkable(&self, cx: &mut Context<'_>) -> bool {
+        let ready = !self.write_blocked
+            && !self.draining
+            && self.gate.is_clear()
+            && !self.gate.mid_body()
+            && !self.gate.finished()
+            && !self.gate.awaiting_switch()
+            && OPEN.load(Ordering::Relaxed) > CROWDED;
+        if !ready {
+            return false;
+        }
+        if self.state.busy.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
+        // Woken when the request still in progress lets go of it.
+        self.state.on_idle.register(cx.waker());
+        self.state.busy.load(Ordering::Relaxed) == 0
+    }
+
+    /// From now on, while the worker stops, a connection idle for
+    /// `DRAIN_IDLE` ends.
+    fn notice_drain(&mut self) {
+        if !self.draining && self.state.draining.load(Ordering::Acquire) {
+            self.draining = true;
+            self.limit = self.limit.min(DRAIN_IDLE);
+            self.active = false;
+            self.sleep.as_mut().reset(Instant::now() + self.limit);
+        }
+    }
+
+    /// Whether the connection has been idle a whole period (the timer is
+    /// re-armed, and registered with `cx`, otherwise).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if !self.active {
+                return true;
+            }
+            self.active = false;
+            let next = Instant::now() + self.limit;
+            self.sleep.as_mut().reset(next);
+        }
+        false
+    }
+
+    /// Hand hyper's unread bytes back when its connection is parked.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.replay = Some(bytes);
+        }
+    }
+}
+
+impl<S: ReadReady> IdleIo<S> {
+    /// Parked: wait with the socket alone until the client sends (true:
+    /// serve it again), or until the connection is to close (false): idle
+    /// for its limit, or for `DRAIN_IDLE` once the worker stops, or at once
+    /// when a full worker asks idle connections to make room.
+    pub async fn park(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        room: &mut watch::Receiver<u64>,
+    ) -> bool {
+        if self.replay.is_some() {
+            return true;
+        }
+        loop {
+            let draining = self.draining;
+            let waited = std::future::poll_fn(|cx| {
+                self.notice_drain();
+                if self.inner.poll_read_ready(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+                if self.idle_expired(cx) {
+                    return Poll::Ready(false);
+                }
+                Poll::Pending
+            });
+            tokio::select! {
+                go_on = waited => return go_on,
+                _ = stopping(shutdown), if !draining => self.state.drain(),
+                _ = room.changed() => return false,
+            }
+        }
+    }
+}
+
+impl<S> IdleIo<S> {
     /// Start the head timer when a head begins arriving in pieces; stop it
     /// when the head is complete.
     fn track_head(&mut self) {
@@ -259,6 +418,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(mut bytes) = this.replay.take() {
+            let n = bytes.len().min(buf.remaining());
+            buf.put_slice(&bytes.split_to(n));
+            this.replay = (!bytes.is_empty()).then_some(bytes);
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if this.gate.has_ready() {
                 this.gate.take_ready(buf);
@@ -334,23 +499,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                         this.publish();
                         continue;
                     }
-                    if !this.draining && this.state.draining.load(Ordering::Acquire) {
-                        // From now on a connection idle for DRAIN_IDLE ends.
-                        this.draining = true;
-                        this.limit = this.limit.min(DRAIN_IDLE);
-                        this.active = false;
-                        this.sleep.as_mut().reset(Instant::now() + this.limit);
+                    this.notice_drain();
+                    if this.parkable(cx) {
+                        // The connection's task parks it as soon as hyper
+                        // returns (see `park`).
+                        this.state.park.store(true, Ordering::Relaxed);
+                        return Poll::Pending;
                     }
-                    if this.state.busy.load(Ordering::Relaxed) == 0 {
-                        while this.sleep.as_mut().poll(cx).is_ready() {
-                            if !this.active {
-                                // Idle a whole period: report EOF so hyper closes the connection.
-                                return Poll::Ready(Ok(()));
-                            }
-                            this.active = false;
-                            let next = Instant::now() + this.limit;
-                            this.sleep.as_mut().reset(next);
-                        }
+                    // Idle a whole period: report EOF so hyper closes the connection.
+                    if this.state.busy.load(Ordering::Relaxed) == 0 && this.idle_expired(cx) {
+                        return Poll::Ready(Ok(()));
                     }
                     return Poll::Pending;
                 }
@@ -366,6 +524,7 @@ impl<S> IdleIo<S> {
         r: Poll<io::Result<usize>>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
+        self.write_blocked = r.is_pending();
         match r {
             Poll::Ready(Ok(n)) => {
                 self.active = true;

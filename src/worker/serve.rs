@@ -7,8 +7,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pyo3::prelude::*;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{SignalKind, signal};
@@ -19,7 +21,7 @@ use super::dispatch::Jobs;
 use super::{Reporter, asgi, gevent, pool, reload};
 use crate::asgi::AsgiApp;
 use crate::config::{BindAddr, Config, Networks, ProxyProtocol, WorkerClass};
-use crate::http::idle::{ConnState, IdleIo, Timing};
+use crate::http::idle::{ConnState, IdleIo, Open, ReadReady, Timing};
 use crate::http::service::{self, Leniency, Limits, Shared};
 use crate::http::shutdown::{stopping, until_stopped};
 use crate::listen::Listener;
@@ -505,10 +507,11 @@ pub(super) async fn connection<S>(
     local: Arc<Local>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
+    let _open = Open::count();
     let state = Arc::new(ConnState::default());
-    let io = TokioIo::new(IdleIo::new(
+    let mut io = TokioIo::new(IdleIo::new(
         stream,
         state.clone(),
         Timing {
@@ -524,12 +527,6 @@ pub(super) async fn connection<S>(
     ));
     let max_head = shared.limits.max_head();
     let half_close = shared.half_close;
-    let svc_state = state.clone();
-    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        // Now, before hyper reserves its next read (see src/http/head.rs).
-        crate::http::head::detach(&mut req);
-        service::handle(&shared, &svc_state, peer, &local, req)
-    });
     let mut builder = http1::Builder::new();
     // No hyper timer: --header-timeout is IdleIo's (see src/http/idle.rs).
     builder
@@ -540,37 +537,67 @@ pub(super) async fn connection<S>(
         // A client that sends its request and shuts its write side (health
         // checkers, `nc -N`, HTTP/1.0 tools) still gets its answers.
         .half_close(half_close);
-    let conn = builder.serve_connection(io, svc).with_upgrades();
-    tokio::pin!(conn);
     let mut room = conf.room.subscribe();
-    let result = loop {
-        let wake = Box::pin(async {
-            tokio::select! {
-                _ = stopping(&mut shutdown) => {}
-                _ = room.changed() => {}
+    let result = 'serving: loop {
+        let svc = {
+            let (shared, state, local) = (shared.clone(), state.clone(), local.clone());
+            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                // Now, before hyper reserves its next read (see src/http/head.rs).
+                crate::http::head::detach(&mut req);
+                service::handle(&shared, &state, peer, &local, req)
+            })
+        };
+        let mut conn = builder.serve_connection(io, svc).with_upgrades();
+        let result = loop {
+            // hyper's connection to its end, or until the socket says the
+            // connection is idle in a crowded worker (see src/http/idle.rs).
+            let work = std::future::poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending if state.take_park() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            });
+            let wake = Box::pin(async {
+                tokio::select! {
+                    _ = stopping(&mut shutdown) => {}
+                    _ = room.changed() => {}
+                }
+            });
+            match until_stopped(std::pin::pin!(work), wake).await {
+                Some(Some(r)) => break r,
+                Some(None) => {
+                    let Some(parts) = conn.into_parts() else {
+                        break 'serving Ok(());
+                    };
+                    io = parts.io;
+                    io.inner_mut().unread(parts.read_buf);
+                    // hyper's buffers are gone; the socket waits alone.
+                    if io.inner_mut().park(&mut shutdown, &mut room).await {
+                        continue 'serving;
+                    }
+                    break 'serving Ok(());
+                }
+                None => {}
             }
-        });
-        if let Some(r) = until_stopped(conn.as_mut(), wake).await {
-            break r;
-        }
-        if *shutdown.borrow() {
-            // Draining. A request in progress is answered with `Connection:
-            // close`, and so is any that arrives from now on (a client may
-            // have sent it before it could know); a connection that stays
-            // idle for DRAIN_IDLE is closed (src/http/idle.rs). Closing idle
-            // ones at once would lose the requests already on the wire.
-            state.drain();
-            if state.busy.load(Ordering::Relaxed) > 0 {
-                conn.as_mut().graceful_shutdown();
+            if *shutdown.borrow() {
+                // Draining. A request in progress is answered with `Connection:
+                // close`, and so is any that arrives from now on (a client may
+                // have sent it before it could know); a connection that stays
+                // idle for DRAIN_IDLE is closed (src/http/idle.rs). Closing idle
+                // ones at once would lose the requests already on the wire.
+                state.drain();
+                if state.busy.load(Ordering::Relaxed) > 0 {
+                    Pin::new(&mut conn).graceful_shutdown();
+                }
+                break (&mut conn).await;
             }
-            break conn.await;
-        }
-        // The worker is at its connection limit: an idle keep-alive
-        // connection (or one still sending its first head) makes room.
-        if state.busy.load(Ordering::Relaxed) == 0 {
-            conn.as_mut().graceful_shutdown();
-            break conn.await;
-        }
+            // The worker is at its connection limit: an idle keep-alive
+            // connection (or one still sending its first head) makes room.
+            if state.busy.load(Ordering::Relaxed) == 0 {
+                Pin::new(&mut conn).graceful_shutdown();
+                break (&mut conn).await;
+            }
+        };
+        break result;
     };
     if let Err(e) = result {
         if e.is_parse() || e.is_parse_status() {

@@ -5,7 +5,7 @@
 //!       CONNS clients, each opening a new connection per request
 //!       (`Connection: close`, what nginx's default proxy_pass sends).
 //!   loadgen hold TARGET CONNS SECONDS
-//!       opens CONNS keep-alive connections, one request on each, prints
+//!       opens CONNS keep-alive connections (within 20 s), one request on each, prints
 //!       `{"held": N, ...}`, then holds them until stdin closes (at most
 //!       SECONDS), the while the caller measures the server's memory.
 //!   loadgen slow TARGET SLOW CONNS SECONDS
@@ -245,6 +245,7 @@ async fn close(target: Target, conns: usize, seconds: u64) -> String {
 
 async fn hold(target: Target, conns: usize, seconds: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(seconds);
+    let opening = Instant::now() + Duration::from_secs(20);
     // Not all at once: a listen backlog is not ten thousand deep.
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(128));
     let tasks: Vec<_> = (0..conns)
@@ -252,10 +253,17 @@ async fn hold(target: Target, conns: usize, seconds: u64) -> String {
             let (target, gate) = (target.clone(), gate.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire().await.ok()?;
-                let mut io = target.connect().await.ok()?;
-                io.write_all(KEEP).await.ok()?;
-                let status = response(&mut io, &mut Vec::new(), false).await.ok()?;
-                (200..400).contains(&status).then_some(io)
+                // A server that stops accepting or answering fails the
+                // connections left, not the run.
+                tokio::time::timeout_at(opening.into(), async {
+                    let mut io = target.connect().await.ok()?;
+                    io.write_all(KEEP).await.ok()?;
+                    let status = response(&mut io, &mut Vec::new(), false).await.ok()?;
+                    (200..400).contains(&status).then_some(io)
+                })
+                .await
+                .ok()
+                .flatten()
             })
         })
         .collect();
@@ -323,9 +331,13 @@ async fn slow(target: Target, slow: usize, conns: usize, seconds: u64) -> String
                 };
                 let mut buf = Vec::with_capacity(4096);
                 while Instant::now() < deadline {
-                    match one_closed(&target, &mut buf).await {
-                        Ok(d) => t.micros.push(d.as_micros() as u32),
-                        Err(_) => t.errors += 1,
+                    let one = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        one_closed(&target, &mut buf),
+                    );
+                    match one.await {
+                        Ok(Ok(d)) => t.micros.push(d.as_micros() as u32),
+                        _ => t.errors += 1,
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
