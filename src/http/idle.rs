@@ -362,7 +362,10 @@ impl<S: ReadReady> IdleIo<S> {
             });
             tokio::select! {
                 go_on = waited => return go_on,
-                _ = stopping(shutdown), if !draining => self.state.drain(),
+                _ = stopping(shutdown), if !draining => {
+                    self.state.drain();
+                    self.notice_drain();
+                }
                 _ = room.changed() => return false,
             }
         }
