@@ -213,9 +213,9 @@ impl Tally {
     }
 }
 
-async fn close(target: Target, conns: usize, seconds: u64) -> String {
-    let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs(seconds);
+/// `conns` clients, each a new connection per request until `deadline`,
+/// `pause` apart; a request that takes over 10 s counts as failed.
+async fn timed_clients(target: &Target, conns: usize, deadline: Instant, pause: Duration) -> Tally {
     let tasks: Vec<_> = (0..conns)
         .map(|_| {
             let target = target.clone();
@@ -226,9 +226,16 @@ async fn close(target: Target, conns: usize, seconds: u64) -> String {
                 };
                 let mut buf = Vec::with_capacity(4096);
                 while Instant::now() < deadline {
-                    match one_closed(&target, &mut buf).await {
-                        Ok(d) => t.micros.push(d.as_micros() as u32),
-                        Err(_) => t.errors += 1,
+                    let one = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        one_closed(&target, &mut buf),
+                    );
+                    match one.await {
+                        Ok(Ok(d)) => t.micros.push(d.as_micros() as u32),
+                        _ => t.errors += 1,
+                    }
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
                     }
                 }
                 t
@@ -239,7 +246,13 @@ async fn close(target: Target, conns: usize, seconds: u64) -> String {
     for task in tasks {
         all.push(task.await.expect("client task"));
     }
-    let t = Tally::merge(all);
+    Tally::merge(all)
+}
+
+async fn close(target: Target, conns: usize, seconds: u64) -> String {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(seconds);
+    let t = timed_clients(&target, conns, deadline, Duration::ZERO).await;
     format!("{{{}}}", t.json(t0.elapsed().as_secs_f64()))
 }
 
@@ -321,35 +334,7 @@ async fn slow(target: Target, slow: usize, conns: usize, seconds: u64) -> String
     }
     // Let the slow ones take their places first.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let tasks: Vec<_> = (0..conns)
-        .map(|_| {
-            let target = target.clone();
-            tokio::spawn(async move {
-                let mut t = Tally {
-                    micros: Vec::new(),
-                    errors: 0,
-                };
-                let mut buf = Vec::with_capacity(4096);
-                while Instant::now() < deadline {
-                    let one = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        one_closed(&target, &mut buf),
-                    );
-                    match one.await {
-                        Ok(Ok(d)) => t.micros.push(d.as_micros() as u32),
-                        _ => t.errors += 1,
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                t
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.push(task.await.expect("client task"));
-    }
-    let t = Tally::merge(all);
+    let t = timed_clients(&target, conns, deadline, Duration::from_millis(10)).await;
     format!(
         "{{{}, \"slow_connections\": {}}}",
         t.json(t0.elapsed().as_secs_f64() - 0.5),
