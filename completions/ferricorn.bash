@@ -23,7 +23,7 @@ _ferricorn() {
 
     case "${cmd}" in
         ferricorn)
-            opts="-b -w -k -t -e -n -p -u -g -m -c -h -V --bind --metrics-bind --control-socket --health-bind --backlog --workers --worker-class --threads --worker-connections --max-requests --max-requests-jitter --max-worker-memory --max-worker-lifetime --max-worker-lifetime-jitter --timeout --request-timeout --graceful-timeout --keep-alive --preload --reload --reload-extra-file --post-fork --post-worker-init --pre-request --post-request --worker-int --worker-abort --worker-exit --on-starting --when-ready --on-reload --pre-fork --pre-exec --child-exit --nworkers-changed --on-exit --limit-request-line --limit-request-fields --limit-request-field_size --header-timeout --min-request-body-rate --min-response-rate --permit-obsolete-folding --permit-unconventional-http-method --casefold-http-method --strip-header-spaces --header-map --forwarded-allow-ips --proxy-protocol --proxy-allow-from --forwarder-headers --chdir --env --pythonpath --virtualenv --name --pid --user --group --umask --initgroups --access-logfile --access-logformat --log-config --log-config-json --log-config-dict --statsd-host --statsd-prefix --error-logfile --capture-output --asgi-loop --asgi-lifespan --root-path --websocket-max-message-size --journald --log-level --config --check-config --print-config --worker-tmp-dir --no-sendfile --reuse-port --enable-stdio-inheritance --log-syslog --reload-engine --dogstatsd-tags --help --version"
+            opts="-b -w -k -t -e -n -p -u -g -m -c -h -V --bind --metrics-bind --control-socket --health-bind --backlog --workers --worker-class --threads --worker-connections --max-requests --max-requests-jitter --max-worker-memory --max-worker-lifetime --max-worker-lifetime-jitter --timeout --request-timeout --graceful-timeout --keep-alive --preload --reload --reload-extra-file --post-fork --post-worker-init --pre-request --post-request --worker-int --worker-abort --worker-exit --on-starting --when-ready --on-reload --pre-fork --pre-exec --child-exit --nworkers-changed --on-exit --limit-request-line --limit-request-fields --limit-request-field_size --header-timeout --min-request-body-rate --min-response-rate --permit-obsolete-folding --permit-unconventional-http-method --casefold-http-method --strip-header-spaces --header-map --forwarded-allow-ips --proxy-protocol --proxy-allow-from --forwarder-headers --certfile --keyfile --ca-certs --cert-reqs --ciphers --http-protocols --http2-cleartext --http2-max-concurrent-streams --http2-initial-window-size --http2-max-frame-size --http2-max-header-list-size --chdir --env --pythonpath --virtualenv --name --pid --user --group --umask --initgroups --access-logfile --access-logformat --log-config --log-config-json --log-config-dict --statsd-host --statsd-prefix --error-logfile --capture-output --asgi-loop --asgi-lifespan --root-path --websocket-max-message-size --journald --log-level --config --check-config --print-config --worker-tmp-dir --no-sendfile --reuse-port --enable-stdio-inheritance --log-syslog --reload-engine --dogstatsd-tags --ssl-version --suppress-ragged-eofs --do-handshake-on-connect --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -225,6 +225,50 @@ _ferricorn() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --certfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keyfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-certs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert-reqs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ciphers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-protocols)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http2-cleartext)
+                    COMPREPLY=($(compgen -W "off prior-knowledge" -- "${cur}"))
+                    return 0
+                    ;;
+                --http2-max-concurrent-streams)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http2-initial-window-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http2-max-frame-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http2-max-header-list-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --chdir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -358,6 +402,10 @@ _ferricorn() {
                     return 0
                     ;;
                 --dogstatsd-tags)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssl-version)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

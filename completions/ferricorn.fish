@@ -51,6 +51,18 @@ v2\t'The v2 binary header only'
 auto\t'Either'"
 complete -c ferricorn -l proxy-allow-from -d 'Peers allowed to send a PROXY header, comma separated: addresses, networks (10.0.0.0/8), or * for any; a header from another peer is refused (403). [default: 127.0.0.1,::1]' -r
 complete -c ferricorn -l forwarder-headers -d 'Header names with an underscore that a trusted proxy (--forwarded-allow-ips) may set for the environ, comma separated: SCRIPT_NAME sets the environ\'s SCRIPT_NAME (and is stripped from PATH_INFO), the others become HTTP_* keys. [default: SCRIPT_NAME,PATH_INFO]' -r
+complete -c ferricorn -l certfile -d 'Serve HTTPS with this certificate chain (PEM, the server\'s own certificate first). Read by the master at start and on every reload (HUP, USR2), so it may be readable by root only. [default: none]' -r -F
+complete -c ferricorn -l keyfile -d 'The certificate\'s private key (PEM: PKCS#8, RSA or EC, unencrypted). [default: the key in --certfile]' -r -F
+complete -c ferricorn -l ca-certs -d 'CA certificates (PEM) that client certificates are verified against (--cert-reqs 1 or 2). [default: none]' -r -F
+complete -c ferricorn -l cert-reqs -d 'Client certificates: 0 not asked for, 1 asked for and verified when sent, 2 required (Python\'s ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED). The verified chain reaches the app as environ SSL_CLIENT_CERT or the ASGI tls extension. [default: 0]' -r
+complete -c ferricorn -l ciphers -d 'TLS cipher suites: names separated by `:`, OpenSSL\'s (ECDHE-RSA-AES128-GCM-SHA256) or IANA\'s. They restrict TLS 1.2, and TLS 1.3 as well when the list names a TLS 1.3 suite. [default: every suite rustls serves: AES-GCM and ChaCha20-Poly1305 with ECDHE; TLS 1.2 and 1.3]' -r
+complete -c ferricorn -l http-protocols -d 'HTTP versions served, comma separated, preferred first: h1, h2. Over TLS they are offered by ALPN (a client that does not offer h2 is served HTTP/1.1); in cleartext, h2 needs --http2-cleartext. [default: h1]' -r
+complete -c ferricorn -l http2-cleartext -d 'Cleartext HTTP/2 (h2c): off, or prior-knowledge (a connection from a --forwarded-allow-ips peer, or over a unix socket, that opens with the HTTP/2 preface is served HTTP/2: a proxy speaking h2 upstream). Needs h2 in --http-protocols; over TLS, ALPN decides instead. [default: off]' -r -f -a "off\t'HTTP/2 only over TLS'
+prior-knowledge\t'Connections that open with the HTTP/2 preface'"
+complete -c ferricorn -l http2-max-concurrent-streams -d 'Requests one HTTP/2 connection may have in progress at once. [default: 100]' -r
+complete -c ferricorn -l http2-initial-window-size -d 'Bytes of a request body an HTTP/2 client may send on a stream before the app reads them (the flow-control window; at most 2147483647). [default: 65535]' -r
+complete -c ferricorn -l http2-max-frame-size -d 'Largest HTTP/2 frame payload accepted, bytes (16384 to 16777215). [default: 16384]' -r
+complete -c ferricorn -l http2-max-header-list-size -d 'Largest HTTP/2 header list accepted, bytes after HPACK decoding; a larger one is refused (431). [default: 65536]' -r
 complete -c ferricorn -l chdir -d 'Change to this directory before loading the app. [default: the current directory]' -r -F
 complete -c ferricorn -s e -l env -d 'Set an environment variable for the app: KEY=VALUE. Repeatable. [default: none]' -r
 complete -c ferricorn -l pythonpath -d 'Extra directories on sys.path, comma separated. [default: none]' -r
@@ -84,6 +96,7 @@ complete -c ferricorn -s c -l config -d 'Read settings from this file: TOML (gun
 complete -c ferricorn -l worker-tmp-dir -r
 complete -c ferricorn -l reload-engine -r
 complete -c ferricorn -l dogstatsd-tags -r
+complete -c ferricorn -l ssl-version -r
 complete -c ferricorn -l preload -d 'Load the app once, before forking workers (faster boot, shared memory); a preloader process holds it and forks the workers, so the master never runs Python. [default: off]'
 complete -c ferricorn -l reload -d 'Development: reload when a source file of the app changes (inotify): new workers import the code anew, then the old ones finish their requests, as on HUP. [default: off]'
 complete -c ferricorn -l permit-obsolete-folding -d 'Accept header fields continued on a following line (obs-fold, RFC 9112 §5.2), joining them with a space. [default: off]'
@@ -98,5 +111,7 @@ complete -c ferricorn -l no-sendfile
 complete -c ferricorn -l reuse-port
 complete -c ferricorn -l enable-stdio-inheritance
 complete -c ferricorn -l log-syslog
+complete -c ferricorn -l suppress-ragged-eofs
+complete -c ferricorn -l do-handshake-on-connect
 complete -c ferricorn -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ferricorn -s V -l version -d 'Print version'

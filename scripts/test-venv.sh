@@ -11,7 +11,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/target/test-venv"
 stamp="$venv/.ferricorn-ready"
 gunicorn_version=27.0.1
-packages=("flask>=3,<4" "django>=4.2,<6" "gevent>=24,<26" "fastapi>=0.110,<1" "uvloop>=0.19,<1" "prometheus_client>=0.17,<1" "gunicorn==$gunicorn_version")
+packages=("flask>=3,<4" "django>=4.2,<6" "gevent>=24,<26" "fastapi>=0.110,<1" "uvloop>=0.19,<1" "prometheus_client>=0.17,<1" "httpx[http2]>=0.27,<1" "gunicorn==$gunicorn_version")
 vectors="$root/target/gunicorn-$gunicorn_version"
 mkdir -p "$root/target"
 exec 9>"$root/target/test-venv.lock"

@@ -17,6 +17,7 @@ mod request;
 mod statsd;
 mod sys;
 mod systemd;
+mod tls;
 mod worker;
 mod wsgi;
 

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["listen"],
     &["config"],
     &["python", "systemd", "privileges"],
-    &["log", "proto", "proctitle", "metrics", "statsd"],
+    &["log", "proto", "proctitle", "metrics", "statsd", "tls"],
     &["sys"],
 ];
 

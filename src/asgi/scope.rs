@@ -10,6 +10,8 @@ use super::AsgiApp;
 use crate::request::forwarded::is_https;
 use crate::request::target::{RawTarget, percent_decode};
 use crate::request::{Local, Peer};
+use crate::tls::TlsInfo;
+use std::sync::Arc;
 
 pub fn http<'py>(
     py: Python<'py>,
@@ -59,18 +61,20 @@ fn common<'py>(
     d.set_item(intern!(py, "asgi"), app.asgi.bind(py))?;
     d.set_item(
         intern!(py, "http_version"),
-        if parts.version == Version::HTTP_10 {
-            intern!(py, "1.0")
-        } else {
-            intern!(py, "1.1")
+        match parts.version {
+            Version::HTTP_10 => intern!(py, "1.0"),
+            Version::HTTP_2 => intern!(py, "2"),
+            _ => intern!(py, "1.1"),
         },
     )?;
+    let tls = parts.extensions.get::<Arc<TlsInfo>>();
 
     let trusted = match peer {
         Peer::Unix => true,
         Peer::Tcp(sa) => app.forwarded.allow_all || app.forwarded.allow.contains(&sa.ip()),
     };
-    let scheme = match (trusted && is_https(&parts.headers), websocket) {
+    let secure = tls.is_some() || (trusted && is_https(&parts.headers));
+    let scheme = match (secure, websocket) {
         (true, false) => intern!(py, "https"),
         (false, false) => intern!(py, "http"),
         (true, true) => intern!(py, "wss"),
@@ -124,5 +128,26 @@ fn common<'py>(
         Ok(port) => d.set_item(intern!(py, "server"), (local.host.as_str(), port))?,
         Err(_) => d.set_item(intern!(py, "server"), py.None())?,
     }
+    if let Some(tls) = tls {
+        d.set_item(intern!(py, "extensions"), tls_extension(py, tls)?)?;
+    }
     Ok(d)
+}
+
+/// The ASGI TLS extension (`scope["extensions"]["tls"]`).
+fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let ext = PyDict::new(py);
+    ext.set_item(intern!(py, "server_cert"), py.None())?;
+    ext.set_item(
+        intern!(py, "client_cert_chain"),
+        PyList::new(py, &tls.client_chain)?,
+    )?;
+    // Reading the subject would take an X.509 parser; the app has the PEM.
+    ext.set_item(intern!(py, "client_cert_name"), py.None())?;
+    ext.set_item(intern!(py, "client_cert_error"), py.None())?;
+    ext.set_item(intern!(py, "tls_version"), tls.version)?;
+    ext.set_item(intern!(py, "cipher_suite"), tls.cipher)?;
+    let extensions = PyDict::new(py);
+    extensions.set_item(intern!(py, "tls"), ext)?;
+    Ok(extensions)
 }

@@ -1,7 +1,6 @@
 //! gunicorn settings ferricorn does not have. A config file written for
 //! gunicorn that sets one still loads: each is skipped with one notice
-//! saying why, except TLS, which is refused: skipping it would serve plain
-//! HTTP where HTTPS is expected.
+//! saying why.
 
 /// Skipped, and why.
 pub const SKIPPED: &[(&str, &str)] = &[
@@ -74,29 +73,23 @@ pub const SKIPPED: &[(&str, &str)] = &[
         "control_socket_disable",
         "the control socket is off unless --control-socket or RuntimeDirectory= sets it",
     ),
-    ("http_protocols", "HTTP/1.1 only for now"),
-    ("http2_cleartext", "HTTP/1.1 only for now"),
-    ("http2_max_concurrent_streams", "HTTP/1.1 only for now"),
-    ("http2_initial_window_size", "HTTP/1.1 only for now"),
-    ("http2_max_frame_size", "HTTP/1.1 only for now"),
-    ("http2_max_header_list_size", "HTTP/1.1 only for now"),
+    (
+        "ssl_version",
+        "gunicorn ignores it too (deprecated): TLS 1.2 and 1.3 are served",
+    ),
+    (
+        "suppress_ragged_eofs",
+        "a TLS connection cut without close_notify ends as a TCP one does",
+    ),
+    (
+        "do_handshake_on_connect",
+        "the handshake always completes on the I/O thread before a request is read",
+    ),
     ("dirty_apps", "no dirty workers"),
     ("dirty_workers", "no dirty workers"),
     ("dirty_timeout", "no dirty workers"),
     ("dirty_threads", "no dirty workers"),
     ("dirty_graceful_timeout", "no dirty workers"),
-];
-
-/// gunicorn's TLS settings: refused until ferricorn serves TLS.
-pub const REFUSED: &[&str] = &[
-    "keyfile",
-    "certfile",
-    "ssl_version",
-    "cert_reqs",
-    "ca_certs",
-    "suppress_ragged_eofs",
-    "do_handshake_on_connect",
-    "ciphers",
 ];
 
 /// Why `name` is skipped, if it is one of gunicorn's settings we skip.
@@ -126,6 +119,12 @@ pub struct Flags {
     reload_engine: Option<String>,
     #[arg(long = "dogstatsd-tags", value_name = "TAGS", hide = true)]
     dogstatsd_tags: Option<String>,
+    #[arg(long = "ssl-version", value_name = "VERSION", hide = true)]
+    ssl_version: Option<String>,
+    #[arg(long = "suppress-ragged-eofs", hide = true)]
+    suppress_ragged_eofs: bool,
+    #[arg(long = "do-handshake-on-connect", hide = true)]
+    do_handshake_on_connect: bool,
 }
 
 impl Flags {
@@ -154,6 +153,17 @@ impl Flags {
                 self.dogstatsd_tags.is_some(),
                 "--dogstatsd-tags",
                 "dogstatsd_tags",
+            ),
+            (self.ssl_version.is_some(), "--ssl-version", "ssl_version"),
+            (
+                self.suppress_ragged_eofs,
+                "--suppress-ragged-eofs",
+                "suppress_ragged_eofs",
+            ),
+            (
+                self.do_handshake_on_connect,
+                "--do-handshake-on-connect",
+                "do_handshake_on_connect",
             ),
         ]
         .into_iter()

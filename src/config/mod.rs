@@ -13,7 +13,7 @@ pub use bind::BindAddr;
 use settings::split_commas;
 pub use settings::{Layer, SETTING_NAMES, Settings};
 pub use values::{
-    AsgiLifespan, AsgiLoop, HeaderMap, Journald, Networks, ProxyProtocol, WorkerClass,
+    AsgiLifespan, AsgiLoop, H2Cleartext, HeaderMap, Journald, Networks, ProxyProtocol, WorkerClass,
 };
 
 use clap::Parser;
@@ -120,6 +120,20 @@ pub struct Config {
     pub forwarded_allow: Vec<std::net::IpAddr>,
     /// The name in process titles: `--name`, else the app.
     pub proc_name: String,
+    /// `--certfile` and friends, read: every connection is TLS.
+    pub tls: Option<crate::tls::Tls>,
+    /// `--http-protocols`, `--http2-cleartext`.
+    pub protocols: Protocols,
+}
+
+/// Which HTTP versions a connection may speak. HTTP/1.1 is always served:
+/// a TLS client that does not choose h2 by ALPN gets it (as gunicorn does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Protocols {
+    /// HTTP/2 is offered by ALPN over TLS.
+    pub h2: bool,
+    /// Cleartext connections that open with the HTTP/2 preface are HTTP/2.
+    pub h2c: bool,
 }
 
 impl Config {
@@ -310,14 +324,6 @@ fn layer_from_map(
         }
         None => true,
     });
-    if let Some(key) = map
-        .keys()
-        .find(|k| gunicorn_only::REFUSED.contains(&k.as_str()))
-    {
-        return Err(ConfigError(format!(
-            "config file {file}: setting `{key}`: ferricorn does not serve TLS yet; terminate TLS in front of it (nginx, a load balancer) and remove the TLS settings"
-        )));
-    }
     for (key, value) in &map {
         let one = serde_json::Value::Object([(key.clone(), value.clone())].into_iter().collect());
         if let Err(e) = serde_json::from_value::<Layer>(one) {
@@ -538,6 +544,14 @@ fn validate(
         .flat_map(|i| split_commas(i))
         .collect();
 
+    let (protocols, alpn) = protocols(&s)?;
+    let tls = tls(&mut s, alpn)?;
+    if protocols.h2 && tls.is_none() && !protocols.h2c {
+        crate::warning!(
+            "http_protocols includes h2 but there is no TLS (certfile) and http2_cleartext is off: HTTP/2 will not be served"
+        );
+    }
+
     let proc_name = s.proc_name.clone().unwrap_or_else(|| s.app.clone());
     Ok(Config {
         settings: s,
@@ -556,7 +570,104 @@ fn validate(
         forwarded_allow_all,
         forwarded_allow,
         proc_name,
+        tls,
+        protocols,
     })
+}
+
+/// `http_protocols` and `http2_*`: what is served, and the ALPN names to offer.
+fn protocols(s: &Settings) -> Result<(Protocols, Vec<Vec<u8>>), ConfigError> {
+    let allowed = "h1, h2 or both, comma separated, preferred first";
+    let mut alpn: Vec<Vec<u8>> = Vec::new();
+    for p in split_commas(&s.http_protocols) {
+        let name: &[u8] = match p.to_ascii_lowercase().as_str() {
+            "h1" => b"http/1.1",
+            "h2" => b"h2",
+            _ => return Err(bad("http_protocols", format!("{p:?}"), allowed)),
+        };
+        if alpn.iter().any(|n| n == name) {
+            return Err(bad("http_protocols", format!("{p:?} twice"), allowed));
+        }
+        alpn.push(name.to_vec());
+    }
+    if alpn.is_empty() {
+        return Err(bad("http_protocols", "nothing", allowed));
+    }
+    let h2 = alpn.iter().any(|n| n == b"h2");
+    // HTTP/1.1 stays available to clients that do not offer h2.
+    if !alpn.iter().any(|n| n == b"http/1.1") {
+        alpn.push(b"http/1.1".to_vec());
+    }
+    let h2c = s.http2_cleartext == H2Cleartext::PriorKnowledge;
+    if h2c && !h2 {
+        return Err(bad(
+            "http2_cleartext",
+            "prior-knowledge",
+            "needs h2 in http_protocols",
+        ));
+    }
+    if s.http2_initial_window_size > (1 << 31) - 1 {
+        return Err(bad(
+            "http2_initial_window_size",
+            s.http2_initial_window_size,
+            "at most 2147483647",
+        ));
+    }
+    if !(16384..=16_777_215).contains(&s.http2_max_frame_size) {
+        return Err(bad(
+            "http2_max_frame_size",
+            s.http2_max_frame_size,
+            "16384 to 16777215",
+        ));
+    }
+    Ok((Protocols { h2, h2c }, alpn))
+}
+
+/// The TLS settings read into a rustls configuration: files are read now,
+/// by the master, before anything is bound.
+fn tls(s: &mut Settings, alpn: Vec<Vec<u8>>) -> Result<Option<crate::tls::Tls>, ConfigError> {
+    let client_certs = crate::tls::ClientCerts::from_setting(s.cert_reqs).ok_or_else(|| {
+        bad(
+            "cert_reqs",
+            s.cert_reqs,
+            "0 (none), 1 (optional) or 2 (required)",
+        )
+    })?;
+    if s.certfile.is_none() {
+        for (name, set) in [
+            ("keyfile", s.keyfile.is_some()),
+            ("ca_certs", s.ca_certs.is_some()),
+            ("cert_reqs", s.cert_reqs != 0),
+            ("ciphers", s.ciphers.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError(format!(
+                    "setting `{name}`: is a TLS setting, but certfile is not set (give the server's certificate with --certfile)"
+                )));
+            }
+        }
+        return Ok(None);
+    }
+    // Shown absolute by --print-config, and read again from there on HUP.
+    for f in [&mut s.certfile, &mut s.keyfile, &mut s.ca_certs]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(full) = f.canonicalize() {
+            *f = full;
+        }
+    }
+    let files = crate::tls::Files {
+        certfile: s.certfile.as_deref().unwrap_or(Path::new("")),
+        keyfile: s.keyfile.as_deref(),
+        ca_certs: s.ca_certs.as_deref(),
+        client_certs,
+        ciphers: s.ciphers.as_deref(),
+        alpn,
+    };
+    crate::tls::Tls::load(&files)
+        .map(Some)
+        .map_err(|r| ConfigError(format!("setting `{}`: {}", r.setting, r.message)))
 }
 
 impl Config {

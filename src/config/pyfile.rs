@@ -46,7 +46,7 @@ pub fn read(
             .to_string());
     }
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    // Every hook but ssl_context runs: worker hooks in the workers, the
+    // Every hook but ssl_context (a Python SSLContext) runs: worker hooks in the workers, the
     // arbiter's in the hook host (master::hook_host).
     if value
         .get("hooks")
@@ -54,7 +54,7 @@ pub fn read(
         .is_some_and(|h| h.iter().any(|h| h == "ssl_context"))
     {
         crate::warning!(
-            "{}: ssl_context is gunicorn's TLS hook; ferricorn serves no TLS, so it will not run",
+            "{}: ssl_context builds a Python SSLContext, which ferricorn's TLS (rustls) cannot use, so it will not run: set certfile, keyfile, ca_certs, cert_reqs and ciphers instead",
             path.display()
         );
     }
@@ -94,6 +94,5 @@ fn names() -> Vec<&'static str> {
         .copied()
         .chain(["wsgi_app"])
         .chain(super::gunicorn_only::SKIPPED.iter().map(|(n, _)| *n))
-        .chain(super::gunicorn_only::REFUSED.iter().copied())
         .collect()
 }

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 
 use super::Source;
 use super::values::{
-    AsgiLifespan, AsgiLoop, HeaderMap, Journald, ProxyProtocol, Umask, WorkerClass, parse_positive,
-    parse_positive_u64, parse_umask,
+    AsgiLifespan, AsgiLoop, H2Cleartext, HeaderMap, Journald, ProxyProtocol, Umask, WorkerClass,
+    parse_positive, parse_positive_u64, parse_umask,
 };
 
 macro_rules! declare_settings {
@@ -378,6 +378,42 @@ declare_settings! {
     #[serde(deserialize_with = "comma_list")]
     forwarder_headers: [Vec<String>] = vec!["SCRIPT_NAME".into(), "PATH_INFO".into()];
 
+    // ---- TLS and HTTP/2
+    /// Serve HTTPS with this certificate chain (PEM, the server's own certificate first). Read by the master at start and on every reload (HUP, USR2), so it may be readable by root only. [default: none]
+    #[arg(long, value_name = "FILE", help_heading = "TLS and HTTP/2")]
+    certfile: [PathBuf] => Option<PathBuf> = None;
+    /// The certificate's private key (PEM: PKCS#8, RSA or EC, unencrypted). [default: the key in --certfile]
+    #[arg(long, value_name = "FILE", help_heading = "TLS and HTTP/2")]
+    keyfile: [PathBuf] => Option<PathBuf> = None;
+    /// CA certificates (PEM) that client certificates are verified against (--cert-reqs 1 or 2). [default: none]
+    #[arg(long = "ca-certs", value_name = "FILE", help_heading = "TLS and HTTP/2")]
+    ca_certs: [PathBuf] => Option<PathBuf> = None;
+    /// Client certificates: 0 not asked for, 1 asked for and verified when sent, 2 required (Python's ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED). The verified chain reaches the app as environ SSL_CLIENT_CERT or the ASGI tls extension. [default: 0]
+    #[arg(long = "cert-reqs", value_name = "INT", help_heading = "TLS and HTTP/2")]
+    cert_reqs: [u32] = 0;
+    /// TLS cipher suites: names separated by `:`, OpenSSL's (ECDHE-RSA-AES128-GCM-SHA256) or IANA's. They restrict TLS 1.2, and TLS 1.3 as well when the list names a TLS 1.3 suite. [default: every suite rustls serves: AES-GCM and ChaCha20-Poly1305 with ECDHE; TLS 1.2 and 1.3]
+    #[arg(long, value_name = "LIST", help_heading = "TLS and HTTP/2")]
+    ciphers: [String] => Option<String> = None;
+    /// HTTP versions served, comma separated, preferred first: h1, h2. Over TLS they are offered by ALPN (a client that does not offer h2 is served HTTP/1.1); in cleartext, h2 needs --http2-cleartext. [default: h1]
+    #[arg(long = "http-protocols", value_name = "LIST", help_heading = "TLS and HTTP/2")]
+    http_protocols: [String] = "h1".into();
+    /// Cleartext HTTP/2 (h2c): off, or prior-knowledge (a connection from a --forwarded-allow-ips peer, or over a unix socket, that opens with the HTTP/2 preface is served HTTP/2: a proxy speaking h2 upstream). Needs h2 in --http-protocols; over TLS, ALPN decides instead. [default: off]
+    #[arg(long = "http2-cleartext", value_name = "HOW", help_heading = "TLS and HTTP/2")]
+    #[serde(deserialize_with = "http2_cleartext")]
+    http2_cleartext: [H2Cleartext] = H2Cleartext::Off;
+    /// Requests one HTTP/2 connection may have in progress at once. [default: 100]
+    #[arg(long = "http2-max-concurrent-streams", value_name = "INT", value_parser = parse_positive, help_heading = "TLS and HTTP/2")]
+    http2_max_concurrent_streams: [u32] = 100;
+    /// Bytes of a request body an HTTP/2 client may send on a stream before the app reads them (the flow-control window; at most 2147483647). [default: 65535]
+    #[arg(long = "http2-initial-window-size", value_name = "INT", help_heading = "TLS and HTTP/2")]
+    http2_initial_window_size: [u32] = 65535;
+    /// Largest HTTP/2 frame payload accepted, bytes (16384 to 16777215). [default: 16384]
+    #[arg(long = "http2-max-frame-size", value_name = "INT", help_heading = "TLS and HTTP/2")]
+    http2_max_frame_size: [u32] = 16384;
+    /// Largest HTTP/2 header list accepted, bytes after HPACK decoding; a larger one is refused (431). [default: 65536]
+    #[arg(long = "http2-max-header-list-size", value_name = "INT", value_parser = parse_positive, help_heading = "TLS and HTTP/2")]
+    http2_max_header_list_size: [u32] = 65536;
+
     // ---- Application
     /// Change to this directory before loading the app. [default: the current directory]
     #[arg(long, value_name = "DIR", help_heading = "Application")]
@@ -528,6 +564,27 @@ fn json_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
     }))
 }
 
+/// gunicorn's config files may say `http2_cleartext = True` (prior knowledge).
+fn http2_cleartext<'de, D: Deserializer<'de>>(d: D) -> Result<Option<H2Cleartext>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(true) => Ok(Some(H2Cleartext::PriorKnowledge)),
+        serde_json::Value::Bool(false) | serde_json::Value::Null => Ok(Some(H2Cleartext::Off)),
+        serde_json::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(Some(H2Cleartext::Off)),
+            "prior-knowledge" => Ok(Some(H2Cleartext::PriorKnowledge)),
+            "upgrade" | "both" => Err(serde::de::Error::custom(format!(
+                "`{s}`: the HTTP/1.1 Upgrade to h2c is not served (hyper has no h2c upgrade); use prior-knowledge"
+            ))),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{s}` is not off or prior-knowledge"
+            ))),
+        },
+        other => Err(serde::de::Error::custom(format!(
+            "{other} is not off or prior-knowledge"
+        ))),
+    }
+}
+
 /// gunicorn before 23 took `proxy_protocol = True`: that is `auto` now.
 fn proxy_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ProxyProtocol>, D::Error> {
     #[derive(Deserialize)]
@@ -581,7 +638,16 @@ mod tests {
     fn the_help_shows_the_declared_defaults() {
         // Defaults the help describes rather than spells (umask: gunicorn's
         // "0", printed by --print-config as "0o000").
-        const DESCRIBED: &[&str] = &["chdir", "proc_name", "user", "group", "virtualenv", "umask"];
+        const DESCRIBED: &[&str] = &[
+            "chdir",
+            "proc_name",
+            "user",
+            "group",
+            "virtualenv",
+            "umask",
+            "keyfile",
+            "ciphers",
+        ];
         let declared = serde_json::to_value(Settings::declared()).unwrap();
         let cmd = super::super::Cli::command();
         let mut checked = 0;

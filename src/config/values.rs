@@ -162,6 +162,16 @@ mod tests {
     }
 }
 
+/// Cleartext HTTP/2 (gunicorn's `http2_cleartext`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum H2Cleartext {
+    /// HTTP/2 only over TLS.
+    Off,
+    /// Connections that open with the HTTP/2 preface.
+    PriorKnowledge,
+}
+
 /// Which PROXY protocol headers are read (gunicorn's `proxy_protocol`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -242,6 +242,14 @@ impl ReadReady for tokio::net::UnixStream {
     }
 }
 
+/// A connection is parked only after a read found nothing: rustls then holds
+/// no plaintext, and what comes next arrives on the socket.
+impl<S: ReadReady> ReadReady for tokio_rustls::server::TlsStream<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
 /// A connection's clocks: how long it may sit idle or take over a head,
 /// and the slowest it may move a body either way (bytes per second, 0: any).
 #[derive(Clone, Copy, Debug)]

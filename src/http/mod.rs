@@ -5,6 +5,7 @@ pub mod framing;
 pub mod head;
 pub mod idle;
 pub mod pace;
+pub mod preface;
 pub mod proxy_protocol;
 pub mod request_body;
 pub mod service;

@@ -172,9 +172,15 @@ pub fn init(sink: Sink, level: Level, journal: bool) -> std::io::Result<()> {
         None
     };
     JOURNAL.store(journal, Ordering::Relaxed);
+    // Only our own events: the crates under us (h2) emit theirs at every
+    // frame, which would cost the request path and flood the log. Filtered
+    // by callsite, so theirs are never even built.
+    let ours = tracing_subscriber::filter::Targets::new()
+        .with_target("ferricorn", tracing::level_filters::LevelFilter::TRACE);
     let subscriber = tracing_subscriber::registry()
         .with(lines::Lines)
-        .with(journald);
+        .with(journald)
+        .with(ours);
     // Only the first call installs it; a process inits once.
     let _ = tracing::subscriber::set_global_default(subscriber);
     Ok(())

@@ -96,10 +96,10 @@ impl Ledger {
                 method: parts.method.as_str(),
                 path: parts.uri.path(),
                 query: parts.uri.query().unwrap_or(""),
-                protocol: if parts.version == http::Version::HTTP_10 {
-                    "HTTP/1.0"
-                } else {
-                    "HTTP/1.1"
+                protocol: match parts.version {
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    http::Version::HTTP_2 => "HTTP/2.0",
+                    _ => "HTTP/1.1",
                 },
                 status: answer.status,
                 bytes: answer.bytes,

@@ -12,14 +12,20 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use super::http2;
 use super::serve::{Conf, connection};
 use crate::config::WorkerClass;
 use crate::error;
+use crate::http::idle::ReadReady;
+use crate::http::preface::{Peek, is_http2};
 use crate::http::proxy_protocol;
 use crate::http::service::Shared;
 use crate::http::shutdown::stopping;
 use crate::listen::balance::Seat;
+use crate::request::forwarded::Forwarded;
 use crate::request::{Local, Peer};
+use crate::tls::TlsInfo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long a worker ahead of the others waits at most before it accepts anyway.
 const DEFER: Duration = Duration::from_millis(1);
@@ -169,14 +175,18 @@ impl Acceptor {
     }
 
     fn serve(&self, socket: Socket, addr: SockAddr, unix: bool, permit: OwnedSemaphorePermit) {
-        let (shared, conf, local) = (self.shared.clone(), self.conf.clone(), self.local.clone());
-        let shutdown = self.shutdown.clone();
-        let held = Held::new(conf.seat, permit);
+        let begin = Begin {
+            shared: self.shared.clone(),
+            conf: self.conf.clone(),
+            local: self.local.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        let held = Held::new(begin.conf.seat, permit);
         if unix {
             match tokio::net::UnixStream::from_std(socket.into()) {
                 Ok(stream) => {
                     tokio::spawn(async move {
-                        connection(stream, Peer::Unix, shared, conf, local, shutdown).await;
+                        begin.run(stream, Peer::Unix).await;
                         drop(held);
                     });
                 }
@@ -197,14 +207,14 @@ impl Acceptor {
         };
         tokio::spawn(async move {
             let mut peer = addr;
-            if let Some((mode, allow)) = &conf.proxy {
+            if let Some((mode, allow)) = &begin.conf.proxy {
                 // Boxed: the connection's task stays as small as without it.
                 let header = Box::pin(proxy_protocol::read_header(
                     &stream,
                     *mode,
                     addr,
                     allow,
-                    conf.header_timeout,
+                    begin.conf.header_timeout,
                 ));
                 match header.await {
                     Ok(Ok(client)) => peer = client.unwrap_or(addr),
@@ -217,9 +227,88 @@ impl Acceptor {
                     Err(_) => return,
                 }
             }
-            connection(stream, Peer::Tcp(peer), shared, conf, local, shutdown).await;
+            begin.run(stream, Peer::Tcp(peer)).await;
             drop(held);
         });
+    }
+}
+
+/// What a new connection needs to begin: TLS, then HTTP/1.1 or HTTP/2.
+struct Begin {
+    shared: Arc<Shared>,
+    conf: Arc<Conf>,
+    local: Arc<Local>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Begin {
+    /// Serve one connection to its end. Every path but plain HTTP/1.1 is
+    /// boxed: a connection's task is as large as its largest path, and
+    /// idle plain connections are the ones there are thousands of.
+    async fn run<S>(self, stream: S, peer: Peer)
+    where
+        S: AsyncRead + AsyncWrite + ReadReady + Peek + Unpin + Send + 'static,
+    {
+        let Begin {
+            shared,
+            conf,
+            local,
+            shutdown,
+        } = self;
+        if let Some(acceptor) = &conf.tls {
+            let handshake = Box::pin(tokio::time::timeout(
+                conf.header_timeout,
+                acceptor.accept(stream),
+            ));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    crate::debug!("TLS handshake with {} failed: {e}", peer.ip_string());
+                    return;
+                }
+                Err(_) => {
+                    crate::debug!(
+                        "TLS handshake with {} not done within --header-timeout",
+                        peer.ip_string()
+                    );
+                    return;
+                }
+            };
+            let tls = stream.get_ref().1;
+            let info = Some(Arc::new(TlsInfo::of(tls)));
+            if tls.alpn_protocol() == Some(b"h2") {
+                Box::pin(http2::connection(
+                    stream, peer, info, shared, conf, local, shutdown,
+                ))
+                .await;
+            } else {
+                Box::pin(connection(
+                    stream, peer, info, shared, conf, local, shutdown,
+                ))
+                .await;
+            }
+            return;
+        }
+        if let Some(trusted) = &conf.h2c
+            && trusts(trusted, peer)
+            && Box::pin(is_http2(&stream, conf.header_timeout)).await
+        {
+            Box::pin(http2::connection(
+                stream, peer, None, shared, conf, local, shutdown,
+            ))
+            .await;
+            return;
+        }
+        connection(stream, peer, None, shared, conf, local, shutdown).await;
+    }
+}
+
+/// Whether cleartext HTTP/2 is taken from this peer: a unix socket's, or
+/// one of `--forwarded-allow-ips` (gunicorn's rule: a proxy in front).
+fn trusts(trusted: &Forwarded, peer: Peer) -> bool {
+    match peer {
+        Peer::Unix => true,
+        Peer::Tcp(sa) => trusted.allow_all || trusted.allow.contains(&sa.ip()),
     }
 }
 

@@ -5,6 +5,7 @@ mod asgi;
 mod dispatch;
 mod event_loop;
 mod gevent;
+mod http2;
 mod outbox;
 mod pool;
 mod reload;

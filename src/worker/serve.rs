@@ -33,6 +33,7 @@ use crate::request::forwarded::Forwarded;
 use crate::request::hub::{Hub, Phase};
 use crate::request::{Ledger, Stats, Wait};
 use crate::request::{Local, Peer};
+use crate::tls::TlsInfo;
 use crate::wsgi::{Options, WsgiApp};
 use crate::{error, info};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
@@ -45,7 +46,7 @@ extern "C" fn on_abort(_: libc::c_int) {
 pub(super) struct Conf {
     pub(super) class: WorkerClass,
     pub(super) capacity: usize,
-    idle: Duration,
+    pub(super) idle: Duration,
     keep_alive: bool,
     pub(super) header_timeout: Duration,
     graceful: Duration,
@@ -61,6 +62,13 @@ pub(super) struct Conf {
     pub(super) room: watch::Sender<u64>,
     /// `--proxy-protocol` (not off), and who may send the header.
     pub(super) proxy: Option<(ProxyProtocol, Networks)>,
+    /// `--certfile`: every connection begins with a TLS handshake.
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `--http-protocols` with h2: HTTP/2's settings.
+    pub(super) h2: Option<super::http2::Settings>,
+    /// `--http2-cleartext prior-knowledge`: the peers whose connections may
+    /// open with the HTTP/2 preface (unix sockets' always may).
+    pub(super) h2c: Option<Forwarded>,
 }
 
 pub fn serve(
@@ -110,6 +118,20 @@ pub fn serve(
         room: watch::Sender::new(0),
         proxy: (s.proxy_protocol != ProxyProtocol::Off)
             .then(|| (s.proxy_protocol, cfg.proxy_allow.clone())),
+        tls: cfg
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone())),
+        h2: cfg.protocols.h2.then_some(super::http2::Settings {
+            max_streams: s.http2_max_concurrent_streams,
+            window: s.http2_initial_window_size,
+            max_frame: s.http2_max_frame_size,
+            max_header_list: s.http2_max_header_list_size,
+        }),
+        h2c: (cfg.protocols.h2c && cfg.tls.is_none()).then(|| Forwarded {
+            allow_all: cfg.forwarded_allow_all,
+            allow: cfg.forwarded_allow.clone(),
+        }),
     };
     let hub = match class {
         WorkerClass::Gevent | WorkerClass::Asgi => match Hub::new(s.request_timeout > 0) {
@@ -502,6 +524,7 @@ async fn run(
 pub(super) async fn connection<S>(
     stream: S,
     peer: Peer,
+    tls: Option<Arc<TlsInfo>>,
     shared: Arc<Shared>,
     conf: Arc<Conf>,
     local: Arc<Local>,
@@ -541,9 +564,13 @@ pub(super) async fn connection<S>(
     let result = 'serving: loop {
         let svc = {
             let (shared, state, local) = (shared.clone(), state.clone(), local.clone());
+            let tls = tls.clone();
             service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 // Now, before hyper reserves its next read (see src/http/head.rs).
                 crate::http::head::detach(&mut req);
+                if let Some(info) = &tls {
+                    req.extensions_mut().insert(info.clone());
+                }
                 service::handle(&shared, &state, peer, &local, req)
             })
         };

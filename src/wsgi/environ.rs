@@ -8,11 +8,12 @@ use pyo3::types::{PyDict, PyString};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::request::forwarded::{Forwarded, Role};
 use crate::request::target::{RawTarget, percent_decode};
 use crate::request::{Local, Peer};
+use crate::tls::TlsInfo;
 
 /// Request headers common enough to keep their `HTTP_*` key interned.
 const COMMON_HEADERS: &[&str] = &[
@@ -94,6 +95,7 @@ pub struct Keys {
     https: Py<PyString>,
     http10: Py<PyString>,
     http11: Py<PyString>,
+    http2: Py<PyString>,
     empty: Py<PyString>,
     methods: Vec<(Method, Py<PyString>)>,
     headers: HashMap<HeaderName, (Py<PyString>, Role), BuildHasherDefault<NameHasher>>,
@@ -201,6 +203,8 @@ impl Keys {
             https: i("https"),
             http10: i("HTTP/1.0"),
             http11: i("HTTP/1.1"),
+            // gunicorn's spelling for HTTP/2 requests.
+            http2: i("HTTP/2.0"),
             empty: i(""),
             methods,
             headers,
@@ -425,6 +429,17 @@ pub fn fill<'py>(
     // HTTP/1.1 is the template's.
     if parts.version == Version::HTTP_10 {
         env.set_item(k(&keys.server_protocol), k(&keys.http10))?;
+    } else if parts.version == Version::HTTP_2 {
+        env.set_item(k(&keys.server_protocol), k(&keys.http2))?;
+    }
+    let tls = parts.extensions.get::<Arc<TlsInfo>>();
+    if let Some(tls) = tls {
+        // What gunicorn's apps read from the SSLSocket, in mod_ssl's names.
+        env.set_item("SSL_PROTOCOL", tls.version_name)?;
+        env.set_item("SSL_CIPHER", tls.cipher_name)?;
+        if let Some(cert) = tls.client_cert() {
+            env.set_item("SSL_CLIENT_CERT", cert)?;
+        }
     }
 
     match peer {
@@ -505,7 +520,7 @@ pub fn fill<'py>(
         &decoded
     };
     env.set_item(k(&keys.path_info), latin1(py, path_info))?;
-    let https = trusted && forwarded_https;
+    let https = tls.is_some() || (trusted && forwarded_https);
     // "http" is the template's.
     if https {
         env.set_item(k(&keys.wsgi_url_scheme), k(&keys.https))?;

@@ -334,10 +334,10 @@ fn hook_request<'py>(
             )
         })
         .collect();
-    let version = if parts.version == http::Version::HTTP_10 {
-        (1, 0)
-    } else {
-        (1, 1)
+    let version = match parts.version {
+        http::Version::HTTP_10 => (1, 0),
+        http::Version::HTTP_2 => (2, 0),
+        _ => (1, 1),
     };
     h.request(
         py,

@@ -1,6 +1,8 @@
 //! Test harness: start the real binary on real sockets, speak HTTP to it, read its log.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,158 @@
+//! An HTTP/2 connection (ALPN `h2` over TLS, or cleartext by prior
+//! knowledge): hyper's HTTP/2 server with the same per-request service as
+//! HTTP/1.1, so each stream reaches the app as one request with the
+//! environ or scope HTTP/1.1 would give it.
+//!
+//! hyper's HTTP/2 side carries what HTTP/1.1 needs `IdleIo` and the
+//! framing authority for: framing and flow control are the protocol's own
+//! (one stream's unread body holds only its own window). What it lacks is
+//! an idle limit and a drain, added here: a connection without a stream in
+//! progress for `--keep-alive` seconds, or in a stopping worker, gets a
+//! GOAWAY; streams already begun are answered first.
+
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::serve::Conf;
+use crate::http::idle::{ConnState, Open};
+use crate::http::service::{self, Shared};
+use crate::http::shutdown::stopping;
+use crate::request::{Local, Peer};
+use crate::tls::TlsInfo;
+
+/// `--http2-*`.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub max_streams: u32,
+    pub window: u32,
+    pub max_frame: u32,
+    pub max_header_list: u32,
+}
+
+impl Settings {
+    fn builder(&self) -> http2::Builder<TokioExecutor> {
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        b.max_concurrent_streams(self.max_streams)
+            .initial_stream_window_size(self.window)
+            // The connection's window holds every stream's: one stream that
+            // fills its own leaves the others room.
+            .initial_connection_window_size(self.window.saturating_mul(4).max(1 << 20))
+            .max_frame_size(self.max_frame)
+            .max_header_list_size(self.max_header_list);
+        b
+    }
+}
+
+pub(super) async fn connection<S>(
+    stream: S,
+    peer: Peer,
+    tls: Option<Arc<TlsInfo>>,
+    shared: Arc<Shared>,
+    conf: Arc<Conf>,
+    local: Arc<Local>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(settings) = conf.h2 else {
+        return;
+    };
+    let _open = Open::count();
+    let state = Arc::new(ConnState::default());
+    let svc = {
+        let (shared, state) = (shared.clone(), state.clone());
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            origin_form(&mut req);
+            if let Some(info) = &tls {
+                req.extensions_mut().insert(info.clone());
+            }
+            service::handle(&shared, &state, peer, &local, req)
+        })
+    };
+    let conn = settings
+        .builder()
+        .serve_connection(TokioIo::new(stream), svc);
+    let mut conn = std::pin::pin!(conn);
+    let mut room = conf.room.subscribe();
+    let mut idle = tokio::time::interval(conf.idle);
+    idle.tick().await;
+    let mut seen = 0;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stopping(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                break conn.as_mut().await;
+            }
+            _ = room.changed() => {
+                if state.busy.load(Ordering::Relaxed) == 0 {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.as_mut().await;
+                }
+            }
+            _ = idle.tick() => {
+                let requests = state.requests.load(Ordering::Relaxed);
+                if state.busy.load(Ordering::Relaxed) == 0 && requests == seen {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.as_mut().await;
+                }
+                seen = requests;
+            }
+        }
+    };
+    if let Err(e) = result {
+        crate::debug!("HTTP/2 connection from {} ended: {e}", peer.ip_string());
+    }
+}
+
+/// An HTTP/2 request names its host in `:authority` and its scheme in
+/// `:scheme`; the app sees them as an HTTP/1.1 request's: a Host header and
+/// an origin-form target.
+fn origin_form<B>(req: &mut hyper::Request<B>) {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return;
+    };
+    if !req.headers().contains_key(http::header::HOST)
+        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = http::Uri::from(target);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_authority_becomes_the_host_and_the_target_origin_form() {
+        let mut req = hyper::Request::builder()
+            .uri("https://example.com:8443/a/b?c=d")
+            .body(())
+            .unwrap();
+        origin_form(&mut req);
+        assert_eq!(req.uri().to_string(), "/a/b?c=d");
+        assert_eq!(req.headers()["host"], "example.com:8443");
+    }
+
+    #[test]
+    fn a_host_header_sent_stays() {
+        let mut req = hyper::Request::builder()
+            .uri("https://example.com/")
+            .header("host", "other")
+            .body(())
+            .unwrap();
+        origin_form(&mut req);
+        assert_eq!(req.headers()["host"], "other");
+    }
+}
