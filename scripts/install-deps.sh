@@ -9,7 +9,7 @@
 #                                     (python3-dev: the archive it links)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-packages=(python3-dev python3-venv debootstrap systemd-container man-db groff-base dpkg-dev rpm wrk openssl curl)
+packages=(python3-dev python3-venv debootstrap systemd-container man-db groff-base dpkg-dev rpm wrk openssl curl nghttp2-client)
 build_only=
 if [ "${1:-}" = --build ]; then
   build_only=1
