@@ -275,6 +275,48 @@ fn under_real_systemd() {
     let journal = c.ok("journalctl -u ferricorn@api.service --no-pager -o cat");
     assert!(journal.contains("lifespan shutdown ran"), "{journal}");
 
+    // A TLS instance: the socket unit is the plain one (TCP; TLS is
+    // ferricorn's), and a key only root may read reaches the service's
+    // unprivileged master through LoadCredential=.
+    let pki = common::pki::Pki::new();
+    let web_port = free_port();
+    let read = |f: &str| std::fs::read_to_string(pki.path(f)).unwrap();
+    c.write("/etc/ferricorn/web.pem", &read("server.pem"));
+    c.write("/etc/ssl/private/web.key", &read("server.key"));
+    c.ok("chmod 600 /etc/ssl/private/web.key && chmod 644 /etc/ferricorn/web.pem");
+    c.write(
+        "/etc/ferricorn/web.toml",
+        "app = \"conformance:app\"\nchdir = \"/srv/ferricorn-apps\"\nworker_class = \"gthread\"\n\
+         certfile = \"/etc/ferricorn/web.pem\"\n\
+         keyfile = \"/run/credentials/ferricorn@web.service/tls.key\"\n\
+         http_protocols = \"h2,h1\"\n",
+    );
+    c.write(
+        "/etc/systemd/system/ferricorn@web.socket.d/tcp.conf",
+        &format!("[Socket]\nListenStream=127.0.0.1:{web_port}\n"),
+    );
+    c.write(
+        "/etc/systemd/system/ferricorn@web.service.d/tls.conf",
+        "[Service]\nLoadCredential=tls.key:/etc/ssl/private/web.key\n",
+    );
+    c.ok("systemctl daemon-reload");
+    c.ok("systemctl start ferricorn@web.socket");
+    assert_eq!(c.prop("ferricorn@web.service", "ActiveState"), "inactive");
+    let r = common::pki::client(&[
+        "get",
+        &format!("https://localhost:{web_port}/pid"),
+        "--ca",
+        &pki.arg("ca.pem"),
+        "--http2",
+    ]);
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["http_version"], "HTTP/2", "{r}");
+    c.wait_prop("ferricorn@web.service", "ActiveState", "active");
+    let journal = c.ok("journalctl -u ferricorn@web.service --no-pager -o cat");
+    assert!(journal.contains("Adopted"), "{journal}");
+    c.ok("systemctl stop ferricorn@web.service ferricorn@web.socket");
+    assert_eq!(c.prop("ferricorn@web.service", "Result"), "success");
+
     // systemctl reload under load: no failed request, same main PID, no restart.
     let load = Load::start(format!("127.0.0.1:{port}").parse().unwrap(), "/pid");
     load.wait_answered(50);

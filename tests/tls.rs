@@ -365,3 +365,26 @@ fn the_environ_over_tls_matches_gunicorns() {
         );
     }
 }
+
+/// A reload that cannot read the new certificate is refused with the
+/// setting and the file named; the running workers keep serving.
+#[test]
+#[cfg_attr(not(feature = "full"), ignore = "full tier: needs the test virtualenv")]
+fn a_reload_with_a_broken_certificate_keeps_the_running_workers() {
+    let pki = Pki::new();
+    let live = tempfile::tempdir().unwrap();
+    let cert = live.path().join("cert.pem");
+    std::fs::copy(pki.path("server.pem"), &cert).unwrap();
+    let s = server("tls_probe:app")
+        .args(["--certfile", cert.to_str().unwrap()])
+        .args(["--keyfile", &pki.arg("server.key")])
+        .start();
+    let workers = s.workers();
+    std::fs::write(&cert, "truncated\n").unwrap();
+    s.signal(libc::SIGHUP);
+    let line = s.wait_log("setting `certfile`", Duration::from_secs(20));
+    assert!(line.contains(cert.to_str().unwrap()), "{line}");
+    assert_eq!(s.workers(), workers, "the workers stay");
+    let r = client(&["get", &url(&s, "/"), "--ca", &pki.arg("ca.pem")]);
+    assert_eq!(r["status"], 200, "{r}");
+}

@@ -43,8 +43,11 @@ def get(args):
     try:
         with httpx.Client(verify=ctx, http2=args.http2, timeout=10) as c:
             r = c.get(args.url)
-            out = {"status": r.status_code, "http_version": r.http_version,
-                   "body": r.json()}
+            try:
+                body = r.json()
+            except ValueError:
+                body = r.text
+            out = {"status": r.status_code, "http_version": r.http_version, "body": body}
     except Exception as e:  # the test reads what failed
         out = {"error": f"{type(e).__name__}: {e}"}
     print(json.dumps(out))
