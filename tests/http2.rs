@@ -354,3 +354,29 @@ fn a_stream_in_progress_at_stop_is_answered() {
     assert_eq!(body["PATH_INFO"], "/slow", "{body}");
     assert_eq!(s.wait_exit(Duration::from_secs(30)).code(), Some(0));
 }
+
+/// A sync worker serves one connection at a time: an HTTP/2 connection is
+/// closed (GOAWAY) a moment after its streams are answered, not kept for
+/// --keep-alive, so the next client is not kept waiting behind it.
+#[test]
+#[cfg_attr(not(feature = "full"), ignore = "full tier: needs the test virtualenv")]
+fn a_sync_worker_closes_an_http2_connection_once_its_streams_are_answered() {
+    let pki = Pki::new();
+    let s = h2_server(&pki, "tls_probe:app", &["-k", "sync", "--keep-alive", "30"]);
+    let port = s.addr().port().to_string();
+    let t0 = std::time::Instant::now();
+    let r = client(&[
+        "raw",
+        "127.0.0.1",
+        &port,
+        "/",
+        "/",
+        "--ca",
+        &pki.arg("ca.pem"),
+        "--until-closed",
+    ]);
+    assert_eq!(r["streams"][0]["status"], 200, "{r}");
+    assert_eq!(r["streams"][1]["status"], 200, "{r}");
+    assert_eq!(r["goaway"], 0, "GOAWAY with NO_ERROR: {r}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}

@@ -7,23 +7,31 @@
 //! framing authority for: framing and flow control are the protocol's own
 //! (one stream's unread body holds only its own window). What it lacks is
 //! an idle limit and a drain, added here: a connection without a stream in
-//! progress for `--keep-alive` seconds, or in a stopping worker, gets a
-//! GOAWAY; streams already begun are answered first.
+//! progress for `--keep-alive` seconds (a sync worker's: a moment), or in a
+//! stopping worker, gets a GOAWAY; streams already begun are answered first.
 
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::serve::Conf;
+use crate::config::WorkerClass;
 use crate::http::idle::{ConnState, Open};
 use crate::http::service::{self, Shared};
 use crate::http::shutdown::stopping;
 use crate::request::{Local, Peer};
 use crate::tls::TlsInfo;
+
+/// How long a sync worker's HTTP/2 connection may sit without a stream
+/// before its GOAWAY (it closes one to two of these after its last one).
+/// Not at once: a client that reads the end of an answer and the GOAWAY in
+/// one go may take the GOAWAY as its request's failure (Python's h2 does).
+const SYNC_IDLE: Duration = Duration::from_millis(250);
 
 /// `--http2-*`.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +87,13 @@ pub(super) async fn connection<S>(
         .serve_connection(TokioIo::new(stream), svc);
     let mut conn = std::pin::pin!(conn);
     let mut room = conf.room.subscribe();
-    let mut idle = tokio::time::interval(conf.idle);
+    // A sync worker serves one connection at a time: it keeps one only
+    // while its client is busy with it, not for --keep-alive.
+    let limit = match conf.class {
+        WorkerClass::Sync => SYNC_IDLE,
+        _ => conf.idle,
+    };
+    let mut idle = tokio::time::interval(limit);
     idle.tick().await;
     let mut seen = 0;
     let result = loop {

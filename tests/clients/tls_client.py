@@ -9,8 +9,9 @@
       HTTP/2 requests, N at a time on shared connections, until FILE exists
   slow-stream HOST PORT --ca F
       one stream whose response the client never reads, then others
-  raw HOST PORT PATH... [--ca F] [--header-bytes N]
+  raw HOST PORT PATH... [--ca F] [--header-bytes N] [--until-closed]
       the paths at once on one HTTP/2 connection: settings, statuses, times
+      (and whether the server sent GOAWAY before it closed)
 """
 
 import argparse
@@ -187,7 +188,9 @@ def raw(args):
         streams[sid] = {"path": path}
     sock.sendall(conn.data_to_send())
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any("end" not in v for v in streams.values()):
+    # With --until-closed, read on until the server ends the connection.
+    while time.monotonic() < deadline and (
+            args.until_closed or any("end" not in v for v in streams.values())):
         try:
             data = sock.recv(65536)
         except OSError:
@@ -197,7 +200,10 @@ def raw(args):
         try:
             events = conn.receive_data(data)
         except h2.exceptions.ProtocolError:
-            # Frames after the server's GOAWAY (its closing PING).
+            # Frames after the server's GOAWAY (its closing PING): h2 takes
+            # any GOAWAY as the connection's end.
+            if conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
+                goaway = goaway if goaway is not None else 0
             break
         for e in events:
             if isinstance(e, h2.events.RemoteSettingsChanged):
@@ -254,6 +260,7 @@ def main():
     r.add_argument("paths", nargs="+")
     r.add_argument("--ca")
     r.add_argument("--header-bytes", type=int, default=0)
+    r.add_argument("--until-closed", action="store_true")
     args = p.parse_args()
     {"get": get, "handshakes": handshakes, "streams": streams,
      "slow-stream": slow_stream, "raw": raw}[args.cmd](args)
