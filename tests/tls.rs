@@ -351,12 +351,28 @@ fn a_root_only_key_is_read_by_the_master_for_unprivileged_workers() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    std::fs::set_permissions(pki.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let s = tls_server(
-        &pki,
-        "tls_probe:app",
-        &["--user", "nobody", "--group", "nogroup"],
-    );
+    // The workers (nobody) read the app: a copy where anyone may, since the
+    // checkout may be private (a CI clone in a 0700 directory). No venv, for
+    // the same reason: the system Python runs it.
+    let site = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(
+        apps_dir().join("tls_probe.py"),
+        site.path().join("tls_probe.py"),
+    )
+    .unwrap();
+    let s = command()
+        .args([
+            "-b",
+            "127.0.0.1:0",
+            "--chdir",
+            site.path().to_str().unwrap(),
+        ])
+        .args(["--certfile", &pki.arg("server.pem")])
+        .args(["--keyfile", &pki.arg("server.key")])
+        .args(["--user", "nobody", "--group", "nogroup", "tls_probe:app"])
+        .cwd(site.path())
+        .start();
     let worker = s.workers()[0];
     let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
