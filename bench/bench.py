@@ -394,11 +394,17 @@ class Server:
         self.ready = time.time() - t0 if wait_ready(self.port, time.time() + 60, self.unix, self.tls) else None
         self.notified = listener.close() if listener else None
         if self.ready is not None:
-            # Warm up once: imports, caches, the allocator's arenas.
-            if self.shape and self.shape["load"] in ("hold", "slow"):
-                run_loadgen(["close", self.target(), "16", "1"], 1)
-            else:
-                self.run_wrk(1)
+            # Warm up once: imports, caches, the allocator's arenas. A load
+            # tool that fails here must not leave the server running: the
+            # caller has not got it yet to stop.
+            try:
+                if self.shape and self.shape["load"] in ("hold", "slow"):
+                    run_loadgen(["close", self.target(), "16", "1"], 1)
+                else:
+                    self.run_wrk(1)
+            except BaseException:
+                self.stop()
+                raise
         self.rss_idle = tree_rss_kb(self.proc.pid)
 
     def target(self):
