@@ -120,8 +120,11 @@ fn every_class_serves_http2_by_alpn_and_http1_to_clients_that_ask_for_it() {
 #[test]
 #[cfg_attr(not(feature = "full"), ignore = "full tier: needs the test virtualenv")]
 fn cleartext_http2_by_prior_knowledge_from_trusted_peers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("h2c.sock");
     let s = server("tls_probe:app")
         .args(["-k", "gthread", "--threads", "4"])
+        .args(["-b", &format!("unix:{}", sock.display())])
         .args([
             "--http-protocols",
             "h2,h1",
@@ -134,6 +137,15 @@ fn cleartext_http2_by_prior_knowledge_from_trusted_peers_only() {
     assert_eq!(version, "2", "{body}");
     assert_eq!(body["SERVER_PROTOCOL"], "HTTP/2.0");
     assert_eq!(body["wsgi.url_scheme"], "http");
+    // Over the unix socket (a proxy on the same host) as well.
+    let (body, version) = curl(&[
+        "--http2-prior-knowledge",
+        "--unix-socket",
+        sock.to_str().unwrap(),
+        "http://localhost/c",
+    ]);
+    assert_eq!(version, "2", "{body}");
+    assert_eq!(body["PATH_INFO"], "/c");
     // HTTP/1.1 on the same port, as before.
     let (body, version) = curl(&[&url]);
     assert_eq!(version, "1.1", "{body}");
