@@ -439,3 +439,33 @@ fn a_reload_with_a_broken_certificate_keeps_the_running_workers() {
     let r = client(&["get", &url(&s, "/"), "--ca", &pki.arg("ca.pem")]);
     assert_eq!(r["status"], 200, "{r}");
 }
+
+/// Idle TLS keep-alive connections in a crowded worker (over 256) are
+/// parked like plain ones (hyper's buffers freed); each is served again.
+#[test]
+#[cfg_attr(not(feature = "full"), ignore = "full tier: needs the test virtualenv")]
+fn idle_tls_connections_in_a_crowded_worker_are_served_again() {
+    let pki = Pki::new();
+    let s = tls_server(
+        &pki,
+        "tls_probe:app",
+        &[
+            "-k",
+            "gthread",
+            "--keep-alive",
+            "30",
+            "--worker-connections",
+            "1000",
+        ],
+    );
+    let r = client(&[
+        "idle",
+        "127.0.0.1",
+        &s.addr().port().to_string(),
+        "400",
+        "--ca",
+        &pki.arg("ca.pem"),
+    ]);
+    assert_eq!(r["connections"], 400, "{r}");
+    assert_eq!(r["failed_second"], 0, "{r}");
+}

@@ -9,6 +9,8 @@
       HTTP/2 requests, N at a time on shared connections, until FILE exists
   slow-stream HOST PORT --ca F
       one stream whose response the client never reads, then others
+  idle HOST PORT N --ca F [--idle S]
+      N keep-alive TLS connections answered once, idle together, then again
   raw HOST PORT PATH... [--ca F] [--header-bytes N] [--until-closed]
       the paths at once on one HTTP/2 connection: settings, statuses, times
       (and whether the server sent GOAWAY before it closed)
@@ -228,6 +230,44 @@ def raw(args):
                       "goaway": goaway}))
 
 
+def idle(args):
+    """N keep-alive TLS connections open at once, each answered once, left
+    idle together, then each asked again."""
+    ctx = context(args)
+    conns, failed = [], 0
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+    def answer(s):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                      if l.lower().startswith(b"content-length")][0])
+        while len(body) < length:
+            body += s.recv(65536)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head[:40])
+
+    for _ in range(args.n):
+        s = ctx.wrap_socket(socket.create_connection((args.host, args.port), timeout=10),
+                            server_hostname="localhost")
+        s.sendall(request)
+        answer(s)
+        conns.append(s)
+    time.sleep(args.idle)
+    for s in conns:
+        try:
+            s.sendall(request)
+            answer(s)
+        except Exception:
+            failed += 1
+    print(json.dumps({"connections": len(conns), "failed_second": failed}))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -261,9 +301,15 @@ def main():
     r.add_argument("--ca")
     r.add_argument("--header-bytes", type=int, default=0)
     r.add_argument("--until-closed", action="store_true")
+    i = sub.add_parser("idle")
+    i.add_argument("host")
+    i.add_argument("port", type=int)
+    i.add_argument("n", type=int)
+    i.add_argument("--ca")
+    i.add_argument("--idle", type=float, default=0.2)
     args = p.parse_args()
     {"get": get, "handshakes": handshakes, "streams": streams,
-     "slow-stream": slow_stream, "raw": raw}[args.cmd](args)
+     "slow-stream": slow_stream, "raw": raw, "idle": idle}[args.cmd](args)
 
 
 if __name__ == "__main__":
