@@ -244,6 +244,22 @@ fn streams_and_header_lists_are_limited_and_each_stream_has_its_deadline() {
         "{r}"
     );
     assert_ne!(stream["status"], 200, "{r}");
+    // Within the list size, past gunicorn's per-field and request-line
+    // limits (8190 each by default): refused as HTTP/1.1 refuses them.
+    let r = client(&[
+        "raw",
+        "127.0.0.1",
+        &port,
+        "/",
+        "--ca",
+        &ca,
+        "--header-bytes",
+        "9000",
+    ]);
+    assert_eq!(r["streams"][0]["status"], 431, "{r}");
+    let long = format!("/{}", "p".repeat(9000));
+    let r = client(&["raw", "127.0.0.1", &port, &long, "--ca", &ca]);
+    assert_eq!(r["streams"][0]["status"], 414, "{r}");
     // Access lines per stream, the timed-out one with its 504.
     access.wait_count("\"GET /slow?s=3 HTTP/2.0\" 504", 1, Duration::from_secs(5));
 }

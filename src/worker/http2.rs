@@ -22,10 +22,12 @@ use tokio::sync::watch;
 use super::serve::Conf;
 use crate::config::WorkerClass;
 use crate::http::idle::{ConnState, Open};
-use crate::http::service::{self, Shared};
+use crate::http::service::{self, Limits, Shared};
 use crate::http::shutdown::stopping;
+use crate::request::response::error_response;
 use crate::request::{Local, Peer};
 use crate::tls::TlsInfo;
+use http::StatusCode;
 
 /// How long a sync worker's HTTP/2 connection may sit without a stream
 /// before its GOAWAY (it closes one to two of these after its last one).
@@ -76,6 +78,10 @@ pub(super) async fn connection<S>(
         let (shared, state) = (shared.clone(), state.clone());
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             origin_form(&mut req);
+            if let Some((status, why)) = over_limits(&req, &shared.limits) {
+                crate::warning!("Invalid request from {}: {why}", peer.ip_string());
+                return service::Reply::Now(Some(Box::new(error_response(status, &why))));
+            }
             if let Some(info) = &tls {
                 req.extensions_mut().insert(info.clone());
             }
@@ -124,6 +130,43 @@ pub(super) async fn connection<S>(
     }
 }
 
+/// gunicorn's request limits (`--limit-request-line`, `-fields`,
+/// `-field_size`), which HTTP/1.1's framing authority applies to the head
+/// as sent: here to the stream's decoded fields, counted as the same
+/// request would be on HTTP/1.1. (`--http2-max-header-list-size` bounds
+/// only their total, in hyper.)
+fn over_limits<B>(req: &hyper::Request<B>, limits: &Limits) -> Option<(StatusCode, String)> {
+    let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    // "METHOD TARGET HTTP/2.0"
+    let line = req.method().as_str().len() + 1 + target + 9;
+    if line > limits.request_line {
+        return Some((
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "Request Line is too large ({line} > {})",
+                limits.request_line
+            ),
+        ));
+    }
+    if req.headers().len() > limits.fields {
+        return Some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("Too many header fields (over {})", limits.fields),
+        ));
+    }
+    for (name, value) in req.headers() {
+        // "name: value" and its CRLF.
+        let size = name.as_str().len() + 2 + value.len() + 2;
+        if size > limits.field_size {
+            return Some((
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("Header field is too large ({size} > {})", limits.field_size),
+            ));
+        }
+    }
+    None
+}
+
 /// An HTTP/2 request names its host in `:authority` and its scheme in
 /// `:scheme`; the app sees them as an HTTP/1.1 request's: a Host header and
 /// an origin-form target.
@@ -157,6 +200,38 @@ mod tests {
         origin_form(&mut req);
         assert_eq!(req.uri().to_string(), "/a/b?c=d");
         assert_eq!(req.headers()["host"], "example.com:8443");
+    }
+
+    #[test]
+    fn gunicorns_request_limits_apply_to_a_stream() {
+        let limits = Limits {
+            request_line: 30,
+            fields: 2,
+            field_size: 20,
+        };
+        let req = |uri: &str, headers: &[(&str, &str)]| {
+            let mut b = hyper::Request::builder().uri(uri);
+            for (n, v) in headers {
+                b = b.header(*n, *v);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(over_limits(&req("/short", &[("a", "b")]), &limits).is_none());
+        let long = format!("/{}", "x".repeat(30));
+        assert_eq!(
+            over_limits(&req(&long, &[]), &limits).unwrap().0,
+            StatusCode::URI_TOO_LONG
+        );
+        let many = [("a", "1"), ("b", "2"), ("c", "3")];
+        assert_eq!(
+            over_limits(&req("/", &many), &limits).unwrap().0,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let big = "v".repeat(20);
+        assert_eq!(
+            over_limits(&req("/", &[("x", &big)]), &limits).unwrap().0,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
     }
 
     #[test]
