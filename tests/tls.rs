@@ -96,6 +96,10 @@ fn asgi_scope_has_the_scheme_and_the_tls_extension() {
     assert!(tls["cipher_suite"].as_u64().unwrap() > 0);
     let client_pem = std::fs::read_to_string(pki.path("client.pem")).unwrap();
     assert_eq!(tls["client_cert_chain"][0], client_pem.as_str(), "{tls}");
+    // The subject as OpenSSL writes it (RFC 4514), escaped comma and all.
+    let subject = pki.subject("client.pem");
+    assert_eq!(subject, "CN=test client,O=Example\\, Inc.");
+    assert_eq!(tls["client_cert_name"], subject.as_str(), "{tls}");
 }
 
 #[test]
@@ -131,6 +135,10 @@ fn client_certificates_are_required_or_optional_and_reach_the_app() {
     let r = get(&required, Some(&pki));
     assert_eq!(r["status"], 200, "{r}");
     assert_eq!(r["body"]["SSL_CLIENT_CERT"], client_pem.as_str());
+    assert_eq!(
+        r["body"]["SSL_CLIENT_S_DN"],
+        pki.subject("client.pem").as_str()
+    );
     let r = get(&required, None);
     assert!(r["error"].is_string(), "no certificate: refused, got {r}");
     let r = get(&required, Some(&other));

@@ -142,8 +142,7 @@ fn tls_extension<'py>(py: Python<'py>, tls: &TlsInfo) -> PyResult<Bound<'py, PyD
         intern!(py, "client_cert_chain"),
         PyList::new(py, &tls.client_chain)?,
     )?;
-    // Reading the subject would take an X.509 parser; the app has the PEM.
-    ext.set_item(intern!(py, "client_cert_name"), py.None())?;
+    ext.set_item(intern!(py, "client_cert_name"), tls.client_name.as_deref())?;
     ext.set_item(intern!(py, "client_cert_error"), py.None())?;
     ext.set_item(intern!(py, "tls_version"), tls.version)?;
     ext.set_item(intern!(py, "cipher_suite"), tls.cipher)?;

@@ -18,6 +18,8 @@ pub struct TlsInfo {
     pub cipher_name: &'static str,
     /// The client's verified certificate chain, its own first, in PEM.
     pub client_chain: Vec<String>,
+    /// Its subject as RFC 4514 writes it (`CN=client,O=Example`).
+    pub client_name: Option<String>,
 }
 
 impl TlsInfo {
@@ -32,24 +34,68 @@ impl TlsInfo {
             .negotiated_cipher_suite()
             .map(|s| (u16::from(s.suite()), s.suite().as_str().unwrap_or("")))
             .unwrap_or((0, ""));
-        let client_chain = conn
-            .peer_certificates()
-            .unwrap_or_default()
-            .iter()
-            .map(|der| pem(der))
-            .collect();
+        let peer = conn.peer_certificates().unwrap_or_default();
         TlsInfo {
             version,
             version_name,
             cipher,
             cipher_name,
-            client_chain,
+            client_chain: peer.iter().map(|der| pem(der)).collect(),
+            client_name: peer.first().and_then(|der| subject(der)),
         }
     }
 
     /// The client's own certificate in PEM, when it sent one.
     pub fn client_cert(&self) -> Option<&str> {
         self.client_chain.first().map(String::as_str)
+    }
+}
+
+/// A certificate's subject as RFC 4514 writes it: the last RDN first,
+/// `,` between RDNs, `+` within one, special characters escaped, a value
+/// that is not a string as `#` and its hex (as the ASGI TLS extension's
+/// `client_cert_name` and mod_ssl's `SSL_CLIENT_S_DN` give it).
+fn subject(der: &[u8]) -> Option<String> {
+    use x509_parser::objects::{oid_registry, oid2abbrev};
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let rdns: Vec<_> = cert.subject().iter().collect();
+    let mut out = String::new();
+    for rdn in rdns.into_iter().rev() {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        for (i, attr) in rdn.iter().enumerate() {
+            if i > 0 {
+                out.push('+');
+            }
+            match oid2abbrev(attr.attr_type(), oid_registry()) {
+                Ok(name) => out.push_str(name),
+                Err(_) => out.push_str(&attr.attr_type().to_id_string()),
+            }
+            out.push('=');
+            match attr.as_str() {
+                Ok(value) => escape_value(&mut out, value),
+                Err(_) => {
+                    out.push('#');
+                    out.push_str(&data_encoding::HEXLOWER.encode(attr.as_slice()));
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// RFC 4514, 2.4: the characters a value may not hold as they are.
+fn escape_value(out: &mut String, value: &str) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, '"' | '+' | ',' | ';' | '<' | '>' | '\\')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
     }
 }
 
@@ -69,6 +115,13 @@ fn pem(der: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_value_is_escaped_as_rfc_4514_says() {
+        let mut out = String::new();
+        super::escape_value(&mut out, "#a, b+c ");
+        assert_eq!(out, "\\#a\\, b\\+c\\ ");
+    }
+
     #[test]
     fn pem_wraps_at_64_columns() {
         let pem = super::pem(&[0u8; 100]);

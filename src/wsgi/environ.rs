@@ -440,6 +440,9 @@ pub fn fill<'py>(
         if let Some(cert) = tls.client_cert() {
             env.set_item("SSL_CLIENT_CERT", cert)?;
         }
+        if let Some(name) = &tls.client_name {
+            env.set_item("SSL_CLIENT_S_DN", name)?;
+        }
     }
 
     match peer {

@@ -9,7 +9,7 @@ import time
 
 KEYS = ("wsgi.url_scheme", "SERVER_PROTOCOL", "SERVER_NAME", "SERVER_PORT",
         "HTTP_HOST", "RAW_URI", "PATH_INFO", "QUERY_STRING",
-        "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_CERT")
+        "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_CERT", "SSL_CLIENT_S_DN")
 
 
 def _query(qs):

@@ -35,7 +35,11 @@ impl Pki {
             "/CN=localhost",
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
         );
-        pki.issue("client", "/CN=test client", "extendedKeyUsage=clientAuth\n");
+        pki.issue(
+            "client",
+            "/O=Example, Inc./CN=test client",
+            "extendedKeyUsage=clientAuth\n",
+        );
         pki
     }
 
@@ -92,6 +96,19 @@ impl Pki {
             "openssl {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// A certificate's subject as OpenSSL writes it in RFC 2253/4514 form.
+    pub fn subject(&self, file: &str) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+            .arg(self.path(file))
+            .output()
+            .expect("run openssl");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches("subject=")
+            .to_string()
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
