@@ -193,6 +193,8 @@ SCENARIOS = [
     ("HTTP/2 hello over TLS (p50: the mean, p99: the slowest)", "bench_app:hello", "/", {"load": "h2load", "tls": True, "args": H2_ARGS}, 16,
      ["ferricorn gthread", "gunicorn gthread", "granian"], 4),
     ("ASGI hello", "bench_app:asgi_hello", "/", [], 64, ASGI_SERVERS, 4, ASGI_BASES),
+    ("ASGI hello, a new connection per request", "bench_app:asgi_hello", "/", {"load": "close"}, 64,
+     ASGI_SERVERS, 4, ASGI_BASES),
     ("FastAPI hello", "bench_fastapi:app", "/", [], 64, ASGI_SERVERS, 4, ASGI_BASES),
 ]
 
