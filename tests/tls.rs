@@ -477,3 +477,38 @@ fn idle_tls_connections_in_a_crowded_worker_are_served_again() {
     assert_eq!(r["connections"], 400, "{r}");
     assert_eq!(r["failed_second"], 0, "{r}");
 }
+
+/// At the connection limit with no connection idle, a TLS client gets its
+/// 503 inside TLS (in plain text it could not read it).
+#[test]
+#[cfg_attr(not(feature = "full"), ignore = "full tier: needs the test virtualenv")]
+fn at_the_connection_limit_a_tls_client_gets_its_503_over_tls() {
+    let pki = Pki::new();
+    let s = tls_server(
+        &pki,
+        "conformance:app",
+        &[
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "--worker-connections",
+            "4",
+        ],
+    );
+    let slow = url(&s, "/sleep-logged?5");
+    let busy: Vec<_> = (0..4)
+        .map(|_| client_in_background(&["get", &slow, "--ca", &pki.arg("ca.pem")]))
+        .collect();
+    // Every slot holds a request in progress.
+    s.wait_count("sleeping 5", 4, Duration::from_secs(10));
+    let t0 = std::time::Instant::now();
+    let r = client(&["get", &url(&s, "/pid"), "--ca", &pki.arg("ca.pem")]);
+    assert_eq!(r["status"], 503, "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    for b in busy {
+        assert_eq!(finish(b)["status"], 200);
+    }
+}

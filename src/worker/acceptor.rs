@@ -1,6 +1,7 @@
 //! The accept loop: one per listening socket, a connection slot per
 //! connection, and a step back when other workers hold fewer connections
-//! (see `crate::listen::balance`).
+//! (see `crate::listen::balance`); then each connection's beginning: the
+//! PROXY header, TLS, and HTTP/1.1 or HTTP/2 (`Begin`).
 
 use socket2::{SockAddr, Socket};
 use std::fs::File;
@@ -26,6 +27,7 @@ use crate::request::forwarded::Forwarded;
 use crate::request::{Local, Peer};
 use crate::tls::TlsInfo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
 
 /// How long a worker ahead of the others waits at most before it accepts anyway.
 const DEFER: Duration = Duration::from_millis(1);
@@ -165,7 +167,8 @@ impl Acceptor {
                 .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
         }) {
             refused.one(self.slots_total());
-            tokio::spawn(answer_unavailable(socket));
+            let tls = self.conf.tls.clone();
+            tokio::spawn(answer_unavailable(socket, tls, self.conf.header_timeout));
         }
         None
     }
@@ -389,11 +392,23 @@ const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: t
 
 /// Answer 503 and close, reading what the client sent meanwhile (closing
 /// with it unread would reset the connection and could lose the answer).
-async fn answer_unavailable(socket: Socket) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::from_std(socket.into()) else {
+/// A TLS client can read it only after its handshake.
+async fn answer_unavailable(socket: Socket, tls: Option<TlsAcceptor>, handshake: Duration) {
+    let Ok(stream) = tokio::net::TcpStream::from_std(socket.into()) else {
         return;
     };
+    match tls {
+        None => unavailable_on(stream).await,
+        Some(acceptor) => {
+            if let Ok(Ok(stream)) = tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                unavailable_on(stream).await;
+            }
+        }
+    }
+}
+
+async fn unavailable_on<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = stream.write_all(UNAVAILABLE).await;
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
