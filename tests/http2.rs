@@ -20,6 +20,14 @@ fn h2_server(pki: &Pki, app: &str, extra: &[&str]) -> Server {
         .start()
 }
 
+/// Cleartext HTTP/2 by prior knowledge, with HTTP/1.1 beside it.
+const H2C: [&str; 4] = [
+    "--http-protocols",
+    "h2,h1",
+    "--http2-cleartext",
+    "prior-knowledge",
+];
+
 /// An access log file the test reads.
 struct AccessLog(tempfile::TempDir);
 
@@ -39,15 +47,9 @@ impl AccessLog {
     }
     /// Wait (at most `limit`) until `needle` is in `n` lines.
     fn wait_count(&self, needle: &str, n: usize, limit: Duration) {
-        let deadline = std::time::Instant::now() + limit;
-        while self.count(needle) < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{n}x {needle:?} not in the access log:\n{}",
-                std::fs::read_to_string(self.arg()).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(limit, &format!("{n}x {needle:?} in the access log"), || {
+            self.count(needle) >= n
+        });
     }
 }
 
@@ -125,12 +127,7 @@ fn cleartext_http2_by_prior_knowledge_from_trusted_peers_only() {
     let s = server("tls_probe:app")
         .args(["-k", "gthread", "--threads", "4"])
         .args(["-b", &format!("unix:{}", sock.display())])
-        .args([
-            "--http-protocols",
-            "h2,h1",
-            "--http2-cleartext",
-            "prior-knowledge",
-        ])
+        .args(H2C)
         .start();
     let url = format!("http://127.0.0.1:{}/c", s.addr().port());
     let (body, version) = curl(&["--http2-prior-knowledge", &url]);
@@ -154,12 +151,7 @@ fn cleartext_http2_by_prior_knowledge_from_trusted_peers_only() {
     // rule): its preface is an invalid HTTP/1 request.
     let untrusted = server("tls_probe:app")
         .args(["-k", "gthread", "--forwarded-allow-ips", "10.9.9.9"])
-        .args([
-            "--http-protocols",
-            "h2,h1",
-            "--http2-cleartext",
-            "prior-knowledge",
-        ])
+        .args(H2C)
         .start();
     let url = format!("http://127.0.0.1:{}/c", untrusted.addr().port());
     let (_, version) = curl(&["--http2-prior-knowledge", &url]);
@@ -322,11 +314,9 @@ fn goaway_on_reload_under_http2_load_loses_no_request() {
     }
     let last: Vec<i32> = s.workers();
     let mut load = load;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while load.0.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "curl did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(120), "curl to finish", || {
+        load.0.try_wait().unwrap().is_some()
+    });
     let out = std::fs::read_to_string(dir.path().join("answers")).unwrap();
     let err = std::fs::read_to_string(dir.path().join("curl.err")).unwrap();
     let answers: Vec<&str> = out.lines().collect();
@@ -368,14 +358,9 @@ fn a_stream_in_progress_at_stop_is_answered() {
     let url = format!("https://localhost:{}/slow?s=1", s.addr().port());
     let ca = pki.arg("ca.pem");
     let req = std::thread::spawn(move || curl(&["--http2", "--cacert", &ca, &url]));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !started.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request never began"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(20), "the request to begin", || {
+        started.exists()
+    });
     s.signal(libc::SIGTERM);
     let (body, version) = req.join().unwrap();
     assert_eq!(version, "2");

@@ -288,18 +288,7 @@ fn pid_file_is_written_and_removed() {
 
 #[test]
 fn workers_run_as_the_configured_user() {
-    // The app must be readable by `nobody`, wherever this checkout lives.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    std::fs::copy(
-        apps_dir().join("conformance.py"),
-        dir.path().join("conformance.py"),
-    )
-    .unwrap();
+    let dir = readable_copy("conformance.py");
     let s = command()
         .args([
             "-b",

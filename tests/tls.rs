@@ -305,11 +305,7 @@ fn certificates_rotate_on_hup_and_usr2_under_load_without_a_failed_request() {
         .enumerate()
     {
         // Another server certificate from the same CA.
-        pki.issue(
-            name,
-            "/CN=localhost",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        );
+        pki.issue(name, "/CN=localhost", common::pki::SERVER);
         let served = s.count(") loaded ");
         std::fs::copy(pki.path(&format!("{name}.pem")), &cert).unwrap();
         std::fs::copy(pki.path(&format!("{name}.key")), &key).unwrap();
@@ -321,11 +317,9 @@ fn certificates_rotate_on_hup_and_usr2_under_load_without_a_failed_request() {
     }
     // Some requests answered by the last workers, with the last certificate.
     let now = answered();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while answered() < now + 20 {
-        assert!(std::time::Instant::now() < deadline, "the load stopped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(20), "the load stopped", || {
+        answered() >= now + 20
+    });
     std::fs::write(&stop, "").unwrap();
     let r = finish(load);
     assert_eq!(r["failed"], 0, "{r}");
@@ -359,16 +353,8 @@ fn a_root_only_key_is_read_by_the_master_for_unprivileged_workers() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    // The workers (nobody) read the app: a copy where anyone may, since the
-    // checkout may be private (a CI clone in a 0700 directory). No venv, for
-    // the same reason: the system Python runs it.
-    let site = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::copy(
-        apps_dir().join("tls_probe.py"),
-        site.path().join("tls_probe.py"),
-    )
-    .unwrap();
+    // No venv: the workers (nobody) may not be able to read the test's.
+    let site = readable_copy("tls_probe.py");
     let s = command()
         .args([
             "-b",

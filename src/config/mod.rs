@@ -633,7 +633,16 @@ fn tls(s: &mut Settings, alpn: Vec<Vec<u8>>) -> Result<Option<crate::tls::Tls>, 
             "0 (none), 1 (optional) or 2 (required)",
         )
     })?;
-    if s.certfile.is_none() {
+    // Shown absolute by --print-config, and read again from there on HUP.
+    for f in [&mut s.certfile, &mut s.keyfile, &mut s.ca_certs]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(full) = f.canonicalize() {
+            *f = full;
+        }
+    }
+    let Some(certfile) = s.certfile.as_deref() else {
         for (name, set) in [
             ("keyfile", s.keyfile.is_some()),
             ("ca_certs", s.ca_certs.is_some()),
@@ -647,18 +656,9 @@ fn tls(s: &mut Settings, alpn: Vec<Vec<u8>>) -> Result<Option<crate::tls::Tls>, 
             }
         }
         return Ok(None);
-    }
-    // Shown absolute by --print-config, and read again from there on HUP.
-    for f in [&mut s.certfile, &mut s.keyfile, &mut s.ca_certs]
-        .into_iter()
-        .flatten()
-    {
-        if let Ok(full) = f.canonicalize() {
-            *f = full;
-        }
-    }
+    };
     let files = crate::tls::Files {
-        certfile: s.certfile.as_deref().unwrap_or(Path::new("")),
+        certfile,
         keyfile: s.keyfile.as_deref(),
         ca_certs: s.ca_certs.as_deref(),
         client_certs,

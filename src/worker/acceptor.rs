@@ -1,7 +1,7 @@
 //! The accept loop: one per listening socket, a connection slot per
 //! connection, and a step back when other workers hold fewer connections
 //! (see `crate::listen::balance`); then each connection's beginning: the
-//! PROXY header, TLS, and HTTP/1.1 or HTTP/2 (`Begin`).
+//! PROXY header, TLS, and HTTP/1.1 or HTTP/2 (`begin`).
 
 use socket2::{SockAddr, Socket};
 use std::fs::File;
@@ -14,7 +14,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::http2;
-use super::serve::{Conf, connection};
+use super::serve::{Conf, Serving, connection};
 use crate::config::WorkerClass;
 use crate::error;
 use crate::http::idle::ReadReady;
@@ -178,18 +178,18 @@ impl Acceptor {
     }
 
     fn serve(&self, socket: Socket, addr: SockAddr, unix: bool, permit: OwnedSemaphorePermit) {
-        let begin = Begin {
+        let serving = Serving {
             shared: self.shared.clone(),
             conf: self.conf.clone(),
             local: self.local.clone(),
             shutdown: self.shutdown.clone(),
         };
-        let held = Held::new(begin.conf.seat, permit);
+        let held = Held::new(serving.conf.seat, permit);
         if unix {
             match tokio::net::UnixStream::from_std(socket.into()) {
                 Ok(stream) => {
                     tokio::spawn(async move {
-                        begin.run(stream, Peer::Unix).await;
+                        begin(serving, stream, Peer::Unix).await;
                         drop(held);
                     });
                 }
@@ -210,14 +210,14 @@ impl Acceptor {
         };
         tokio::spawn(async move {
             let mut peer = addr;
-            if let Some((mode, allow)) = &begin.conf.proxy {
+            if let Some((mode, allow)) = &serving.conf.proxy {
                 // Boxed: the connection's task stays as small as without it.
                 let header = Box::pin(proxy_protocol::read_header(
                     &stream,
                     *mode,
                     addr,
                     allow,
-                    begin.conf.header_timeout,
+                    serving.conf.header_timeout,
                 ));
                 match header.await {
                     Ok(Ok(client)) => peer = client.unwrap_or(addr),
@@ -230,80 +230,57 @@ impl Acceptor {
                     Err(_) => return,
                 }
             }
-            begin.run(stream, Peer::Tcp(peer)).await;
+            begin(serving, stream, Peer::Tcp(peer)).await;
             drop(held);
         });
     }
 }
 
-/// What a new connection needs to begin: TLS, then HTTP/1.1 or HTTP/2.
-struct Begin {
-    shared: Arc<Shared>,
-    conf: Arc<Conf>,
-    local: Arc<Local>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Begin {
-    /// Serve one connection to its end. Every path but plain HTTP/1.1 is
-    /// boxed: a connection's task is as large as its largest path, and
-    /// idle plain connections are the ones there are thousands of.
-    async fn run<S>(self, stream: S, peer: Peer)
-    where
-        S: AsyncRead + AsyncWrite + ReadReady + Peek + Unpin + Send + 'static,
-    {
-        let Begin {
-            shared,
-            conf,
-            local,
-            shutdown,
-        } = self;
-        if let Some(acceptor) = &conf.tls {
-            let handshake = Box::pin(tokio::time::timeout(
-                conf.header_timeout,
-                acceptor.accept(stream),
-            ));
-            let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    crate::debug!("TLS handshake with {} failed: {e}", peer.ip_string());
-                    return;
-                }
-                Err(_) => {
-                    crate::debug!(
-                        "TLS handshake with {} not done within --header-timeout",
-                        peer.ip_string()
-                    );
-                    return;
-                }
-            };
-            let tls = stream.get_ref().1;
-            let info = Some(Arc::new(TlsInfo::of(tls)));
-            if tls.alpn_protocol() == Some(b"h2") {
-                Box::pin(http2::connection(
-                    stream, peer, info, shared, conf, local, shutdown,
-                ))
-                .await;
-            } else {
-                Box::pin(connection(
-                    stream, peer, info, shared, conf, local, shutdown,
-                ))
-                .await;
+/// Serve one connection to its end: TLS, then HTTP/1.1 or HTTP/2. Every
+/// path but plain HTTP/1.1 is boxed: a connection's task is as large as its
+/// largest path, and idle plain connections are the ones there are
+/// thousands of.
+async fn begin<S>(serving: Serving, stream: S, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + ReadReady + Peek + Unpin + Send + 'static,
+{
+    let conf = serving.conf.clone();
+    if let Some(acceptor) = &conf.tls {
+        let handshake = Box::pin(tokio::time::timeout(
+            conf.header_timeout,
+            acceptor.accept(stream),
+        ));
+        let stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                crate::debug!("TLS handshake with {} failed: {e}", peer.ip_string());
+                return;
             }
-            return;
+            Err(_) => {
+                crate::debug!(
+                    "TLS handshake with {} not done within --header-timeout",
+                    peer.ip_string()
+                );
+                return;
+            }
+        };
+        let tls = stream.get_ref().1;
+        let info = Some(Arc::new(TlsInfo::of(tls)));
+        if tls.alpn_protocol() == Some(b"h2") {
+            Box::pin(http2::connection(stream, peer, info, serving)).await;
+        } else {
+            Box::pin(connection(stream, peer, info, serving)).await;
         }
-        if let Some(trusted) = &conf.h2c
-            && trusts(trusted, peer)
-            && Box::pin(is_http2(&stream, conf.header_timeout)).await
-        {
-            Box::pin(http2::connection(
-                stream, peer, None, shared, conf, local, shutdown,
-            ))
-            .await;
-            return;
-        }
-        connection(stream, peer, None, shared, conf, local, shutdown).await;
+        return;
     }
+    if let Some(trusted) = &conf.h2c
+        && trusts(trusted, peer)
+        && Box::pin(is_http2(&stream, conf.header_timeout)).await
+    {
+        Box::pin(http2::connection(stream, peer, None, serving)).await;
+        return;
+    }
+    connection(stream, peer, None, serving).await;
 }
 
 /// Whether cleartext HTTP/2 is taken from this peer: a unix socket's, or

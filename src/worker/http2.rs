@@ -17,15 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
-use super::serve::Conf;
+use super::serve::Serving;
 use crate::config::WorkerClass;
 use crate::http::idle::{ConnState, Open};
-use crate::http::service::{self, Limits, Shared};
+use crate::http::service::{self, Limits};
 use crate::http::shutdown::stopping;
+use crate::request::Peer;
 use crate::request::response::error_response;
-use crate::request::{Local, Peer};
 use crate::tls::TlsInfo;
 use http::StatusCode;
 
@@ -62,13 +61,16 @@ pub(super) async fn connection<S>(
     stream: S,
     peer: Peer,
     tls: Option<Arc<TlsInfo>>,
-    shared: Arc<Shared>,
-    conf: Arc<Conf>,
-    local: Arc<Local>,
-    mut shutdown: watch::Receiver<bool>,
+    serving: Serving,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Serving {
+        shared,
+        conf,
+        local,
+        mut shutdown,
+    } = serving;
     let Some(settings) = conf.h2 else {
         return;
     };

@@ -521,17 +521,28 @@ async fn run(
     0
 }
 
+/// What every connection of a listener is served with, HTTP/1.1 or HTTP/2.
+pub(super) struct Serving {
+    pub(super) shared: Arc<Shared>,
+    pub(super) conf: Arc<Conf>,
+    pub(super) local: Arc<Local>,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
 pub(super) async fn connection<S>(
     stream: S,
     peer: Peer,
     tls: Option<Arc<TlsInfo>>,
-    shared: Arc<Shared>,
-    conf: Arc<Conf>,
-    local: Arc<Local>,
-    mut shutdown: watch::Receiver<bool>,
+    serving: Serving,
 ) where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
+    let Serving {
+        shared,
+        conf,
+        local,
+        mut shutdown,
+    } = serving;
     let _open = Open::count();
     let state = Arc::new(ConnState::default());
     let mut io = TokioIo::new(IdleIo::new(

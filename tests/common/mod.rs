@@ -663,6 +663,26 @@ impl Builder {
     }
 }
 
+/// Poll `done` until it holds; fail naming `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A copy of an app from tests/apps in a directory anyone may read: for
+/// workers that run as `nobody`, wherever this checkout lives (a CI clone
+/// may be under a 0700 directory).
+pub fn readable_copy(app_file: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::copy(apps_dir().join(app_file), dir.path().join(app_file)).unwrap();
+    dir
+}
+
 /// Wait until every process in `pids` has exited (gone, or a zombie awaiting its parent).
 pub fn wait_gone(pids: &[i32], timeout: Duration) {
     let deadline = Instant::now() + timeout;

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A server certificate's extensions: for localhost and 127.0.0.1.
+pub const SERVER: &str = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
+
 pub struct Pki {
     pub dir: tempfile::TempDir,
 }
@@ -13,28 +16,13 @@ impl Pki {
         let pki = Pki {
             dir: tempfile::tempdir().unwrap(),
         };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
+        pki.new_key(
+            &["-x509", "-days", "2"],
             "ca.key",
-            "-out",
             "ca.pem",
-            "-days",
-            "2",
-            "-subj",
             "/CN=ferricorn test CA",
-        ]);
-        pki.issue(
-            "server",
-            "/CN=localhost",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
         );
+        pki.issue("server", "/CN=localhost", SERVER);
         pki.issue(
             "client",
             "/O=Example, Inc./CN=test client",
@@ -52,20 +40,7 @@ impl Pki {
             format!("{name}.csr"),
             format!("{name}.pem"),
         );
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            subject,
-        ]);
+        self.new_key(&[], &key, &csr, subject);
         self.openssl(&[
             "x509",
             "-req",
@@ -83,6 +58,27 @@ impl Pki {
             "-extfile",
             &ext,
         ]);
+    }
+
+    /// `openssl req` with a new P-256 key: a request, or with `-x509` a
+    /// self-signed certificate.
+    fn new_key(&self, extra: &[&str], key: &str, out: &str, subject: &str) {
+        let mut args = vec!["req"];
+        args.extend_from_slice(extra);
+        args.extend([
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            out,
+            "-subj",
+            subject,
+        ]);
+        self.openssl(&args);
     }
 
     fn openssl(&self, args: &[&str]) {
