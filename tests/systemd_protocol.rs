@@ -443,6 +443,11 @@ fn socket_activation_adopts_tcp_ipv6_and_unix_sockets_as_they_are() {
     }
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("Adopted 3 inherited socket(s)"), "{text}");
+    // Adopted as they are, but for Nagle's algorithm (off: see
+    // src/listen/mod.rs), as systemd's NoDelay= would do.
+    for tcp in [&v4, &v6] {
+        assert!(socket2::SockRef::from(tcp).tcp_nodelay().unwrap());
+    }
     assert!(
         text.contains("(fd 3, web)") && text.contains("(fd 5, local)"),
         "{text}"

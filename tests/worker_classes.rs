@@ -495,3 +495,38 @@ fn gevent_hands_over_every_request_under_concurrent_load() {
     let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert_eq!(ok, 64 * 300, "log:\n{}", s.log_text());
 }
+
+/// Responses are written whole or in deliberate pieces (streams), and
+/// Nagle's algorithm would hold each last piece for the client's delayed
+/// ACK. The master turns it off on the listening socket, where accepted
+/// connections inherit it (no system call per connection).
+#[test]
+fn connections_and_their_listening_socket_send_without_nagles_delay() {
+    use socket2::SockRef;
+    for class in ["sync", "gthread"] {
+        let s = server("conformance:app").args(["-k", class]).start();
+        let listener = socket_held_by(s.pid, |sock: &SockRef<'_>| {
+            sock.is_listener().unwrap_or(false)
+                && sock.local_addr().ok().and_then(|a| a.as_socket()) == Some(s.addr())
+        })
+        .expect("the master's listening socket");
+        assert!(
+            SockRef::from(&listener).tcp_nodelay().unwrap(),
+            "{class}: TCP_NODELAY on the listening socket"
+        );
+        let mut c = Conn::open(s.addr());
+        c.send("GET /sleep-logged?1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.wait_log("sleeping", Duration::from_secs(10));
+        let ours = c.stream.local_addr().unwrap();
+        let worker = s.workers()[0];
+        let accepted = socket_held_by(worker, |sock: &SockRef<'_>| {
+            sock.peer_addr().ok().and_then(|a| a.as_socket()) == Some(ours)
+        })
+        .expect("the worker's end of our connection");
+        assert!(
+            SockRef::from(&accepted).tcp_nodelay().unwrap(),
+            "{class}: TCP_NODELAY on the accepted connection"
+        );
+        assert_eq!(c.read_response(false).unwrap().text(), "slept");
+    }
+}

@@ -141,6 +141,7 @@ pub fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> 
             }
             sock.bind(&SockAddr::from(*sa)).map_err(err)?;
             sock.listen(backlog).map_err(err)?;
+            send_without_delay(&sock);
             // Port 0 asks the kernel for one; report the real address.
             let local = sock
                 .local_addr()
@@ -179,7 +180,20 @@ pub fn bind_one(addr: &BindAddr, backlog: u32) -> Result<Listener, ListenError> 
     }
 }
 
-/// Use an inherited, already listening socket as it is.
+/// Turn off Nagle's algorithm on a TCP listening socket: the connections
+/// it accepts inherit the setting, which saves every worker a system call
+/// per connection (a connection per request is how nginx talks to its
+/// upstreams by default). Responses are written whole or in deliberate
+/// pieces (streams), and Nagle would hold each last piece for the client's
+/// delayed ACK. Workers check the listener and set it per connection when
+/// this failed (see `crate::worker`'s acceptor).
+fn send_without_delay(sock: &Socket) {
+    if let Err(e) = sock.set_tcp_nodelay(true) {
+        crate::debug!("TCP_NODELAY on a listening socket: {e}");
+    }
+}
+
+/// Use an inherited, already listening socket as it is (but for TCP_NODELAY).
 pub fn adopt_fd(fd: RawFd) -> Result<Listener, ListenError> {
     let not = |reason: String| ListenError::NotASocket { fd, reason };
     // SAFETY: we take ownership of an inherited fd number that nothing else in
@@ -189,6 +203,9 @@ pub fn adopt_fd(fd: RawFd) -> Result<Listener, ListenError> {
     let listening = sock.is_listener().map_err(|e| not(e.to_string()))?;
     if !listening {
         return Err(not("it is not listening".into()));
+    }
+    if local.as_socket().is_some() {
+        send_without_delay(&sock);
     }
     // SAFETY: the fd is a socket (local_addr succeeded) we now own.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };

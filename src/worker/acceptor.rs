@@ -58,10 +58,11 @@ impl Acceptor {
         let listener =
             unsafe { AsyncFd::register_with_interest(Socket::from(fd), Interest::READABLE) }?;
         let pause = Pause::new()?;
-        Ok(self.run(listener, pause, unix))
+        let nodelay = Nodelay::of(listener.get_ref(), unix);
+        Ok(self.run(listener, pause, unix, nodelay))
     }
 
-    async fn run(self, listener: AsyncFd<Socket>, pause: Pause, unix: bool) {
+    async fn run(self, listener: AsyncFd<Socket>, pause: Pause, unix: bool, nodelay: Nodelay) {
         let mut shutdown = self.shutdown.clone();
         let mut failing = Failing::default();
         let mut refused = Refused::default();
@@ -114,7 +115,7 @@ impl Acceptor {
             match accepted {
                 Ok((socket, addr)) => {
                     failing.recovered();
-                    self.serve(socket, addr, unix, permit)
+                    self.serve(socket, addr, unix, nodelay, permit)
                 }
                 // The client gave up before we accepted: nothing to serve.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
@@ -177,7 +178,14 @@ impl Acceptor {
         self.conf.capacity
     }
 
-    fn serve(&self, socket: Socket, addr: SockAddr, unix: bool, permit: OwnedSemaphorePermit) {
+    fn serve(
+        &self,
+        socket: Socket,
+        addr: SockAddr,
+        unix: bool,
+        nodelay: Nodelay,
+        permit: OwnedSemaphorePermit,
+    ) {
         let serving = Serving {
             shared: self.shared.clone(),
             conf: self.conf.clone(),
@@ -197,10 +205,9 @@ impl Acceptor {
             }
             return;
         }
-        // Responses are written whole or in deliberate pieces (streams):
-        // Nagle's algorithm would hold each last piece for the client's
-        // delayed ACK (40 ms per streamed response).
-        let _ = socket.set_tcp_nodelay(true);
+        if nodelay == Nodelay::PerConnection {
+            let _ = socket.set_tcp_nodelay(true);
+        }
         let (Some(addr), Ok(stream)) = (
             addr.as_socket(),
             tokio::net::TcpStream::from_std(socket.into()),
@@ -233,6 +240,25 @@ impl Acceptor {
             begin(serving, stream, Peer::Tcp(peer)).await;
             drop(held);
         });
+    }
+}
+
+/// Where TCP_NODELAY comes from: the master sets it on TCP listening
+/// sockets and accepted connections inherit it (`crate::listen`); on a
+/// listener where that failed, each connection gets its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nodelay {
+    Inherited,
+    PerConnection,
+}
+
+impl Nodelay {
+    fn of(listener: &Socket, unix: bool) -> Nodelay {
+        if unix || listener.tcp_nodelay().unwrap_or(false) {
+            Nodelay::Inherited
+        } else {
+            Nodelay::PerConnection
+        }
     }
 }
 

@@ -785,3 +785,40 @@ impl Load {
         )
     }
 }
+
+/// A copy of a socket that process `pid` holds, the first for which `which`
+/// is true (pidfd_getfd: the tests run as root, or as the ancestor of the
+/// servers they start).
+pub fn socket_held_by(
+    pid: i32,
+    which: impl Fn(&socket2::SockRef<'_>) -> bool,
+) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes no pointers; a descriptor it returns is ours.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return None;
+    }
+    // SAFETY: as above, a fresh descriptor nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let target = fs::read_link(entry.path()).unwrap_or_default();
+        let Ok(n) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !target.to_string_lossy().starts_with("socket:") {
+            continue;
+        }
+        // SAFETY: pidfd_getfd takes no pointers; a descriptor it returns is ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: as above.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        if which(&socket2::SockRef::from(&fd)) {
+            return Some(fd);
+        }
+    }
+    None
+}
