@@ -58,6 +58,7 @@ def servers(venv, threads, fc, baseline=None):
         "gunicorn gthread, access log": lambda app, port: common_gu(port) + [
             "-k", "gthread", "--threads", str(threads), "--access-logfile", "/dev/null", app],
         "ferricorn asgi": lambda app, port: common_fc(port) + ["-k", "asgi", app],
+        "ferricorn asgi (baseline)": lambda app, port: common_base(port) + ["-k", "asgi", app],
         "gunicorn asgi": lambda app, port: common_gu(port) + ["-k", "asgi", app],
         "uvicorn": lambda app, port: [os.path.join(venv, "bin", "uvicorn"), "--workers", str(WORKERS), "--host",
                                       "127.0.0.1", "--port", str(port), "--app-dir", APPS, "--loop", "uvloop",
@@ -605,7 +606,7 @@ def main():
                                       "a comma; default: each scenario's list)")
     ap.add_argument("--rounds", type=int, help="measure every server this many times, interleaved, and report "
                                                "medians (default 7, or 1 with --smoke)")
-    ap.add_argument("--baseline", help="another ferricorn binary: its sync and gthread runs beside this one's, "
+    ap.add_argument("--baseline", help="another ferricorn binary: its sync, gthread and asgi runs beside this one's, "
                                        "for a before/after ratio (use with --servers)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "benchmarks-results.md"))
     args = ap.parse_args()

@@ -159,6 +159,34 @@ fn one_worker_serves_sleepers_at_once_with_keep_alive() {
     }
 }
 
+/// While the loop works through queued requests, it hands complete
+/// responses back once per pass, not one by one: the I/O thread wakes once
+/// for several (about 1.3 sleeps per request before; on a busy machine each
+/// of those wake-ups also took the loop's core away from it).
+#[test]
+fn complete_responses_go_back_to_the_io_thread_in_batches() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    assert_responses_batched(&s, "/work?0.0003");
+}
+
+/// The other side: a held response leaves within the I/O thread's tick,
+/// not after what its task goes on to compute.
+#[test]
+fn a_complete_response_does_not_wait_for_work_after_it() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    let t0 = Instant::now();
+    let r = s.get("/answer-then-work?3");
+    let waited = t0.elapsed();
+    assert_eq!((r.status, r.text().as_str()), (200, "answered"));
+    assert_eq!(
+        s.count("work after the answer done"),
+        0,
+        "the answer came after the work ({waited:?})"
+    );
+    assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+    s.wait_log("work after the answer done", Duration::from_secs(10));
+}
+
 #[test]
 fn a_blocked_loop_past_timeout_is_worker_timeout() {
     let s = asgi("asgi_raw:app", &["--timeout", "3"]).start();

@@ -33,7 +33,9 @@ use crate::request::response::{
     SERVER_HEADER, STREAM_DEPTH, error_response, header_pair, hop_by_hop,
 };
 use crate::request::response_body::{Aborted, Chunk};
-use crate::request::{Answer, BusyGuard, Deadline, Hub, Job, Ledger, Local, Peer, ResponseBody};
+use crate::request::{
+    Answer, BusyGuard, Deadline, Finished, Hub, Job, Ledger, Local, Peer, ResponseBody,
+};
 
 /// What a worker's requests share.
 pub struct AsgiApp {
@@ -152,7 +154,9 @@ impl Exchange {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn send_head(&self, st: &mut State, body: ResponseBody) {
+    /// The response's head (and a complete body, which waits for the loop's
+    /// next pass: see `request::outbox`).
+    fn send_head(&self, st: &mut State, body: ResponseBody, complete: bool) {
         let Some(reply) = st.reply.take() else { return };
         let body = match st.busy.take() {
             Some(b) => body.with_busy(b),
@@ -164,7 +168,12 @@ impl Exchange {
             st.logged_headers = log_headers(&st.headers);
         }
         *resp.headers_mut() = std::mem::take(&mut st.headers);
-        if reply.send(resp).is_err() {
+        if complete {
+            self.hub.hold(Finished {
+                reply,
+                response: resp,
+            });
+        } else if reply.send(resp).is_err() {
             st.client_gone = true;
         }
     }
@@ -185,13 +194,13 @@ impl Exchange {
         if st.reply.is_some() {
             if !more {
                 st.sent = data.len() as u64;
-                self.send_head(st, ResponseBody::full(data));
+                self.send_head(st, ResponseBody::full(data), true);
                 Self::end(st);
                 return None;
             }
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
             st.stream = Some(tx);
-            self.send_head(st, ResponseBody::stream(rx));
+            self.send_head(st, ResponseBody::stream(rx), false);
         }
         if !data.is_empty() && !st.client_gone {
             st.sent += data.len() as u64;
@@ -459,9 +468,17 @@ impl Exchange {
     }
 
     /// The app's coroutine is over (`error`: its traceback): answer what is
-    /// still unanswered, log the request, count it.
+    /// still unanswered, log the request, count it. True when the loop
+    /// should schedule `flush_held` (a complete response waits for it).
     #[pyo3(signature = (error=None))]
-    fn finish(&self, error: Option<String>) {
+    fn finish(&self, error: Option<String>) -> bool {
+        self.end_of_task(error);
+        self.hub.flush_wanted()
+    }
+}
+
+impl Exchange {
+    fn end_of_task(&self, error: Option<String>) {
         let mut st = self.lock();
         if std::mem::replace(&mut st.finished, true) {
             return;

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Wake, Waker};
 use tokio::sync::watch;
 
-use super::{Deadline, Job};
+use super::outbox::Outbox;
+use super::{Deadline, Finished, Job};
 
 /// Where the loop is in its life, as the I/O thread sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub struct Hub {
     phase: watch::Sender<Phase>,
     /// `--request-timeout` is set: the loop keeps track of what runs each request.
     pub timed: bool,
+    /// asgi: complete responses held until the loop's next pass.
+    pub outbox: Outbox,
+    /// The loop has a flush of the outbox scheduled.
+    flush_pending: AtomicBool,
 }
 
 /// What arrived for the loop since it last looked.
@@ -67,6 +72,8 @@ impl Hub {
             beats: AtomicU64::new(0),
             phase: watch::Sender::new(Phase::Starting),
             timed,
+            outbox: Outbox::default(),
+            flush_pending: AtomicBool::new(false),
         }))
     }
 
@@ -96,6 +103,22 @@ impl Hub {
             // Cannot fail short of the counter overflowing, which take() prevents.
             let _ = self.wake_fd.write(1);
         }
+    }
+
+    /// A complete response, held until the loop's next pass (see `outbox`).
+    pub fn hold(&self, done: Finished) {
+        self.outbox.hold(done);
+    }
+
+    /// Loop: should it schedule a flush for what is held (none is pending)?
+    pub fn flush_wanted(&self) -> bool {
+        self.outbox.has_held() && !self.flush_pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// Loop: the scheduled flush.
+    pub fn flush(&self) {
+        self.flush_pending.store(false, Ordering::Release);
+        self.outbox.request_flush();
     }
 
     pub fn token(&self) -> u64 {

@@ -11,6 +11,7 @@ pub mod fields;
 pub mod forwarded;
 pub mod hub;
 pub mod ledger;
+pub mod outbox;
 pub mod response;
 pub mod response_body;
 pub mod target;

@@ -128,6 +128,11 @@ def serve(link, app, beat_interval, loop_kind, lifespan_mode, log):
         waiting[token] = fut
         return fut
 
+    # A complete response waits for the loop's next pass, so that one
+    # wake-up of the I/O thread carries the responses of the whole pass.
+    flush_held = link.flush_held
+    call_soon = loop.call_soon
+
     async def run(exchange):
         scope = exchange.scope()
         scope["state"] = state.copy()
@@ -148,9 +153,11 @@ def serve(link, app, beat_interval, loop_kind, lifespan_mode, log):
         try:
             await app(scope, receive, send)
         except BaseException:
-            exchange.finish(traceback.format_exc().rstrip())
+            held = exchange.finish(traceback.format_exc().rstrip())
         else:
-            exchange.finish()
+            held = exchange.finish()
+        if held:
+            call_soon(flush_held)
 
     def spawn(coro):
         task = loop.create_task(coro)

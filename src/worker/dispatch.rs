@@ -22,8 +22,9 @@ impl Dispatch for Jobs {
 
     /// A request is in flight again after none was.
     fn busy(&self) {
-        if let Jobs::Threads(queue) = self {
-            queue.outbox.busy();
+        match self {
+            Jobs::Threads(queue) => queue.outbox.busy(),
+            Jobs::Hub(hub) => hub.outbox.busy(),
         }
     }
 

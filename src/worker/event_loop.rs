@@ -117,6 +117,12 @@ impl HubLink {
         Ok((jobs, PyList::new(py, inbox.woken)?, expired, inbox.stop))
     }
 
+    /// asgi: send the complete responses held since the last flush (the
+    /// loop schedules this when `Exchange.finish` asks for it).
+    fn flush_held(&self) {
+        self.hub.flush();
+    }
+
     /// `--request-timeout` is set: track what runs each request.
     #[getter]
     fn timed(&self) -> bool {

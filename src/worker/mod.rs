@@ -6,7 +6,6 @@ mod dispatch;
 mod event_loop;
 mod gevent;
 mod http2;
-mod outbox;
 mod pool;
 mod reload;
 mod reporter;

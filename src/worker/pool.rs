@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::outbox::Outbox;
+use crate::request::outbox::Outbox;
 use crate::request::{Deadline, Job, Stats};
 use crate::sys;
 use crate::wsgi::WsgiApp;

@@ -442,6 +442,12 @@ async fn run(
         }
     });
 
+    if conf.class == WorkerClass::Asgi
+        && let Jobs::Hub(hub) = &jobs
+    {
+        let (hub, stats) = (hub.clone(), stats.clone());
+        tokio::spawn(async move { hub.outbox.run(&stats.in_flight).await });
+    }
     if let Jobs::Threads(queue) = jobs {
         if queue.batch {
             let (queue, stats) = (queue.clone(), stats.clone());

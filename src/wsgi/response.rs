@@ -47,7 +47,7 @@ struct State {
     client_gone: bool,
     /// The access log shows response headers: keep a copy after sending.
     keep_headers: bool,
-    /// Keep a complete response for the caller to send (see worker::outbox).
+    /// Keep a complete response for the caller to send (see request::outbox).
     hold: bool,
     held: Option<Finished>,
     /// This object's `write`, bound once for the life of a reused object

@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 
 log = logging.getLogger("asgi_raw")
 STARTUP_DELAY = float(os.environ.get("ASGI_STARTUP_DELAY", "0"))
@@ -14,6 +15,12 @@ async def _text(send, body, status=200, headers=()):
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain")] + list(headers)})
     await send({"type": "http.response.body", "body": body})
+
+
+def _spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 async def _read_all(receive):
@@ -143,6 +150,18 @@ async def app(scope, receive, send):
         body, _ = await _read_all(receive)
         event = await receive()
         log.warning("saw %s for %s", event["type"], query)
+        return
+    if path == "/pid":
+        return await _text(send, str(os.getpid()).encode())
+    if path == "/work":
+        # CPU work without awaiting: other requests queue up meanwhile.
+        _spin(float(query or 0.001))
+        return await _text(send, b"worked")
+    if path == "/answer-then-work":
+        # The whole response first, then CPU work in the same task.
+        await _text(send, b"answered")
+        _spin(float(query or 1))
+        log.warning("work after the answer done")
         return
     if path == "/headers":
         return await _text(send, b"ok", headers=[(b"x-multi", b"a"), (b"x-multi", b"b"),

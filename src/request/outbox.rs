@@ -6,15 +6,21 @@
 //! the client's next request wakes it again (measured: 1.5 sleeps of the I/O
 //! thread per request). So while its queue is not empty, a drainer holds
 //! the responses of requests that ran through without blocking, and the I/O
-//! thread sends them together.
+//! thread sends them together. An asgi worker's event loop does the same
+//! with the complete responses of one pass of the loop: each wake-up of the
+//! I/O thread from the loop's thread also hands the loop's core to it on a
+//! busy machine (the woken thread preempts the waker).
 //!
 //! A held response never waits on the app: it leaves at the first of
-//! - the drainer's queue running empty (the drainer asks for a flush),
+//! - the drainer's queue running empty, or the loop's next pass (either
+//!   asks for a flush),
 //! - `HOLD_MAX` responses held,
 //! - another app thread taking the GIL (the drainer blocked or was
 //!   preempted, so the request it went on with may be long),
 //! - the I/O thread's tick, every `TICK` while requests are in flight
-//!   (and for `IDLE_TICKS` ticks after the last one).
+//!   (and for `IDLE_TICKS` ticks after the last one): an asgi task that
+//!   goes on computing after its response, or a long callback before the
+//!   loop's flush, delays nothing by more than that.
 //!
 //! (Sending them whenever the I/O thread is about to sleep was tried: it
 //! sleeps after every request it reads, so that sent them one by one again.)
@@ -42,7 +48,7 @@ pub struct Outbox {
     held: Mutex<Vec<Finished>>,
     /// `held.len()`, read without the lock.
     count: AtomicUsize,
-    /// App threads ask the I/O thread to send what is held.
+    /// App threads (or the loop) ask the I/O thread to send what is held.
     flush: Notify,
     /// The I/O thread's first request after an idle spell: start ticking.
     busy: Notify,
@@ -54,7 +60,7 @@ impl Outbox {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// App thread: keep a response until the next flush.
+    /// App thread or loop: keep a response until the next flush.
     pub fn hold(&self, done: Finished) {
         let mut held = self.lock();
         held.push(done);
@@ -66,7 +72,12 @@ impl Outbox {
         }
     }
 
-    /// App thread: have the I/O thread send what is held, if anything.
+    /// Is anything held?
+    pub fn has_held(&self) -> bool {
+        self.count.load(Ordering::Acquire) > 0
+    }
+
+    /// App thread or loop: have the I/O thread send what is held, if anything.
     pub fn request_flush(&self) {
         if self.count.load(Ordering::Acquire) > 0 {
             self.flush.notify_one();
@@ -89,7 +100,7 @@ impl Outbox {
         }
     }
 
-    /// I/O thread: a request went to the app threads while none was in flight.
+    /// I/O thread: a request went to the app while none was in flight.
     pub fn busy(&self) {
         self.busy.notify_one();
     }
