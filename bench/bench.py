@@ -71,6 +71,8 @@ def servers(venv, threads, fc, baseline=None):
                                            "127.0.0.1", "--port", str(port), "--working-dir", APPS,
                                            "--log-level", "warning", app],
         "ferricorn gevent": lambda app, port: common_fc(port) + ["-k", "gevent", "--worker-connections", "1000", app],
+        "ferricorn gevent (baseline)": lambda app, port: common_base(port) + [
+            "-k", "gevent", "--worker-connections", "1000", app],
         "gunicorn sync": lambda app, port: common_gu(port) + ["-k", "sync", app],
         "gunicorn gthread": lambda app, port: common_gu(port) + ["-k", "gthread", "--threads", str(threads), app],
         "gunicorn gevent": lambda app, port: common_gu(port) + ["-k", "gevent", "--worker-connections", "1000", app],
@@ -146,8 +148,8 @@ ASGI_BASES = ("granian asgi", "uvicorn")
 SCENARIOS = [
     # name, app, path, wrk extra args, connections, servers, threads[, (ratio bases)]
     ("plain hello (13 B)", "bench_app:hello", "/", [], 64,
-     ["ferricorn sync", "ferricorn gthread", "ferricorn gthread, metrics", "gunicorn sync", "gunicorn gthread",
-      "gunicorn gevent", "granian", "hyper (ceiling)"], 4),
+     ["ferricorn sync", "ferricorn gthread", "ferricorn gthread, metrics", "ferricorn gevent", "gunicorn sync",
+      "gunicorn gthread", "gunicorn gevent", "granian", "hyper (ceiling)"], 4),
     # What a proxy without upstream keep-alive sends (nginx's default).
     ("plain hello, a new connection per request", "bench_app:hello", "/", ["-H", "Connection: close"], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "granian", "hyper (ceiling)"], 4,
@@ -162,7 +164,8 @@ SCENARIOS = [
     ("streamed in 100 chunks", "bench_app:stream", "/", [], 64,
      ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
     ("Flask hello", "bench_flask:app", "/", [], 64,
-     ["ferricorn sync", "ferricorn gthread", "gunicorn sync", "gunicorn gthread", "gunicorn gevent", "granian"], 4),
+     ["ferricorn sync", "ferricorn gthread", "ferricorn gevent", "gunicorn sync", "gunicorn gthread",
+      "gunicorn gevent", "granian"], 4),
     ("slow I/O: 10 ms sleep, 256 connections", "bench_app:sleepy", "/", [], 256,
      ["ferricorn gthread", "ferricorn gevent", "gunicorn gthread", "gunicorn gevent", "granian"], 128),
     # A new connection per request without wrk: over a unix socket (nginx's usual upstream) and TCP.
@@ -606,7 +609,7 @@ def main():
                                       "a comma; default: each scenario's list)")
     ap.add_argument("--rounds", type=int, help="measure every server this many times, interleaved, and report "
                                                "medians (default 7, or 1 with --smoke)")
-    ap.add_argument("--baseline", help="another ferricorn binary: its sync, gthread and asgi runs beside this one's, "
+    ap.add_argument("--baseline", help="another ferricorn binary: its sync, gthread, gevent and asgi runs beside this one's, "
                                        "for a before/after ratio (use with --servers)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "benchmarks-results.md"))
     args = ap.parse_args()

@@ -104,12 +104,16 @@ fn every_server_of_every_scenario_starts_and_is_measured() {
             }
         }
     }
-    // sync and gthread in nine WSGI scenarios, gthread with metrics and
-    // with an access log and with 4 workers (twice), gthread and gevent in
-    // slow I/O, asgi in three,
+    // sync and gthread in nine WSGI scenarios, gevent in plain and Flask
+    // hello, gthread with metrics and with an access log and with 4 workers
+    // (twice), gthread and gevent in slow I/O, asgi in three,
     // gthread, gevent and asgi with idle connections and with slow clients,
     // gthread over HTTPS and over HTTP/2.
-    assert_eq!(ferricorns, 2 * 9 + 2 + 2 + 2 + 3 + 3 + 3 + 2, "{stdout}");
+    assert_eq!(
+        ferricorns,
+        2 * 9 + 2 + 2 + 2 + 2 + 3 + 3 + 3 + 2,
+        "{stdout}"
+    );
 }
 
 /// A row of a wrk or `loadgen close` scenario.

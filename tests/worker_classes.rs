@@ -280,6 +280,20 @@ fn gevent(extra: &[&str]) -> Server {
         .start()
 }
 
+/// The hub hands complete responses back once per pass, not one by one:
+/// the I/O thread wakes once for several (each wake-up also took the hub's
+/// core away on a busy machine).
+#[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: needs the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
+fn gevent_hands_back_responses_in_batches() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = gevent(&[]);
+    assert_responses_batched(&s, "/work?0.0003");
+}
+
 #[test]
 #[cfg_attr(
     not(feature = "full"),

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn conformance() -> Server {
     server("conformance:app").start()
@@ -73,6 +73,7 @@ under! {
     close_is_called_also_when_the_client_goes_away: [sync, gevent];
     file_wrapper_sends_the_whole_file: [sync, gevent];
     a_kept_start_response_or_write_never_serves_a_later_request: [sync, gevent];
+    a_response_does_not_wait_for_the_iterables_close: [sync, gthread, gevent];
 }
 
 /// A request's header fields fit in its copy of the worker's template
@@ -697,4 +698,64 @@ fn two_threads_reading_one_wsgi_input_do_not_deadlock() {
         assert_eq!(r.json()["total"], 10, "{class}");
         assert_eq!(r.json()["stuck"], false, "{class}");
     }
+}
+
+/// PEP 3333's close() comes after the response: work an app does there
+/// (Flask's teardown, werkzeug's call_on_close) does not hold its client
+/// up, also where complete responses are handed back in batches (gthread,
+/// gevent). gunicorn has written the body when it calls close() (below).
+fn a_response_does_not_wait_for_the_iterables_close(s: &Server) {
+    let t0 = Instant::now();
+    let r = answer_then_close(s.addr());
+    let waited = t0.elapsed();
+    assert_eq!((r.status, r.text().as_str()), (200, "answered"));
+    assert_eq!(
+        s.count("close done"),
+        0,
+        "answered after close() ({waited:?})"
+    );
+    s.wait_log("close done", Duration::from_secs(10));
+}
+
+/// The response to `/answer-then-close?3`, read by its Content-Length on
+/// a keep-alive connection (the end of the connection comes after close()).
+fn answer_then_close(addr: std::net::SocketAddr) -> Response {
+    let mut c = Conn::open(addr);
+    c.send("GET /answer-then-close?3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.read_response(false).expect("a response")
+}
+
+/// What the check above holds ferricorn to: gunicorn answers before the
+/// iterable's close() ends.
+#[test]
+#[cfg_attr(
+    not(feature = "full"),
+    ignore = "full tier: gunicorn is in the test virtualenv (scripts/install-deps.sh && cargo test --features full)"
+)]
+fn gunicorn_answers_before_the_iterables_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("error.log");
+    let log_arg = log.display().to_string();
+    let g = Gunicorn::start(
+        &[
+            "-k",
+            "gthread",
+            "--threads",
+            "2",
+            "--capture-output",
+            "--error-logfile",
+            &log_arg,
+        ],
+        "conformance:app",
+    );
+    let r = answer_then_close(g.addr);
+    assert_eq!((r.status, r.text().as_str()), (200, "answered"));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("close done"),
+        "gunicorn answered after close(): {text}"
+    );
+    wait_until(Duration::from_secs(10), "gunicorn's close() to end", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("close done"))
+    });
 }

@@ -45,7 +45,7 @@ pub struct Hub {
     /// `--request-timeout` is set: the loop keeps track of what runs each request.
     pub timed: bool,
     /// asgi: complete responses held until the loop's next pass.
-    pub outbox: Outbox,
+    pub outbox: Arc<Outbox>,
     /// The loop has a flush of the outbox scheduled.
     flush_pending: AtomicBool,
 }
@@ -72,7 +72,7 @@ impl Hub {
             beats: AtomicU64::new(0),
             phase: watch::Sender::new(Phase::Starting),
             timed,
-            outbox: Outbox::default(),
+            outbox: Arc::default(),
             flush_pending: AtomicBool::new(false),
         }))
     }

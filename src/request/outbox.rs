@@ -6,10 +6,10 @@
 //! the client's next request wakes it again (measured: 1.5 sleeps of the I/O
 //! thread per request). So while its queue is not empty, a drainer holds
 //! the responses of requests that ran through without blocking, and the I/O
-//! thread sends them together. An asgi worker's event loop does the same
-//! with the complete responses of one pass of the loop: each wake-up of the
-//! I/O thread from the loop's thread also hands the loop's core to it on a
-//! busy machine (the woken thread preempts the waker).
+//! thread sends them together. An event loop (asgi's, or the gevent hub)
+//! does the same with the complete responses of one pass of the loop: each
+//! wake-up of the I/O thread from the loop's thread also hands the loop's
+//! core to it on a busy machine (the woken thread preempts the waker).
 //!
 //! A held response never waits on the app: it leaves at the first of
 //! - the drainer's queue running empty, or the loop's next pass (either

@@ -117,8 +117,8 @@ impl HubLink {
         Ok((jobs, PyList::new(py, inbox.woken)?, expired, inbox.stop))
     }
 
-    /// asgi: send the complete responses held since the last flush (the
-    /// loop schedules this when `Exchange.finish` asks for it).
+    /// Send the complete responses held since the last flush (the loop
+    /// schedules this when `handle` or `Exchange.finish` asks for it).
     fn flush_held(&self) {
         self.hub.flush();
     }
@@ -142,18 +142,19 @@ impl HubLink {
         expired.0.report(stopping, stack);
     }
 
-    /// gevent: a greenlet's whole life, running the WSGI app for one request.
-    fn handle(&self, py: Python<'_>, job: PyRef<'_, PendingJob>) -> PyResult<()> {
+    /// gevent: a greenlet's whole life, running the WSGI app for one
+    /// request. True when the hub should schedule `flush_held` (a complete
+    /// response waits for it: see `request::outbox`).
+    fn handle(&self, py: Python<'_>, job: PyRef<'_, PendingJob>) -> PyResult<bool> {
         let Served::Wsgi(app) = &self.served else {
             return Err(PyRuntimeError::new_err("not a WSGI worker"));
         };
         let taken = job.take();
         drop(job);
         if let Some(job) = taken {
-            // The hub's loop is the I/O thread's peer already: nothing to batch.
-            app.handle(py, job, false);
+            app.handle(py, job, Some(&self.hub.outbox));
         }
-        Ok(())
+        Ok(self.hub.flush_wanted())
     }
 
     /// asgi: what a task runs the app on for one request: an `Exchange`

@@ -17,7 +17,16 @@ def serve(link, beat_interval):
     gevent.reinit()  # harmless without fork; needed if the hub existed before it (--preload)
     hub = get_hub()
     waiters = {}
-    handle = link.handle
+    # A complete response waits until the hub has run what is runnable, so
+    # that one wake-up of the I/O thread carries the responses of the pass.
+    flush_held = link.flush_held
+    run_callback = hub.loop.run_callback
+    handle_job = link.handle
+
+    def handle(job):
+        if handle_job(job):
+            run_callback(flush_held)
+
     # --request-timeout: the greenlet serving each request, by deadline id.
     running = {}
     timeout_error = link.timeout_error

@@ -59,7 +59,7 @@ pub struct Queue {
     called: Condvar,
     /// Where drainers leave responses while more requests wait (when
     /// `batch`: a sync worker's queue never holds a second request).
-    pub outbox: Outbox,
+    pub outbox: Arc<Outbox>,
     pub batch: bool,
     /// Times an app thread of this pool took the GIL.
     takeovers: AtomicU64,
@@ -110,7 +110,7 @@ impl Queue {
         Queue {
             state: Mutex::new(State::default()),
             called: Condvar::new(),
-            outbox: Outbox::default(),
+            outbox: Arc::default(),
             batch,
             takeovers: AtomicU64::new(0),
             quick: AtomicBool::new(false),
@@ -371,24 +371,19 @@ fn seek(queue: &Queue, app: &WsgiApp, me: i32) {
             loop {
                 drained += 1;
                 let before = queue.takeovers.load(Ordering::Relaxed);
-                let done = app.handle(py, job, queue.batch);
-                // Hold only after a request that ran through without giving
-                // up the GIL to another app thread: one that blocks (an app
-                // doing I/O) would make the next one's wait long too.
+                app.handle(py, job, queue.batch.then_some(&queue.outbox));
+                // Keep holding only after a request that ran through without
+                // giving up the GIL to another app thread: one that blocks
+                // (an app doing I/O) would make the next one's wait long too.
                 let ran_through = queue.takeovers.load(Ordering::Relaxed) == before;
                 match queue.take_next(me) {
                     Some(next) => {
-                        match done {
-                            Some(done) if ran_through => queue.outbox.hold(done),
-                            Some(done) => done.send(),
-                            None => {}
+                        if !ran_through {
+                            queue.outbox.request_flush();
                         }
                         job = next;
                     }
                     None => {
-                        if let Some(done) = done {
-                            done.send();
-                        }
                         queue.outbox.request_flush();
                         let quick = drain.elapsed() < QUICK_APP * drained;
                         queue.quick.store(quick, Ordering::Relaxed);

@@ -442,9 +442,7 @@ async fn run(
         }
     });
 
-    if conf.class == WorkerClass::Asgi
-        && let Jobs::Hub(hub) = &jobs
-    {
+    if let Jobs::Hub(hub) = &jobs {
         let (hub, stats) = (hub.clone(), stats.clone());
         tokio::spawn(async move { hub.outbox.run(&stats.in_flight).await });
     }

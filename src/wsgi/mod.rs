@@ -17,8 +17,9 @@ use std::sync::atomic::Ordering;
 
 use crate::python::{Support, hooks, traceback_text};
 use crate::request::forwarded::Forwarded;
+use crate::request::outbox::Outbox;
 use crate::request::response::{SERVER_HEADER, error_response};
-use crate::request::{Answer, Finished, Job, Ledger, Local, Peer, Wait};
+use crate::request::{Answer, Job, Ledger, Local, Peer, Wait};
 use environ::Keys;
 use input::Input;
 use response::StartResponse;
@@ -86,8 +87,8 @@ impl WsgiApp {
     }
 
     /// Serve one request on this (app) thread, which holds the GIL. With
-    /// `hold`, a complete response is returned for the caller to send.
-    pub fn handle(&self, py: Python<'_>, job: Job, hold: bool) -> Option<Finished> {
+    /// `hold`, a complete response waits there to be sent with others.
+    pub fn handle(&self, py: Python<'_>, job: Job, hold: Option<&Arc<Outbox>>) {
         let Job {
             parts,
             body,
@@ -107,7 +108,7 @@ impl WsgiApp {
                 bytes: 0,
                 headers: Vec::new(),
             });
-            return None;
+            return;
         }
         self.ledger.began(started);
         // pre_request / post_request: gunicorn's `req`, and the environ and
@@ -121,7 +122,7 @@ impl WsgiApp {
             busy,
             &self.wait,
             self.ledger.wants_response_headers || hooks.is_some(),
-            hold,
+            hold.cloned(),
             parts.method == http::Method::HEAD,
         )
         .expect("allocating start_response");
@@ -189,10 +190,8 @@ impl WsgiApp {
                 crate::error!("Exception in post_request hook\n{}", traceback_text(py, &e));
             }
         }
-        let held = sr_ref.take_held();
         drop(sr_ref);
         StartResponse::release(sr);
-        held
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -12,9 +12,10 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::request::outbox::Outbox;
 use crate::request::response::{SERVER_HEADER, STREAM_DEPTH};
 use crate::request::response_body::{Aborted, Chunk};
 use crate::request::{Answer, BusyGuard, Finished, ResponseBody, Wait};
@@ -47,9 +48,10 @@ struct State {
     client_gone: bool,
     /// The access log shows response headers: keep a copy after sending.
     keep_headers: bool,
-    /// Keep a complete response for the caller to send (see request::outbox).
-    hold: bool,
-    held: Option<Finished>,
+    /// Where a complete response waits to be sent with others (see
+    /// request::outbox): at once, while the app goes on to close() its
+    /// iterable and run its hooks.
+    hold: Option<Arc<Outbox>>,
     /// This object's `write`, bound once for the life of a reused object
     /// (see `StartResponse::release`).
     write: Option<Py<PyAny>>,
@@ -60,7 +62,7 @@ impl State {
         reply: Option<oneshot::Sender<Response<ResponseBody>>>,
         busy: Option<BusyGuard>,
         keep_headers: bool,
-        hold: bool,
+        hold: Option<Arc<Outbox>>,
         write: Option<Py<PyAny>>,
     ) -> State {
         State {
@@ -77,7 +79,6 @@ impl State {
             client_gone: false,
             keep_headers,
             hold,
-            held: None,
             write,
         }
     }
@@ -98,7 +99,7 @@ impl StartResponse {
         busy: BusyGuard,
         wait: &Wait,
         keep_headers: bool,
-        hold: bool,
+        hold: Option<Arc<Outbox>>,
         head_request: bool,
     ) -> PyResult<Bound<'py, StartResponse>> {
         if let Some(spare) = SPARE.take() {
@@ -139,7 +140,7 @@ impl StartResponse {
             let write = st.write.take();
             // What is left of the response goes now, not with the next
             // request (a stream's sender ends the client's body).
-            let spent = std::mem::replace(&mut *st, State::new(None, None, false, false, None));
+            let spent = std::mem::replace(&mut *st, State::new(None, None, false, None, None));
             (write, spent)
         };
         drop(spent);
@@ -235,9 +236,11 @@ impl StartResponse {
         } else {
             std::mem::take(&mut st.headers)
         };
-        // A complete body (no stream to feed) can wait for the caller.
-        if st.hold && st.stream.is_none() {
-            st.held = Some(Finished {
+        // A complete body (no stream to feed) can wait for others.
+        if let Some(outbox) = &st.hold
+            && st.stream.is_none()
+        {
+            outbox.hold(Finished {
                 reply,
                 response: resp,
             });
@@ -246,11 +249,6 @@ impl StartResponse {
         if reply.send(resp).is_err() {
             st.client_gone = true;
         }
-    }
-
-    /// The complete response kept back for the caller, if any.
-    pub fn take_held(&self) -> Option<Finished> {
-        self.lock().held.take()
     }
 
     /// The whole body in one piece (a list of one item): hyper sets Content-Length.

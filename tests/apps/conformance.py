@@ -267,6 +267,26 @@ def close_slow_route(environ, start_response):
     return Closing([b"x" * 65536] * 400, tag, delay=0.01)
 
 
+class SlowClose:
+    """A complete body whose close() takes a while (Flask's teardown, or
+    work done after the response with werkzeug's call_on_close)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def __iter__(self):
+        yield b"answered"
+
+    def close(self):
+        time.sleep(self.seconds)
+        log.warning("close done")
+
+
+def answer_then_close_route(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "8")])
+    return SlowClose(float(environ["QUERY_STRING"] or 1))
+
+
 def file_route(environ, start_response):
     path = os.path.join(tempfile.gettempdir(), "ferricorn-file-wrapper.bin")
     if not os.path.exists(path):
@@ -458,6 +478,7 @@ ROUTES = {
     "/status": status_route,
     "/close": close_route,
     "/close-slow": close_slow_route,
+    "/answer-then-close": answer_then_close_route,
     "/file": file_route,
     "/log": log_route,
     "/leak": leak_route,
