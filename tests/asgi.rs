@@ -169,6 +169,24 @@ fn complete_responses_go_back_to_the_io_thread_in_batches() {
     assert_responses_batched(&s, "/work?0.0003");
 }
 
+/// The worker keeps each request's task only while it runs (the loop holds
+/// tasks weakly): after many requests, as many tasks are alive as before.
+#[test]
+fn finished_requests_leave_no_task_behind() {
+    for extra in [&[][..], &["--request-timeout", "30"][..]] {
+        let s = asgi("asgi_raw:app", extra).start();
+        let alive = |s: &Server| -> usize { s.get("/live-tasks").text().trim().parse().unwrap() };
+        let before = alive(&s);
+        let mut c = Conn::open(s.addr());
+        for _ in 0..200 {
+            c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(c.read_response(false).unwrap().status, 200);
+        }
+        let after = alive(&s);
+        assert!(after <= before + 2, "{extra:?}: {before} tasks alive before, {after} after");
+    }
+}
+
 /// The other side: a held response leaves within the I/O thread's tick,
 /// not after what its task goes on to compute.
 #[test]

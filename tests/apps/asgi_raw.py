@@ -151,6 +151,12 @@ async def app(scope, receive, send):
         event = await receive()
         log.warning("saw %s for %s", event["type"], query)
         return
+    if path == "/live-tasks":
+        # Task objects still alive (finished ones the server kept count too).
+        import gc
+        gc.collect()
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Task))
+        return await _text(send, str(alive).encode())
     if path == "/pid":
         return await _text(send, str(os.getpid()).encode())
     if path == "/work":
