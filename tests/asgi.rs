@@ -169,6 +169,19 @@ fn complete_responses_go_back_to_the_io_thread_in_batches() {
     assert_responses_batched(&s, "/work?0.0003");
 }
 
+/// The I/O thread's tick (which sends a held response if the loop has not)
+/// runs only while a request is in flight or a response held: an idle
+/// worker sleeps until its next request.
+#[test]
+fn an_idle_worker_does_not_tick() {
+    let s = asgi("asgi_raw:app", &[]).start();
+    let sleeps = io_thread_sleeps_after_one_request(&s, "/", Duration::from_millis(300));
+    assert!(
+        sleeps < 30,
+        "the idle I/O thread went to sleep {sleeps} times in 300 ms"
+    );
+}
+
 /// The worker keeps each request's task only while it runs (the loop holds
 /// tasks weakly): after many requests, as many tasks are alive as before.
 #[test]
@@ -183,7 +196,10 @@ fn finished_requests_leave_no_task_behind() {
             assert_eq!(c.read_response(false).unwrap().status, 200);
         }
         let after = alive(&s);
-        assert!(after <= before + 2, "{extra:?}: {before} tasks alive before, {after} after");
+        assert!(
+            after <= before + 2,
+            "{extra:?}: {before} tasks alive before, {after} after"
+        );
     }
 }
 

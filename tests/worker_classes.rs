@@ -292,6 +292,12 @@ fn gevent_hands_back_responses_in_batches() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = gevent(&[]);
     assert_responses_batched(&s, "/work?0.0003");
+    // The tick that backs the hub's flush stops with the last request.
+    let sleeps = io_thread_sleeps_after_one_request(&s, "/pid", Duration::from_millis(300));
+    assert!(
+        sleeps < 30,
+        "the idle I/O thread went to sleep {sleeps} times in 300 ms"
+    );
 }
 
 #[test]

@@ -18,9 +18,10 @@
 //! - another app thread taking the GIL (the drainer blocked or was
 //!   preempted, so the request it went on with may be long),
 //! - the I/O thread's tick, every `TICK` while requests are in flight
-//!   (and for `IDLE_TICKS` ticks after the last one): an asgi task that
-//!   goes on computing after its response, or a long callback before the
-//!   loop's flush, delays nothing by more than that.
+//!   (and, for app threads, `LINGER_TICKS` ticks after the last one): an
+//!   app's `close()`, an asgi task that goes on computing after its
+//!   response, or a long callback before the loop's flush, delays nothing
+//!   by more than that.
 //!
 //! (Sending them whenever the I/O thread is about to sleep was tried: it
 //! sleeps after every request it reads, so that sent them one by one again.)
@@ -38,10 +39,12 @@ const HOLD_MAX: usize = 16;
 /// The longest a response waits while the I/O thread sleeps.
 const TICK: Duration = Duration::from_millis(1);
 
-/// Ticks with nothing in flight before the tick stops until the next
-/// request. Not at once: one client's requests one after another would
-/// otherwise restart it for every request.
-const IDLE_TICKS: u32 = 100;
+/// Ticks with nothing in flight before app threads' tick stops until the
+/// next request. Not at once: one client's requests one after another
+/// would otherwise restart it for every request. An event loop flushes
+/// at the end of each pass, so its tick is only a safety net and stops
+/// after one idle tick: an idle worker sleeps until its next request.
+pub const LINGER_TICKS: u32 = 100;
 
 #[derive(Default)]
 pub struct Outbox {
@@ -106,11 +109,12 @@ impl Outbox {
     }
 
     /// I/O thread task: send held responses when asked, and every `TICK`
-    /// while requests are in flight (`in_flight` is the worker's count).
-    pub async fn run(&self, in_flight: &AtomicU32) {
+    /// while requests are in flight (`in_flight` is the worker's count) and
+    /// for `linger` idle ticks after.
+    pub async fn run(&self, in_flight: &AtomicU32, linger: u32) {
         let mut idle_ticks = 0;
         loop {
-            if idle_ticks >= IDLE_TICKS {
+            if idle_ticks > linger {
                 // Only the I/O thread starts requests, so none can start
                 // between the last check and this wait.
                 self.busy.notified().await;
@@ -166,7 +170,7 @@ mod tests {
             let (a, ra) = finished();
             outbox.hold(a);
             let (o, f) = (outbox.clone(), in_flight.clone());
-            tokio::spawn(async move { o.run(&f).await });
+            tokio::spawn(async move { o.run(&f, 0).await });
             // Nobody asks for a flush: the tick must send it.
             let got = tokio::time::timeout(Duration::from_millis(500), ra).await;
             assert!(

@@ -31,6 +31,7 @@ use crate::proto::Kind;
 use crate::python::LoadedApp;
 use crate::request::forwarded::Forwarded;
 use crate::request::hub::{Hub, Phase};
+use crate::request::outbox;
 use crate::request::{Ledger, Stats, Wait};
 use crate::request::{Local, Peer};
 use crate::tls::TlsInfo;
@@ -444,12 +445,17 @@ async fn run(
 
     if let Jobs::Hub(hub) = &jobs {
         let (hub, stats) = (hub.clone(), stats.clone());
-        tokio::spawn(async move { hub.outbox.run(&stats.in_flight).await });
+        tokio::spawn(async move { hub.outbox.run(&stats.in_flight, 0).await });
     }
     if let Jobs::Threads(queue) = jobs {
         if queue.batch {
             let (queue, stats) = (queue.clone(), stats.clone());
-            tokio::spawn(async move { queue.outbox.run(&stats.in_flight).await });
+            tokio::spawn(async move {
+                queue
+                    .outbox
+                    .run(&stats.in_flight, outbox::LINGER_TICKS)
+                    .await
+            });
         }
         let queue = queue.clone();
         tokio::spawn(async move { queue.call_deferred().await });

@@ -374,15 +374,7 @@ pub fn assert_responses_batched(s: &Server, path: &str) {
 }
 
 fn io_thread_sleeps_per_request(s: &Server, path: &str) -> f64 {
-    let pid: u32 = s.get("/pid").text().trim().parse().expect("a pid");
-    let io = fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .find(|t| {
-            fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "ferricorn-io")
-        })
-        .and_then(|t| t.file_name().to_str()?.parse().ok())
-        .unwrap_or(pid);
+    let (pid, io) = io_thread(s);
     let (clients, each) = (16, 40);
     let before = sleeps(pid, io);
     let addr = s.addr();
@@ -403,6 +395,35 @@ fn io_thread_sleeps_per_request(s: &Server, path: &str) -> f64 {
         t.join().unwrap();
     }
     (sleeps(pid, io) - before) as f64 / (clients * each) as f64
+}
+
+/// A one-worker server's worker (whose pid `/pid` answers) and its I/O
+/// thread: the thread named `ferricorn-io` where an event loop has the
+/// main thread, else the main thread.
+fn io_thread(s: &Server) -> (u32, u32) {
+    let pid: u32 = s.get("/pid").text().trim().parse().expect("a pid");
+    let io = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "ferricorn-io")
+        })
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+        .unwrap_or(pid);
+    (pid, io)
+}
+
+/// How often a one-worker server's I/O thread went to sleep in the
+/// `window` after one request for `path` was answered: an idle worker
+/// should wait for its next request (and its heartbeat), not tick.
+pub fn io_thread_sleeps_after_one_request(s: &Server, path: &str, window: Duration) -> u64 {
+    let (pid, io) = io_thread(s);
+    let mut c = Conn::open(s.addr());
+    c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!(c.read_response(false).expect("a response").status, 200);
+    let before = sleeps(pid, io);
+    std::thread::sleep(window);
+    sleeps(pid, io) - before
 }
 
 /// `n` clients at once, each sending `GET path` on a connection of its own.
