@@ -169,7 +169,7 @@ impl Exchange {
         }
         *resp.headers_mut() = std::mem::take(&mut st.headers);
         if complete {
-            self.hub.hold(Finished {
+            self.hub.outbox.hold(Finished {
                 reply,
                 response: resp,
             });

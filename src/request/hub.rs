@@ -15,7 +15,7 @@ use std::task::{Wake, Waker};
 use tokio::sync::watch;
 
 use super::outbox::Outbox;
-use super::{Deadline, Finished, Job};
+use super::{Deadline, Job};
 
 /// Where the loop is in its life, as the I/O thread sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct Hub {
     phase: watch::Sender<Phase>,
     /// `--request-timeout` is set: the loop keeps track of what runs each request.
     pub timed: bool,
-    /// asgi: complete responses held until the loop's next pass.
+    /// Complete responses held until the loop's next pass (asgi, gevent).
     pub outbox: Arc<Outbox>,
     /// The loop has a flush of the outbox scheduled.
     flush_pending: AtomicBool,
@@ -103,11 +103,6 @@ impl Hub {
             // Cannot fail short of the counter overflowing, which take() prevents.
             let _ = self.wake_fd.write(1);
         }
-    }
-
-    /// A complete response, held until the loop's next pass (see `outbox`).
-    pub fn hold(&self, done: Finished) {
-        self.outbox.hold(done);
     }
 
     /// Loop: should it schedule a flush for what is held (none is pending)?
